@@ -1,0 +1,5 @@
+import sys
+
+from distnet.cli import main
+
+sys.exit(main())
