@@ -143,7 +143,10 @@ def test_onecycle_properties(s):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.integers(1, 50), st.floats(0.1, 1.0), st.integers(1, 5), st.sampled_from(["epoch_decay", "step"])
+    st.integers(1, 50),
+    st.floats(0.1, 1.0),
+    st.integers(1, 5),
+    st.sampled_from(["epoch_decay", "step"]),
 )
 def test_epoch_based_kinds_are_constant_within_an_epoch(steps_per_epoch, factor, size, kind):
     extra = {"lr_decay": factor} if kind == "epoch_decay" else {
