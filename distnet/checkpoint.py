@@ -1,0 +1,201 @@
+"""Training checkpoints: atomic, pickle-free `.npz` files.
+
+A checkpoint is `DIR/ckpt-<step, 8 digits>.npz`, a plain numpy archive that loads with
+`allow_pickle=False`: the arrays (parameters, optimizer state, batchnorm statistics, best
+parameters, histories) are entries of their own, everything else (step, epoch, the job
+config, scalar optimizer state such as Adam's `t`) is one JSON document stored as a uint8
+array. It is written to a temporary file in the same directory, fsynced and renamed into
+place, so a crash at any moment leaves either the old set of checkpoints or the new one,
+never a half-written file under a checkpoint name.
+
+    path = save_checkpoint("checkpoints/job", state, keep=3)
+    state = load_checkpoint(latest_checkpoint("checkpoints/job"))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distnet.errors import DistnetError
+
+FORMAT = "distnet-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"ckpt-(\d{8,})\.npz")
+# Array entries of the archive; optimizer state and histories get a prefix per key.
+_OPT, _HISTORY, _META = "opt_state/", "history/", "meta"
+
+
+class CheckpointError(DistnetError):
+    """A checkpoint cannot be written, or the file is missing, truncated or corrupted."""
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to continue exactly where it stopped."""
+
+    step: int
+    epoch: int
+    params: np.ndarray  # the flat parameter vector
+    opt_state: dict[str, np.ndarray | float | int]  # e.g. {"m": ..., "v": ..., "t": 5}
+    bn_state: np.ndarray  # flat batchnorm running statistics (empty without batchnorm)
+    best_params: np.ndarray | None
+    best_val_acc: float
+    history: dict[str, list[float]]  # loss_history, train_acc_history, val_acc_history ...
+    config: dict  # JobConfig.to_dict()
+    extra: dict[str, int | float | str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("step", "epoch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"TrainState.{name} must be an integer >= 0, got {value!r}")
+        arrays = {"params": self.params, "bn_state": self.bn_state}
+        if self.best_params is not None:
+            arrays["best_params"] = self.best_params
+        arrays |= {f"opt_state[{k!r}]": v for k, v in self.opt_state.items() if _is_array(v)}
+        for name, value in arrays.items():
+            if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+                raise ValueError(f"TrainState.{name} must be a numeric numpy array, got {value!r:.80}")
+        if self.params.ndim != 1:
+            raise ValueError(f"TrainState.params must be flat, got shape {self.params.shape}")
+        if self.best_params is not None and (
+            self.best_params.shape != self.params.shape or self.best_params.dtype != self.params.dtype
+        ):
+            raise ValueError("TrainState.best_params must have the shape and dtype of params")
+        for key, value in self.opt_state.items():
+            if not _is_array(value) and not isinstance(value, (int, float, np.number)):
+                raise ValueError(f"TrainState.opt_state[{key!r}] must be an array or a number")
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, np.ndarray)
+
+
+def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
+    return Path(directory) / f"ckpt-{step:08d}.npz"
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """The directory's checkpoints, oldest (lowest step) first; temporary files excluded."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.fullmatch(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The checkpoint with the highest step in `directory`, or None when there is none."""
+    checkpoints = list_checkpoints(directory)
+    return checkpoints[-1] if checkpoints else None
+
+
+def save_checkpoint(directory: str | os.PathLike, state: TrainState, keep: int) -> Path:
+    """Write `state` atomically as DIR/ckpt-<step>.npz, then delete all but the `keep`
+    newest checkpoints (never the one just written). Returns the new file's path."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    directory = Path(directory)
+    path = checkpoint_path(directory, int(state.step))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, _to_arrays(state))
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot write checkpoint: {err.strerror or err}") from None
+    for old in list_checkpoints(directory)[:-keep]:
+        if old != path:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def _to_arrays(state: TrainState) -> dict[str, np.ndarray]:
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": int(state.step),
+        "epoch": int(state.epoch),
+        "best_val_acc": float(state.best_val_acc),
+        "has_best_params": state.best_params is not None,
+        # numpy scalars become Python numbers: JSON keeps ints and floats (repr) exactly.
+        "opt_scalars": {k: v.item() if isinstance(v, np.generic) else v
+                        for k, v in state.opt_state.items() if not _is_array(v)},
+        "history_keys": list(state.history),
+        "config": state.config,
+        "extra": state.extra,
+    }
+    arrays = {
+        _META: np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        "params": state.params,
+        "bn_state": state.bn_state,
+    }
+    if state.best_params is not None:
+        arrays["best_params"] = state.best_params
+    arrays |= {_OPT + k: v for k, v in state.opt_state.items() if _is_array(v)}
+    # float64 holds float32 values exactly, and a long history is cheaper as an array.
+    arrays |= {_HISTORY + k: np.asarray(v, dtype=np.float64) for k, v in state.history.items()}
+    return arrays
+
+
+def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            np.savez(tmp, allow_pickle=False, **arrays)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform lets a directory be opened.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike) -> TrainState:
+    """Read a checkpoint written by save_checkpoint; never unpickles anything."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        meta = json.loads(arrays.pop(_META).tobytes().decode())
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError("not a distnet checkpoint")
+        if meta["version"] != VERSION:
+            raise ValueError(f"format version {meta['version']}, this distnet reads {VERSION}")
+        opt_state = {k[len(_OPT):]: v for k, v in arrays.items() if k.startswith(_OPT)}
+        return TrainState(
+            step=meta["step"],
+            epoch=meta["epoch"],
+            params=arrays["params"],
+            opt_state=opt_state | meta["opt_scalars"],
+            bn_state=arrays["bn_state"],
+            best_params=arrays["best_params"] if meta["has_best_params"] else None,
+            best_val_acc=meta["best_val_acc"],
+            history={k: arrays[_HISTORY + k].tolist() for k in meta["history_keys"]},
+            config=meta["config"],
+            extra=meta["extra"],
+        )
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: corrupted or truncated checkpoint ({err})") from None
