@@ -131,7 +131,7 @@ class DataConfig(_Section):
         if self.md5 is not None:
             object.__setattr__(self, "md5", self.md5.lower())
         self._check("shards", lambda v: v >= 1, ">= 1")
-        self._check("num_val", lambda v: v >= 0, ">= 0")
+        self._check("num_val", lambda v: v >= 1, ">= 1")
         self._check("augment_crop_padding", lambda v: v >= 0, ">= 0")
 
 
@@ -396,17 +396,17 @@ def build_model(
     dtype: str | None = None,
     seed: int | None = None,
 ):
-    """The network `model_cfg` describes; `dtype` overrides model.dtype (float64 to check)."""
-    from distnet.models import FullyConnectedNet, TwoLayerNet  # numpy only, but heavy-ish
+    """The network `model_cfg` describes, its initial weights drawn from `seed` (None:
+    NumPy's global generator); `dtype` overrides model.dtype (float64 for gradient checks)."""
+    from distnet.models import FullyConnectedNet, TwoLayerNet
 
-    dtype = np.dtype(dtype or model_cfg.dtype)
-    common = dict(input_dim=input_dim, num_classes=num_classes,
-                  weight_scale=model_cfg.weight_scale, reg=model_cfg.reg)
+    common = dict(input_dim=input_dim, num_classes=num_classes, reg=model_cfg.reg,
+                  weight_scale=model_cfg.weight_scale, dtype=np.dtype(dtype or model_cfg.dtype),
+                  init_seed=seed)
     if model_cfg.kind == "two_layer":
         return TwoLayerNet(hidden_dim=model_cfg.hidden_dims[0], **common)
     return FullyConnectedNet(list(model_cfg.hidden_dims), dropout=model_cfg.dropout,
-                             use_batchnorm=model_cfg.use_batchnorm, dtype=dtype, seed=seed,
-                             **common)
+                             use_batchnorm=model_cfg.use_batchnorm, **common)
 
 
 def _reject_unknown(table: dict, known: list[str], prefix: str) -> None:
