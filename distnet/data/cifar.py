@@ -26,6 +26,7 @@ IMAGE_SIZE = 3 * 32 * 32
 NUM_CLASSES = 10
 # The real batches are ~31 MB; refuse anything that would decompress far beyond that.
 MAX_MEMBER_BYTES = 256 * 2**20
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def read_cifar_tarball(path: Path) -> CifarArrays:
 
 
 def _read_members(path: Path) -> dict[str, bytes]:
-    """The needed members' bytes, keyed by base name; reading to the end also checks the CRC."""
+    """The needed members' bytes, keyed by base name."""
     wanted = {*TRAIN_BATCHES, TEST_BATCH, META}
     found: dict[str, bytes] = {}
     try:
@@ -64,6 +65,10 @@ def _read_members(path: Path) -> dict[str, bytes]:
                         raise DataError(f"{path}: member {member.name} is implausibly large "
                                         f"({member.size} bytes) for a CIFAR batch")
                     found[name] = archive.extractfile(member).read()
+            # tarfile stops at the end-of-archive marker, before the gzip trailer: read on
+            # so that gzip checks its CRC and corrupted bytes cannot pass unnoticed.
+            while archive.fileobj.read(CHUNK):
+                pass
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise DataError(f"{path}: truncated or corrupt tarball ({err})") from err
     missing = [name for name in sorted(wanted) if name not in found]
