@@ -40,22 +40,22 @@ class CifarArrays:
 
 def read_cifar_tarball(path: Path) -> CifarArrays:
     """Parse and validate a CIFAR-10 python tarball at `path`."""
-    members = _read_members(path)
-    train = [_parse_batch(members, name, path) for name in TRAIN_BATCHES]
-    test_images, test_labels = _parse_batch(members, TEST_BATCH, path)
+    batches = _load_members(path)
+    train = [_parse_batch(batches[name], f"{path}: {FOLDER}/{name}") for name in TRAIN_BATCHES]
+    test_images, test_labels = _parse_batch(batches[TEST_BATCH], f"{path}: {FOLDER}/{TEST_BATCH}")
     return CifarArrays(
         train_images=np.concatenate([images for images, _ in train]),
         train_labels=np.concatenate([labels for _, labels in train]),
         test_images=test_images,
         test_labels=test_labels,
-        label_names=_parse_label_names(members, path),
+        label_names=_parse_label_names(batches[META], f"{path}: {FOLDER}/{META}"),
     )
 
 
-def _read_members(path: Path) -> dict[str, bytes]:
-    """The needed members' bytes, keyed by base name."""
+def _load_members(path: Path) -> dict[str, dict]:
+    """The needed members, unpickled as they are read (so only one is held as bytes)."""
     wanted = {*TRAIN_BATCHES, TEST_BATCH, META}
-    found: dict[str, bytes] = {}
+    found: dict[str, dict] = {}
     try:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
@@ -64,7 +64,8 @@ def _read_members(path: Path) -> dict[str, bytes]:
                     if member.size > MAX_MEMBER_BYTES:
                         raise DataError(f"{path}: member {member.name} is implausibly large "
                                         f"({member.size} bytes) for a CIFAR batch")
-                    found[name] = archive.extractfile(member).read()
+                    found[name] = _load_dict(archive.extractfile(member).read(),
+                                             f"{path}: {member.name}")
             # tarfile stops at the end-of-archive marker, before the gzip trailer: read on
             # so that gzip checks its CRC and corrupted bytes cannot pass unnoticed.
             while archive.fileobj.read(CHUNK):
@@ -78,9 +79,8 @@ def _read_members(path: Path) -> dict[str, bytes]:
     return found
 
 
-def _load_dict(members: dict[str, bytes], name: str, path: Path) -> dict:
-    where = f"{path}: {FOLDER}/{name}"
-    batch = restricted_loads(members[name], where)
+def _load_dict(data: bytes, where: str) -> dict:
+    batch = restricted_loads(data, where)
     if not isinstance(batch, dict):
         raise DataError(f"{where}: expected a pickled dict, got {type(batch).__name__}")
     # Python 2 pickles give bytes keys; accept str keys too (re-pickled copies).
@@ -88,9 +88,7 @@ def _load_dict(members: dict[str, bytes], name: str, path: Path) -> dict:
             for key, value in batch.items()}
 
 
-def _parse_batch(members: dict[str, bytes], name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    where = f"{path}: {FOLDER}/{name}"
-    batch = _load_dict(members, name, path)
+def _parse_batch(batch: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in batch or "labels" not in batch:
         raise DataError(f"{where}: batch lacks 'data' or 'labels'")
     images, labels = batch["data"], batch["labels"]
@@ -115,8 +113,8 @@ def _parse_batch(members: dict[str, bytes], name: str, path: Path) -> tuple[np.n
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
-def _parse_label_names(members: dict[str, bytes], path: Path) -> list[str]:
-    names = _load_dict(members, META, path).get("label_names")
+def _parse_label_names(meta: dict, where: str) -> list[str]:
+    names = meta.get("label_names")
     if not isinstance(names, list) or len(names) != NUM_CLASSES:
-        raise DataError(f"{path}: {FOLDER}/{META}: expected {NUM_CLASSES} label_names")
+        raise DataError(f"{where}: expected {NUM_CLASSES} label_names")
     return [name.decode("utf-8") if isinstance(name, bytes) else str(name) for name in names]
