@@ -199,9 +199,8 @@ class OptimConfig(_Section):
             for name in sorted({s for settings in table.values() for s in settings}):
                 self._only_with(name, name in table[chosen],
                                 f'has no effect with {kind} = "{chosen}" (it uses {uses})')
-        if self.schedule == "step":
-            if self.step_size_epochs is None:
-                raise ConfigError('optim.step_size_epochs is required with schedule = "step"')
+        if self.schedule == "step" and self.step_size_epochs is None:
+            raise ConfigError('optim.step_size_epochs is required with schedule = "step"')
         if self.schedule == "onecycle" and self.warmup_steps == 0:
             raise ConfigError('optim.warmup_steps must be > 0 with schedule = "onecycle"')
 
