@@ -1,0 +1,60 @@
+"""Train a job data-parallel on Ray (a local Ray on 127.0.0.1 unless --address is given).
+
+With no JOB file, trains the packaged default job (the CS231n two-layer net). The dataset
+is prepared first if it is not there yet (downloaded, or from --source).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a job on Ray", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job", nargs="?", help="job file (TOML); default: the packaged two-layer job")
+    p.add_argument("--workers", type=int, metavar="N", help="gradient workers (train.workers)")
+    p.add_argument("--address", help="Ray cluster to join (auto, ray://..., host:port); "
+                                     "default: $RAY_ADDRESS, else a local Ray")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE", help="override a job setting (repeatable)")
+    p.add_argument("--source", help="CIFAR-10 tarball (file or URL) to prepare from "
+                                    "(data.source)")
+    p.add_argument("--md5", help="expected MD5 of --source (data.md5)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint of this job")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object on stdout")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from distnet.config import load_job
+
+    overrides = list(args.overrides)
+    for key, value in (("train.workers", args.workers), ("data.source", args.source),
+                       ("data.md5", args.md5)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    job = load_job(args.job, overrides)
+
+    from distnet.dist.driver import train
+
+    result = train(job, address=args.address, resume=args.resume)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(_describe(summary), file=sys.stdout)
+    return 0
+
+
+def _describe(s: dict) -> str:
+    return (f"train acc {s['train_acc']:.3f}  val acc {s['val_acc']:.3f} "
+            f"(best {s['best_val_acc']:.3f})  test acc {s['test_acc']:.3f}\n"
+            f"{s['steps']} steps, {s['epochs']} epochs in {s['wall_s']:.1f} s "
+            f"({s['samples_per_s']:,.0f} samples/s), final loss {s['final_loss']:.4f}\n"
+            f"logs: {s['logdir']}  (tensorboard --logdir {s['logdir']})\n"
+            f"checkpoint: {s['checkpoint']}")

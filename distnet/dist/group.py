@@ -1,0 +1,144 @@
+"""The actors of one run: K parameter servers, N gradient workers, and the refs between them.
+
+One synchronous step is N `compute_gradients` calls and K `apply_gradients` calls whose
+arguments are ObjectRefs: the driver never waits in between, parameters go into the object
+store once per server per step and the workers read them zero-copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from distnet.config import JobConfig
+from distnet.dist.runtime import remote_class
+from distnet.dist.server import ParameterServer, ShardState, shard_bounds
+from distnet.dist.worker import GradientWorker
+
+
+@dataclass
+class StepRefs:
+    """The still-running results of one step that the driver reads (one step later)."""
+
+    step: int
+    worker_reports: list
+    server_reports: list
+
+
+@dataclass
+class ModelState:
+    """The whole flat state that the servers hold, gathered in one place."""
+
+    step: int
+    params: np.ndarray
+    opt_state: dict
+    bn_state: np.ndarray
+
+
+class ActorGroup:
+    def __init__(self, job: JobConfig, param_size: int, bn_size: int, schedule):
+        import ray
+
+        train = job.train
+        self.job = job
+        self.has_bn = bn_size > 0
+        self.bounds = shard_bounds(param_size, train.servers)
+        self.weights = [float(b) for b in train.worker_batch_sizes()]
+        server_cls = remote_class(ParameterServer, num_cpus=0)
+        worker_cls = remote_class(GradientWorker, num_cpus=train.worker_cpus)
+        self.servers = [
+            server_cls.remote(k, job.optim.update_rule, job.optim.rule_config(), schedule)
+            for k in range(train.servers)
+        ]
+        self.workers = [
+            worker_cls.options(scheduling_strategy="SPREAD").remote(
+                job, i, train.workers, int(b), self.bounds)
+            for i, b in enumerate(self.weights)
+        ]
+        self.rows = ray.get([w.num_rows.remote() for w in self.workers])
+        self.param_refs: list = []
+        self.bn_ref = None
+
+    def load(self, state: ModelState) -> None:
+        """Put `state` into the servers (at start, on resume, after a server restart)."""
+        import ray
+
+        refs = []
+        for k, ((a, b), server) in enumerate(zip(self.bounds, self.servers)):
+            opt = {key: v[a:b] if _is_sliced(v, state.params) else v
+                   for key, v in state.opt_state.items()}
+            bn = state.bn_state if k == 0 and self.has_bn else None
+            refs.append(server.load.remote(ShardState(state.step, state.params[a:b], opt, bn)))
+        ray.get(refs)  # surface a failing server here, not in the first step
+        self.param_refs = refs
+        self.bn_ref = ray.put(state.bn_state) if self.has_bn else None
+
+    def state(self) -> ModelState:
+        import ray
+
+        shards: list[ShardState] = ray.get([s.get_state.remote() for s in self.servers])
+        first = shards[0]
+        opt = {key: np.concatenate([s.opt_state[key] for s in shards])
+               if isinstance(value, np.ndarray) else value
+               for key, value in first.opt_state.items()}
+        params = np.concatenate([s.params for s in shards])
+        bn = first.bn_state if self.has_bn else np.zeros(0, params.dtype)
+        return ModelState(first.step, params, opt, bn)
+
+    def params(self) -> np.ndarray:
+        import ray
+
+        return np.concatenate(ray.get(self.param_refs))
+
+    def bn_state(self):
+        import ray
+
+        return ray.get(self.bn_ref) if self.has_bn else None
+
+    def step(self, step: int, epoch: int, step_in_epoch: int) -> StepRefs:
+        """Submit one synchronous step; returns at once."""
+        k = len(self.servers)
+        returns = k + self.has_bn + 1
+        outs = [w.compute_gradients.options(num_returns=returns).remote(
+                    epoch, step_in_epoch, self.bn_ref, *self.param_refs)
+                for w in self.workers]
+        param_refs, server_reports = [], []
+        for i, server in enumerate(self.servers):
+            args = [out[i] for out in outs]
+            with_bn = i == 0 and self.has_bn
+            if with_bn:
+                args += [out[k] for out in outs]
+            res = server.apply_gradients.options(num_returns=2 + with_bn).remote(
+                step, self.weights, *args)
+            param_refs.append(res[0])
+            server_reports.append(res[-1])
+            if with_bn:
+                self.bn_ref = res[1]
+        self.param_refs = param_refs
+        return StepRefs(step, [out[-1] for out in outs], server_reports)
+
+    def evaluate(self, split: str, epoch: int, max_samples: int | None = None) -> float:
+        """Accuracy on `split`, each worker scoring its share (at most max_samples in all)."""
+        import ray
+
+        per_worker = None if max_samples is None else -(-max_samples // len(self.workers))
+        counts = ray.get([w.evaluate.remote(split, per_worker, epoch, self.bn_ref,
+                                            *self.param_refs) for w in self.workers])
+        correct, total = map(sum, zip(*counts))
+        return correct / max(total, 1)
+
+    def worker_pids(self) -> list[int]:
+        import ray
+
+        return ray.get([w.pid.remote() for w in self.workers])
+
+    def server_pids(self) -> list[int]:
+        import ray
+
+        return ray.get([s.pid.remote() for s in self.servers])
+
+
+def _is_sliced(value, params: np.ndarray) -> bool:
+    """Optimizer state arrays shaped like the parameters are split with them."""
+    return isinstance(value, np.ndarray) and value.shape == params.shape

@@ -1,0 +1,83 @@
+"""Connecting to Ray and starting distnet's actors: the only place that configures Ray.
+
+The embedded default (no address, no RAY_ADDRESS) starts a local instance that listens on
+127.0.0.1 only and is shut down when training ends; with an address it joins that cluster.
+Token authentication is left exactly as Ray sets it up.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from distnet.errors import DistnetError
+
+# Ray on Linux turns a node address of 127.0.0.1 into the machine's network address unless
+# it believes it runs single-node, and then binds every server to 127.0.0.1. A local
+# instance *is* single-node, so say so before ray is imported (and after, for its constant).
+_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _prefer_loopback() -> None:
+    os.environ.setdefault(_SINGLE_NODE_ENV, "0")
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = os.environ[_SINGLE_NODE_ENV] not in ("0", "false")
+
+
+def init_local_ray(num_cpus: int | None = None, **kwargs) -> None:
+    """Start a Ray instance on this machine, reachable on 127.0.0.1 only."""
+    _prefer_loopback()
+    import ray
+
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        _node_ip_address="127.0.0.1",
+        include_dashboard=kwargs.pop("include_dashboard", False),
+        logging_level=kwargs.pop("logging_level", "WARNING"),
+        log_to_driver=kwargs.pop("log_to_driver", True),
+        **kwargs,
+    )
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int = 1):
+    """Use the running Ray connection, join `address`/RAY_ADDRESS, or start a local one
+    with at least `num_cpus` CPUs (more workers than cores share them).
+
+    Only an instance started here is shut down on exit.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, logging_level="WARNING")
+        else:
+            init_local_ray(max(num_cpus, os.cpu_count() or 1))
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        where = address or "a local Ray instance"
+        raise DistnetError(f"could not connect to {where}: {str(err).splitlines()[0]}") from err
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def remote_class(cls, *, num_cpus: float, restarts: bool = True):
+    """Wrap a plain class as a Ray actor class that Ray restarts when its process dies.
+
+    With max_task_retries=-1 a call that was running on the dead process is replayed on
+    the new one; that is safe because worker calls are pure functions of their arguments
+    and the server refuses a step it is not at (see StaleServerError).
+    """
+    import ray
+
+    return ray.remote(
+        num_cpus=num_cpus,
+        max_restarts=-1 if restarts else 0,
+        max_task_retries=-1 if restarts else 0,
+    )(cls)

@@ -1,0 +1,135 @@
+"""The parameter server: plain numpy state that a thin Ray actor wraps.
+
+With K servers the flat parameter vector is cut into K contiguous slices
+(`shard_bounds`); server k owns slice k, its optimizer state and nothing else. Because
+every update rule is elementwise, K slices updated independently give exactly the update
+of the whole vector. Server 0 also keeps the one averaged copy of the batchnorm running
+statistics.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from distnet import optim
+from distnet.errors import DistnetError
+
+
+class StaleServerError(DistnetError):
+    """The server is not at the step the driver expects (it was restarted): restore it."""
+
+
+def shard_bounds(size: int, num_shards: int) -> list[tuple[int, int]]:
+    """Contiguous, balanced [start, stop) slices of a vector of `size` elements."""
+    edges = [size * k // num_shards for k in range(num_shards + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+@dataclass
+class ShardState:
+    """Everything a server shard needs to continue: what a checkpoint stores per slice."""
+
+    step: int
+    params: np.ndarray
+    opt_state: dict = field(default_factory=dict)  # per-rule arrays/scalars (m, v, t, ...)
+    bn_state: np.ndarray | None = None  # server 0 only
+
+
+@dataclass
+class ServerReport:
+    """What one update cost and did; the driver logs it."""
+
+    step: int
+    learning_rate: float
+    grad_sq_norm: float
+    update_s: float
+    received: int = 0  # gradients applied (backup workers may drop late ones)
+
+
+class ParameterServer:
+    """Holds one slice of the flat parameters and applies the update rule to it."""
+
+    def __init__(self, shard_index: int, update_rule: str, rule_config: dict, schedule):
+        if update_rule not in optim.RULES:
+            raise DistnetError(f"unknown update rule {update_rule!r}")
+        self.shard_index = shard_index
+        self.rule = optim.RULES[update_rule]
+        self.rule_config = dict(rule_config)
+        self.schedule = schedule
+        self.state: ShardState | None = None  # None until the driver loads a state
+        self._avg: np.ndarray | None = None
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def load(self, state: ShardState) -> np.ndarray:
+        """(Re)start from `state`; returns the parameters so workers can read them."""
+        config = dict(self.rule_config)
+        config.update({k: _own(v) for k, v in state.opt_state.items()})
+        self.config = config
+        self.state = ShardState(state.step, _own(state.params), {}, _own(state.bn_state))
+        self._avg = np.empty_like(self.state.params)
+        return self.state.params
+
+    def get_state(self) -> ShardState:
+        self._check_loaded()
+        opt_state = {k: v for k, v in self.config.items() if k not in self.rule_config}
+        return ShardState(self.state.step, self.state.params, opt_state, self.state.bn_state)
+
+    def apply_gradients(self, step: int, weights: list[float], *grads_and_bn):
+        """One synchronous update from the sample-weighted average of the workers' grads.
+
+        `grads_and_bn` holds one gradient slice per worker, then (server 0 with batchnorm)
+        one batchnorm-statistics vector per worker. Returns the new parameters, then the new
+        batchnorm statistics (if any), then a ServerReport.
+        """
+        self._check_step(step)
+        start = time.perf_counter()
+        n = len(weights)
+        grads, bn_states = grads_and_bn[:n], grads_and_bn[n:]
+        avg = _weighted_mean(grads, weights, out=self._avg)
+        self.config["learning_rate"] = self.schedule(step)
+        params, self.config = self.rule(self.state.params, avg, self.config)
+        self.state.params = params
+        if bn_states:
+            self.state.bn_state = _weighted_mean(bn_states, weights)
+        self.state.step += 1
+        report = ServerReport(
+            step=step,
+            learning_rate=float(self.config["learning_rate"]),
+            grad_sq_norm=float(np.dot(avg, avg)),
+            update_s=time.perf_counter() - start,
+            received=n,
+        )
+        if bn_states:
+            return params, self.state.bn_state, report
+        return params, report
+
+    def _check_loaded(self):
+        if self.state is None:
+            raise StaleServerError(f"parameter server {self.shard_index} holds no state")
+
+    def _check_step(self, step: int):
+        self._check_loaded()
+        if self.state.step != step:
+            raise StaleServerError(
+                f"parameter server {self.shard_index} is at step {self.state.step}, not {step}"
+            )
+
+
+def _own(value):
+    """A writable copy of arrays that arrive read-only from the object store."""
+    return np.array(value) if isinstance(value, np.ndarray) else value
+
+
+def _weighted_mean(vectors, weights, out=None) -> np.ndarray:
+    total = float(sum(weights))
+    out = np.multiply(vectors[0], weights[0] / total, out=out)
+    scratch = np.empty_like(out) if len(vectors) > 1 else None
+    for vec, w in zip(vectors[1:], weights[1:]):
+        out += np.multiply(vec, w / total, out=scratch)
+    return out

@@ -1,0 +1,120 @@
+"""The gradient worker: a model replica and this worker's shards, as a plain object.
+
+`GradientWorker` knows nothing of Ray; the driver wraps it with `ray.remote`, which is why
+its methods take and return plain arrays (the object store hands the parameter slices over
+zero-copy). It keeps no training state between calls: everything a step needs arrives as
+arguments or is a pure function of (seed, epoch, step, worker), so a restarted worker
+recomputes exactly what the dead one would have.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from distnet.config import JobConfig, build_model
+from distnet.dist import sampling
+
+
+@dataclass
+class WorkerReport:
+    """What one worker step produced besides its gradient."""
+
+    worker: int
+    loss: float
+    num_samples: int
+    compute_s: float
+
+
+class GradientWorker:
+    """Computes gradients (and accuracies) on worker `index` of `num_workers`'s shards."""
+
+    def __init__(self, job: JobConfig, index: int, num_workers: int, batch: int,
+                 bounds: list[tuple[int, int]]):
+        from distnet.data.reader import open_split  # pyarrow only where it is used
+
+        self.job, self.index, self.num_workers, self.batch = job, index, num_workers, batch
+        self.bounds = bounds  # the parameter servers' slices of the flat vector
+        self._open_split = open_split
+        self.train = open_split(job.data.path, "train", index, num_workers,
+                                verify=job.data.verify)
+        self._eval_splits = {"train": self.train}
+        self.model = build_model(job.model, seed=job.seed)
+        self._X = None  # reused minibatch buffer
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def num_rows(self) -> int:
+        return self.train.num_rows
+
+    def compute_gradients(self, epoch: int, step_in_epoch: int, bn_state, *param_slices):
+        """Loss and flat gradient on this worker's minibatch of (epoch, step_in_epoch).
+
+        Returns one gradient slice per parameter server, then (with batchnorm) this
+        worker's updated running statistics, then a WorkerReport.
+        """
+        start = time.perf_counter()
+        self._load(param_slices, bn_state)
+        seed = self.job.seed
+        idx = sampling.batch_indices(seed, epoch, step_in_epoch, self.index,
+                                     self.train.num_rows, self.batch)
+        images, y = self.train.take(idx)
+        aug = self.job.data
+        if aug.augment_flip or aug.augment_crop_padding:
+            from distnet.data.augment import augment
+
+            rng = sampling.augment_rng(seed, epoch, step_in_epoch, self.index)
+            images = augment(images, rng, aug.augment_flip, aug.augment_crop_padding)
+        self._X = self.train.normalize(images, out=self._buffer(len(idx)))
+        if self.job.model.dropout > 0:
+            self.model.dropout_param["seed"] = sampling.dropout_seed(
+                seed, epoch, step_in_epoch, self.index)
+        loss, grads = self.model.loss(self._X, y)
+        flat = grads.vector
+        outputs = [flat[a:b] for a, b in self.bounds]
+        if bn_state is not None:
+            outputs.append(self.model.get_bn_state())
+        report = WorkerReport(self.index, float(loss), len(idx), time.perf_counter() - start)
+        return (*outputs, report)
+
+    def evaluate(self, split: str, max_samples: int | None, epoch: int, bn_state,
+                 *param_slices) -> tuple[int, int]:
+        """(correct, total) of the model on this worker's share of `split`.
+
+        `max_samples` (a per-worker count) evaluates a random subset, fixed per epoch.
+        """
+        self._load(param_slices, bn_state)
+        data = self._split(split)
+        rows = np.arange(data.num_rows)
+        if max_samples is not None and max_samples < data.num_rows:
+            rows = sampling.eval_subsample(self.job.seed, epoch, self.index, data.num_rows,
+                                           max_samples)
+        correct = 0
+        step = self.job.train.eval_batch_size
+        for start in range(0, len(rows), step):
+            X, y = data.batch(rows[start:start + step])
+            correct += int(np.sum(np.argmax(self.model.loss(X), axis=1) == y))
+        return correct, len(rows)
+
+    def _split(self, name: str):
+        if name not in self._eval_splits:
+            self._eval_splits[name] = self._open_split(
+                self.job.data.path, name, self.index, self.num_workers,
+                verify=self.job.data.verify)
+        return self._eval_splits[name]
+
+    def _load(self, param_slices, bn_state) -> None:
+        vector = self.model.params.vector
+        for (a, b), values in zip(self.bounds, param_slices):
+            vector[a:b] = values
+        if bn_state is not None:
+            self.model.set_bn_state(bn_state)
+
+    def _buffer(self, rows: int) -> np.ndarray:
+        if self._X is None or self._X.shape[0] != rows:
+            return None
+        return self._X

@@ -1,0 +1,81 @@
+"""TensorBoard logging (tensorboardX): what a training run shows while it runs.
+
+Tags:
+  train/loss, train/learning_rate, train/samples_per_s, train/grad_norm   per step
+  time/step_s, time/compute_max_s, time/compute_mean_s, time/server_update_s,
+  time/wait_s                                                             per step
+  worker/compute_s/<i>                                                    per step, stragglers
+  accuracy/train, accuracy/val                                            per epoch
+  weights/<name>                                                          per epoch histograms
+  hparams                                                                 at the end
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class StepStats:
+    """One synchronous step as the driver saw it."""
+
+    step: int
+    loss: float
+    learning_rate: float
+    grad_norm: float
+    samples_per_s: float
+    step_s: float
+    compute_s: list[float]  # per worker
+    server_update_s: float
+
+    @property
+    def wait_s(self) -> float:
+        """Step time not spent computing or updating: transfer, scheduling, stragglers."""
+        return max(0.0, self.step_s - max(self.compute_s) - self.server_update_s)
+
+
+class RunLogger:
+    """Writes one run's TensorBoard event files into `logdir`."""
+
+    def __init__(self, logdir: str, log_every_steps: int = 1, histograms: bool = True):
+        from tensorboardX import SummaryWriter
+
+        self.logdir = logdir
+        self.every = log_every_steps
+        self.histograms = histograms
+        self.writer = SummaryWriter(logdir=logdir)
+
+    def step(self, s: StepStats) -> None:
+        if s.step % self.every:
+            return
+        w, t = self.writer, s.step
+        w.add_scalar("train/loss", s.loss, t)
+        w.add_scalar("train/learning_rate", s.learning_rate, t)
+        w.add_scalar("train/grad_norm", s.grad_norm, t)
+        w.add_scalar("train/samples_per_s", s.samples_per_s, t)
+        w.add_scalar("time/step_s", s.step_s, t)
+        w.add_scalar("time/compute_max_s", max(s.compute_s), t)
+        w.add_scalar("time/compute_mean_s", float(np.mean(s.compute_s)), t)
+        w.add_scalar("time/server_update_s", s.server_update_s, t)
+        w.add_scalar("time/wait_s", s.wait_s, t)
+        for i, c in enumerate(s.compute_s):
+            w.add_scalar(f"worker/compute_s/{i}", c, t)
+
+    def epoch(self, step: int, accuracies: dict[str, float], weights: dict[str, np.ndarray]):
+        for split, acc in accuracies.items():
+            self.writer.add_scalar(f"accuracy/{split}", acc, step)
+        if self.histograms:
+            for name, values in weights.items():
+                self.writer.add_histogram(f"weights/{name}", values, step)
+        self.writer.flush()
+
+    def hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
+        flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                for k, v in hparams.items()}
+        self.writer.add_hparams(flat, {f"hparam/{k}": v for k, v in metrics.items()},
+                                name="hparams")
+
+    def close(self) -> None:
+        self.writer.close()
