@@ -32,6 +32,7 @@ VERSION = 1
 _NAME = re.compile(r"ckpt-(\d{8,})\.npz")
 # Array entries of the archive; optimizer state and histories get a prefix per key.
 _OPT, _HISTORY, _META = "opt_state/", "history/", "meta"
+_OPTIONAL = ("best_params", "best_bn_state")  # arrays that may be None
 
 
 class CheckpointError(DistnetError):
@@ -52,25 +53,31 @@ class TrainState:
     history: dict[str, list[float]]  # loss_history, train_acc_history, val_acc_history ...
     config: dict  # JobConfig.to_dict()
     extra: dict[str, int | float | str] = field(default_factory=dict)
+    best_bn_state: np.ndarray | None = None  # batchnorm statistics that go with best_params
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError unless every field has a type and shape a checkpoint can hold."""
         for name in ("step", "epoch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"TrainState.{name} must be an integer >= 0, got {value!r}")
         arrays = {"params": self.params, "bn_state": self.bn_state}
-        if self.best_params is not None:
-            arrays["best_params"] = self.best_params
+        arrays |= {name: value for name in _OPTIONAL if (value := getattr(self, name)) is not None}
         arrays |= {f"opt_state[{k!r}]": v for k, v in self.opt_state.items() if _is_array(v)}
         for name, value in arrays.items():
             if not isinstance(value, np.ndarray) or value.dtype.hasobject:
-                raise ValueError(f"TrainState.{name} must be a numeric numpy array, got {value!r:.80}")
+                raise ValueError(f"TrainState.{name} must be a numeric array, got {value!r:.80}")
         if self.params.ndim != 1:
             raise ValueError(f"TrainState.params must be flat, got shape {self.params.shape}")
-        if self.best_params is not None and (
-            self.best_params.shape != self.params.shape or self.best_params.dtype != self.params.dtype
-        ):
-            raise ValueError("TrainState.best_params must have the shape and dtype of params")
+        for best, current in (("best_params", "params"), ("best_bn_state", "bn_state")):
+            best_value, value = getattr(self, best), getattr(self, current)
+            if best_value is not None and (
+                best_value.shape != value.shape or best_value.dtype != value.dtype
+            ):
+                raise ValueError(f"TrainState.{best} must have the shape and dtype of {current}")
         for key, value in self.opt_state.items():
             if not _is_array(value) and not isinstance(value, (int, float, np.number)):
                 raise ValueError(f"TrainState.opt_state[{key!r}] must be an array or a number")
@@ -106,6 +113,7 @@ def save_checkpoint(directory: str | os.PathLike, state: TrainState, keep: int) 
         raise ValueError(f"keep must be >= 1, got {keep}")
     directory = Path(directory)
     path = checkpoint_path(directory, int(state.step))
+    state.validate()  # fields may have been reassigned since construction
     try:
         directory.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, _to_arrays(state))
@@ -124,7 +132,6 @@ def _to_arrays(state: TrainState) -> dict[str, np.ndarray]:
         "step": int(state.step),
         "epoch": int(state.epoch),
         "best_val_acc": float(state.best_val_acc),
-        "has_best_params": state.best_params is not None,
         # numpy scalars become Python numbers: JSON keeps ints and floats (repr) exactly.
         "opt_scalars": {k: v.item() if isinstance(v, np.generic) else v
                         for k, v in state.opt_state.items() if not _is_array(v)},
@@ -137,8 +144,7 @@ def _to_arrays(state: TrainState) -> dict[str, np.ndarray]:
         "params": state.params,
         "bn_state": state.bn_state,
     }
-    if state.best_params is not None:
-        arrays["best_params"] = state.best_params
+    arrays |= {name: value for name in _OPTIONAL if (value := getattr(state, name)) is not None}
     arrays |= {_OPT + k: v for k, v in state.opt_state.items() if _is_array(v)}
     # float64 holds float32 values exactly, and a long history is cheaper as an array.
     arrays |= {_HISTORY + k: np.asarray(v, dtype=np.float64) for k, v in state.history.items()}
@@ -189,11 +195,12 @@ def load_checkpoint(path: str | os.PathLike) -> TrainState:
             params=arrays["params"],
             opt_state=opt_state | meta["opt_scalars"],
             bn_state=arrays["bn_state"],
-            best_params=arrays["best_params"] if meta["has_best_params"] else None,
+            best_params=arrays.get("best_params"),
             best_val_acc=meta["best_val_acc"],
             history={k: arrays[_HISTORY + k].tolist() for k in meta["history_keys"]},
             config=meta["config"],
             extra=meta["extra"],
+            best_bn_state=arrays.get("best_bn_state"),
         )
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None

@@ -72,7 +72,8 @@ class _Section:
                 continue
             value = getattr(self, name)
             if not _has_type(value, hint):
-                raise ConfigError(f"{self._key(name)} must be {_describe(hint)}, got {_show(value)}")
+                raise ConfigError(
+                    f"{self._key(name)} must be {_describe(hint)}, got {_show(value)}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{self._key(name)} must be finite, got {_show(value)}")
             if isinstance(value, int) and float in _members(hint):
@@ -244,10 +245,12 @@ class TrainConfig(_Section):
         self._check("topk_ratio", lambda v: 0 < v <= 1, "in (0, 1]")
         self._check("worker_cpus", lambda v: v > 0, "> 0")
         self._check("worker_delay_s", lambda v: v >= 0, ">= 0")
-        self._check("batch_size", lambda v: v >= self.workers, f"at least train.workers ({self.workers})")
+        self._check("batch_size", lambda v: v >= self.workers,
+                    f"at least train.workers ({self.workers})")
         self._only_with("staleness", self.mode == "ssp", 'applies only with mode = "ssp"')
         self._only_with("backup_workers", self.mode == "sync", 'applies only with mode = "sync"')
-        self._only_with("topk_ratio", self.compression == "topk", 'applies only with compression = "topk"')
+        self._only_with("topk_ratio", self.compression == "topk",
+                        'applies only with compression = "topk"')
 
     def worker_batch_sizes(self) -> list[int]:
         """Each worker's share of the global batch (the first ones take the remainder)."""
@@ -330,7 +333,7 @@ class JobConfig(_Section):
             for section, section_cls in SECTIONS.items():
                 table = values.get(section, {})
                 if not isinstance(table, dict):
-                    raise ConfigError(f"{section} must be a table ([{section}]), got {_show(table)}")
+                    raise ConfigError(f"{section} must be a table, got {_show(table)}")
                 _reject_unknown(table, [f.name for f in fields(section_cls)], f"{section}.")
                 values[section] = section_cls(**table)
             return cls(**values)

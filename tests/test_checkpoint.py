@@ -46,6 +46,7 @@ def make_state(step=7, dtype=np.float32, with_bn=True, with_best=True, size=1000
         },
         config=JobConfig().to_dict(),
         extra={"rng_epoch": 2, "note": "résumé", "wall_s": 12.5},
+        best_bn_state=rng.standard_normal(40).astype(dtype) if with_bn and with_best else None,
     )
 
 
@@ -57,12 +58,11 @@ def assert_bit_equal(a, b):
 def assert_states_equal(loaded, state):
     assert (loaded.step, loaded.epoch, loaded.best_val_acc) == (
         state.step, state.epoch, state.best_val_acc)
-    for name in ("params", "bn_state"):
-        assert_bit_equal(getattr(loaded, name), getattr(state, name))
-    if state.best_params is None:
-        assert loaded.best_params is None
-    else:
-        assert_bit_equal(loaded.best_params, state.best_params)
+    for name in ("params", "bn_state", "best_params", "best_bn_state"):
+        if getattr(state, name) is None:
+            assert getattr(loaded, name) is None
+        else:
+            assert_bit_equal(getattr(loaded, name), getattr(state, name))
     assert loaded.opt_state.keys() == state.opt_state.keys()
     for key, value in state.opt_state.items():
         if isinstance(value, np.ndarray):
@@ -96,7 +96,8 @@ def test_file_is_a_plain_npz_without_pickles(tmp_path):
 def test_keeps_only_the_newest(tmp_path):
     for step in (1, 2, 10, 3, 20):
         save_checkpoint(tmp_path, make_state(step=step, size=10), keep=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-00000010.npz", "ckpt-00000020.npz"]
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["ckpt-00000010.npz", "ckpt-00000020.npz"]
     # A run that writes an older step never deletes the file it has just written.
     path = save_checkpoint(tmp_path, make_state(step=5, size=10), keep=1)
     assert path.exists() and list_checkpoints(tmp_path)[0] == path
@@ -172,6 +173,13 @@ def test_state_with_object_array_cannot_be_saved(tmp_path):
         TrainState(**{**vars(state), "opt_state": {"m": np.array([object()])}})
     with pytest.raises(ValueError, match="flat"):
         TrainState(**{**vars(state), "params": state.params.reshape(10, -1)})
+    with pytest.raises(ValueError, match="best_bn_state must have the shape"):
+        TrainState(**{**vars(state), "best_bn_state": np.zeros(3, np.float32)})
+    # Fields reassigned after construction are checked again before anything is written.
+    state.opt_state["v"] = np.array([None, 1.0])
+    with pytest.raises(ValueError, match="opt_state"):
+        save_checkpoint(tmp_path, state, keep=1)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unwritable_directory_is_an_error(tmp_path):
@@ -226,7 +234,8 @@ def test_failed_write_raises_and_cleans_up(tmp_path):
     assert result.returncode == 3, result.stderr
     assert result.stdout.startswith("CheckpointError") and "ckpt-00000002.npz" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-00000001.npz"]
-    assert_states_equal(load_checkpoint(tmp_path / "ckpt-00000001.npz"), make_state(step=1, size=1000))
+    first = load_checkpoint(tmp_path / "ckpt-00000001.npz")
+    assert_states_equal(first, make_state(step=1, size=1000))
 
 
 def test_a_checkpoint_is_a_zip_of_npy_files(tmp_path):

@@ -214,7 +214,8 @@ def test_bad_overrides(override, message):
 def test_override_errors_name_file_and_override(tmp_path):
     path = write_job(tmp_path, "[train]\nworkers = 2\n")
     assert load_job(path, ["train.workers=3"]).train.workers == 3
-    with pytest.raises(ConfigError, match=r"job\.toml with --set train\.workers=0: train\.workers must be >= 1"):
+    message = r"job\.toml with --set train\.workers=0: train\.workers must be >= 1"
+    with pytest.raises(ConfigError, match=message):
         load_job(path, ["train.workers=0"])
     with pytest.raises(ConfigError, match="train.workers must be an integer"):
         load_job(path, ["train.workers=four"])
