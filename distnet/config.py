@@ -131,6 +131,7 @@ class DataConfig(_Section):
         self._check("md5", lambda v: re.fullmatch(r"[0-9a-fA-F]{32}", v), "32 hex digits")
         if self.md5 is not None:
             object.__setattr__(self, "md5", self.md5.lower())
+        self._only_with("md5", self.verify, "has no effect with data.verify = false")
         self._check("shards", lambda v: v >= 1, ">= 1")
         self._check("num_val", lambda v: v >= 1, ">= 1")
         self._check("augment_crop_padding", lambda v: v >= 0, ">= 0")

@@ -118,6 +118,7 @@ BAD = [
     ({"seed": -1}, "seed must be in [0, 2**32)"),
     ({"data": {"md5": "xyz"}}, "data.md5 must be 32 hex digits"),
     ({"data": {"shards": 0}}, "data.shards must be >= 1, got 0"),
+    ({"data": {"md5": "0" * 32, "verify": False}}, "data.md5 = \"000"),
     ({"data": {"path": ""}}, "data.path must be a non-empty path"),
     ({"model": {"hidden_dims": [100, 50]}}, 'model.hidden_dims must be one layer for kind = "two_layer"'),
     ({"model": {"hidden_dims": []}}, "model.hidden_dims must be one layer"),
