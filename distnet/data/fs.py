@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Iterator
 
 import pyarrow as pa
@@ -78,12 +78,18 @@ def write_atomic(filesystem: pafs.FileSystem, path: str, data: bytes | pa.Buffer
     """Write `data` to `path` so that readers see either the old file or the whole new one.
 
     Locally: a temporary name in the same directory, fsync, then rename. Object stores
-    publish an object only when its upload completes, so a single write is already atomic.
+    publish an object only when its upload completes, so one upload is atomic; but pyarrow
+    completes an upload even when a write fails, so a failed write deletes what it left.
     """
     with translate_errors(f"cannot write {path}"):
         if not is_local(filesystem):
-            with filesystem.open_output_stream(path) as stream:
-                stream.write(data)
+            try:
+                with filesystem.open_output_stream(path) as stream:
+                    stream.write(data)
+            except BaseException:
+                with suppress(OSError):
+                    filesystem.delete_file(path)
+                raise
             return
         temp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         try:
