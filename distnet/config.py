@@ -35,9 +35,9 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from distnet.errors import DistnetError
+from distnet.schedules import ScheduleKind
 
 UpdateRule = Literal["sgd", "sgd_momentum", "sgd_nesterov", "rmsprop", "adam", "adamw"]
-ScheduleKind = Literal["epoch_decay", "step", "cosine", "onecycle"]
 
 # The settings each update rule reads besides learning_rate (the keys of its config dict).
 RULE_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -387,7 +387,7 @@ def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
         except tomllib.TOMLDecodeError:
             value = text.strip()
         if section and not isinstance(result.get(section, {}), dict):
-            raise ConfigError(f"{section} must be a table ([{section}])")
+            raise ConfigError(f"{section} must be a table, got {_show(result[section])}")
         (result.setdefault(section, {}) if section else result)[name] = value
     return result
 
