@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from datagen import (FOLDER, LABEL_NAMES, batch_pickle, cifar_members, fake_cifar,
-                     make_cifar_tarball, md5_of, py2_pickle, write_tarball)
+                     md5_of, py2_pickle, write_tarball)
 from distnet.data.errors import DataError
 from distnet.data.prepare import OFFICIAL_MD5, ensure_dataset, prepare_dataset
 from distnet.data.reader import load_manifest, open_split

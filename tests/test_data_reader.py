@@ -178,7 +178,8 @@ def test_not_a_prepared_dataset(tmp_path):
 def test_invalid_manifest(scratch, edit, match):
     raw = json.loads((scratch / "manifest.json").read_text())
     edited = edit(raw)
-    (scratch / "manifest.json").write_text(edited if isinstance(edited, str) else json.dumps(edited))
+    text = edited if isinstance(edited, str) else json.dumps(edited)
+    (scratch / "manifest.json").write_text(text)
     with pytest.raises(DataError, match=match):
         load_manifest(str(scratch))
 

@@ -63,8 +63,9 @@ def download(url: str, dest: Path, md5: str | None, progress: bool = True,
                 reason = str(getattr(err, "reason", None) or err) or type(err).__name__
             stalled = 0 if _size(partial) > before else stalled + 1
             if stalled >= attempts:
+                resume = "; run the command again to resume" if _size(partial) else ""
                 raise DataError(f"cannot download {url}: {reason} ({attempts} attempts in a row "
-                                "without progress); run the command again to resume")
+                                f"without progress){resume}")
             time.sleep(min(0.1 * 2**stalled, 5.0))
     except OSError as err:  # the local side: cache not writable, disk full ...
         raise DataError(f"cannot write {partial}: {err.strerror or err}") from err

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Iterator
 
 import pyarrow as pa
 from pyarrow import fs as pafs

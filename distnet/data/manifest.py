@@ -86,7 +86,7 @@ class Manifest:
         return json.dumps(body, indent=1)[:-2] + f',\n "mean": {json.dumps(mean)}\n}}\n'
 
     @classmethod
-    def from_json(cls, text: str | bytes, where: str) -> "Manifest":
+    def from_json(cls, text: str | bytes, where: str) -> Manifest:
         try:
             raw = json.loads(text)
             splits = {name: SplitInfo(rows=split["rows"],
