@@ -30,6 +30,15 @@ from distnet.schedules import Schedule
 MAX_RECOVERIES = 20
 
 
+@dataclass
+class StepEvent:
+    """Passed to `train(on_step=...)` after each completed step."""
+
+    step: int
+    loss: float
+    group: ActorGroup  # the run's actors (e.g. `group.worker_pids()`)
+
+
 class TrainingDiverged(DistnetError):
     """The loss became NaN or infinite."""
 
@@ -69,14 +78,14 @@ class TrainResult:
 
 
 def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
-          progress: bool = True, on_step: Callable[[int, float], None] | None = None,
+          progress: bool = True, on_step: Callable[[StepEvent], None] | None = None,
           ) -> TrainResult:
     """Train `job` data-parallel on Ray and return its result.
 
     Joins the Ray cluster at `address` (or RAY_ADDRESS); without one starts a local Ray on
     127.0.0.1 for the run. Prepares the dataset first if needed. `resume` continues from
-    the latest checkpoint in `job.checkpoint.dir`. `on_step(step, loss)` is called after
-    each step completes (tests use it to inject failures).
+    the latest checkpoint in `job.checkpoint.dir`. `on_step(StepEvent)` is called after
+    each step completes (for live plots; the tests inject failures with it).
     """
     from distnet.data.prepare import ensure_dataset
     from distnet.dist.runtime import ray_session
@@ -99,8 +108,8 @@ class _Run:
         rows = load_manifest(job.data.path).splits["train"].rows
         if t.workers > rows:
             raise DistnetError(f"more workers ({t.workers}) than training images ({rows})")
-        worker_rows = [np.subtract(*assign_rows(rows, i, t.workers)[::-1])
-                       for i in range(t.workers)]
+        worker_rows = [stop - start for start, stop in
+                       (assign_rows(rows, i, t.workers) for i in range(t.workers))]
         self.steps_per_epoch = sampling.steps_per_epoch(worker_rows, t.worker_batch_sizes())
         self.total_steps = self.steps_per_epoch * t.num_epochs
         if t.max_steps is not None:
@@ -224,7 +233,7 @@ class _Run:
                                  f"loss {loss:.3f} {n / step_s:,.0f} samples/s", refresh=False)
         self.bar.update(1)
         if self.on_step:
-            self.on_step(refs.step, loss)
+            self.on_step(StepEvent(refs.step, loss, self.group))
 
     def _end_epoch(self, epoch: int) -> None:
         t = self.job.train

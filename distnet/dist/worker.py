@@ -74,6 +74,8 @@ class GradientWorker:
             self.model.dropout_param["seed"] = sampling.dropout_seed(
                 seed, epoch, step_in_epoch, self.index)
         loss, grads = self.model.loss(self._X, y)
+        if self.index == 0 and self.job.train.worker_delay_s:  # an injected straggler
+            time.sleep(self.job.train.worker_delay_s)
         flat = grads.vector
         outputs = [flat[a:b] for a, b in self.bounds]
         if bn_state is not None:

@@ -1,0 +1,95 @@
+"""Synchronous data-parallel training on a real local Ray: equivalence and determinism."""
+
+import numpy as np
+import pytest
+
+from distnet import optim
+from distnet.config import build_model
+from distnet.data.reader import assign_rows, open_split
+from distnet.dist import sampling
+from distnet.dist.driver import train
+
+
+def global_batch(job, epoch, step):
+    """The rows all workers use at (epoch, step), as global row numbers of the train split."""
+    total = open_split(job.data.path, "train").num_rows
+    rows = []
+    for i, b in enumerate(job.train.worker_batch_sizes()):
+        start, stop = assign_rows(total, i, job.train.workers)
+        rows.append(start + sampling.batch_indices(job.seed, epoch, step, i, stop - start, b))
+    return np.concatenate(rows)
+
+
+@pytest.mark.parametrize("rule,settings", [("sgd", {}), ("sgd_momentum", {"momentum": 0.5}),
+                                           ("adam", {"beta1": 0.8})])
+def test_one_sync_step_equals_single_process_step_on_whole_batch(ray_session, tiny_job,
+                                                                  rule, settings):
+    job = tiny_job(model={"dtype": "float64", "reg": 0.05, "hidden_dims": [12, 8]},
+                   optim={"update_rule": rule, "learning_rate": 1e-2, **settings},
+                   train={"workers": 3, "batch_size": 40, "max_steps": 1})
+    result = train(job, progress=False)
+
+    model = build_model(job.model, seed=job.seed)
+    X, y = open_split(job.data.path, "train").batch(global_batch(job, 0, 0))
+    _, grads = model.loss(X, y)
+    config = {"learning_rate": 1e-2, **settings}
+    expected, _ = optim.RULES[rule](model.params.vector.copy(), grads.vector, config)
+    assert result.steps == 1
+    np.testing.assert_allclose(result.final_params, expected, rtol=1e-10, atol=0)
+    assert not np.array_equal(expected, model.params.vector)  # the step did change something
+
+
+def test_sharded_servers_give_the_same_run_as_one_server(ray_session, tiny_job):
+    base = dict(model={"hidden_dims": [16, 8], "use_batchnorm": True},
+                optim={"update_rule": "adam", "learning_rate": 1e-3})
+    one = train(tiny_job(**base, train={"servers": 1}), progress=False)
+    three = train(tiny_job(**base, train={"servers": 3}), progress=False)
+    assert one.steps == three.steps > 5
+    np.testing.assert_array_equal(one.final_params, three.final_params)
+    np.testing.assert_array_equal(one.bn_state, three.bn_state)
+    assert one.loss_history == three.loss_history
+
+
+def test_two_runs_of_the_same_job_are_identical(ray_session, tiny_job):
+    job = tiny_job(model={"hidden_dims": [16, 8], "use_batchnorm": True, "dropout": 0.3},
+                   data={"augment_flip": True, "augment_crop_padding": 2})
+    first, second = train(job, progress=False), train(job, progress=False)
+    np.testing.assert_array_equal(first.final_params, second.final_params)
+    np.testing.assert_array_equal(first.params, second.params)
+    assert first.loss_history == second.loss_history
+    assert first.val_acc_history == second.val_acc_history
+    other = train(tiny_job(seed=4, model=job.model.__dict__ | {"hidden_dims": [16, 8]}),
+                  progress=False)
+    assert not np.array_equal(first.final_params, other.final_params)
+
+
+def test_result_has_histories_and_summary(ray_session, tiny_job):
+    job = tiny_job(train={"num_epochs": 3})
+    result = train(job, progress=False)
+    steps_per_epoch = result.steps // 3
+    assert len(result.loss_history) == result.steps == 3 * steps_per_epoch
+    assert len(result.train_acc_history) == len(result.val_acc_history) == 3
+    assert result.best_val_acc == max(result.val_acc_history)
+    summary = result.summary()
+    for key in ("train_acc", "val_acc", "test_acc", "best_val_acc", "final_loss", "steps",
+                "epochs", "samples_per_s", "wall_s", "logdir", "checkpoint"):
+        assert key in summary
+    assert 0 <= summary["test_acc"] <= 1 and summary["epochs"] == 3
+
+
+def test_batchnorm_statistics_are_averaged_across_workers(ray_session, tiny_job):
+    """Evaluation uses one running mean at the server: the weighted mean of the workers'."""
+    job = tiny_job(model={"hidden_dims": [8], "use_batchnorm": True},
+                   train={"workers": 2, "max_steps": 1, "batch_size": 40})
+    result = train(job, progress=False)
+    model = build_model(job.model, seed=job.seed)
+    reader = open_split(job.data.path, "train")
+    rows = global_batch(job, 0, 0)
+    states = []
+    for part in (rows[:20], rows[20:]):  # each worker's half of the global batch
+        replica = build_model(job.model, seed=job.seed)
+        replica.loss(*reader.batch(part))
+        states.append(replica.get_bn_state())
+    expected = (states[0] + states[1]) / 2
+    assert not np.allclose(expected, model.get_bn_state())
+    np.testing.assert_allclose(result.bn_state, expected, rtol=1e-5, atol=1e-6)
