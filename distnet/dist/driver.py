@@ -251,8 +251,10 @@ class _Run:
         self.logger.epoch(self.state.step + 1, {"train": train_acc, "val": val_acc},
                           {name: params[off:off + size]
                            for name, _, off, size in self.layout})
-        self.bar.write(f"epoch {epoch + 1}/{t.num_epochs}: train acc {train_acc:.3f}, "
-                       f"val acc {val_acc:.3f}, best {self.state.best_val_acc:.3f}")
+        if not self.bar.disable:
+            self.bar.write(f"epoch {epoch + 1}/{t.num_epochs}: train acc {train_acc:.3f}, "
+                           f"val acc {val_acc:.3f}, best {self.state.best_val_acc:.3f}",
+                           file=sys.stderr)
 
     def _stopped_early(self) -> bool:
         patience = self.job.train.early_stopping_patience
