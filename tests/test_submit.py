@@ -1,0 +1,193 @@
+"""`distnet submit` against a real Ray head with token authentication (docker-compose.yml's
+head command, see raycluster.py): validation first, the token from each place Ray reads it,
+clear one-line errors for a missing or wrong token, following the logs to the job's end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ray.job_submission import JobSubmissionClient
+
+from distnet.errors import DistnetError
+from distnet.submit import entrypoint, find_token
+from raycluster import free_port, ray_cluster
+
+# Valid here; on the cluster it fails at once (no dataset, no tarball to prepare it from).
+JOB = """\
+name = "submit_test"
+[data]
+path = "/nonexistent/distnet-submit-test/cifar10"
+source = "/nonexistent/distnet-submit-test/cifar-10-python.tar.gz"
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with ray_cluster(workers=0) as head_only:  # the Jobs API lives on the head
+        yield head_only
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    return JobSubmissionClient(cluster.dashboard_url,
+                               headers={"Authorization": f"Bearer {cluster.token}"})
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "submit_test.toml").write_text(JOB)
+    return tmp_path
+
+
+def submit(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distnet", "submit", *args], cwd=workdir,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("distnet: error: "), result.stderr
+    return lines[0]
+
+
+def wait_until_done(client: JobSubmissionClient, job_id: str) -> str:
+    client.stop_job(job_id)  # keep the head free for the next test
+    while (status := str(client.get_job_status(job_id).value)) not in (
+            "SUCCEEDED", "FAILED", "STOPPED"):
+        time.sleep(0.5)
+    return status
+
+
+def test_submit_with_the_token_runs_distnet_train_on_the_uploaded_dir(cluster, client, workdir):
+    result = submit(workdir, cluster.client_env(token=None), "jobs/submit_test.toml",
+                    "--address", cluster.dashboard_url, "--token", cluster.token,
+                    "--set", "train.workers=2", "--set", "optim.learning_rate=5e-3",
+                    "--no-wait")
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip()
+    assert job_id.startswith("raysubmit_") and job_id in result.stderr
+    info = client.get_job_info(job_id)
+    assert info.entrypoint == ("distnet train jobs/submit_test.toml "
+                               "--set train.workers=2 --set optim.learning_rate=5e-3")
+    assert info.runtime_env["working_dir"].startswith("gcs://")  # uploaded, not a local path
+    # Ray's own CLI reaches the same job with the environment cluster/README.md documents.
+    documented = cluster.client_env() | {"RAY_AUTH_MODE": "token"}
+    status = subprocess.run(["ray", "job", "status", job_id, "--address", cluster.dashboard_url],
+                            env=documented, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and job_id in status.stdout + status.stderr
+    wait_until_done(client, job_id)
+
+
+@pytest.mark.parametrize("source", ["RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"])
+def test_submit_reads_the_token_from_the_environment(cluster, client, workdir, source):
+    env = cluster.client_env(token=None)
+    if source == "RAY_AUTH_TOKEN":
+        env["RAY_AUTH_TOKEN"] = cluster.token
+    else:
+        (workdir / "token").write_text(cluster.token + "\n")
+        env["RAY_AUTH_TOKEN_PATH"] = str(workdir / "token")
+    result = submit(workdir, env, "jobs/submit_test.toml", "--address", cluster.dashboard_url,
+                    "--no-wait")
+    assert result.returncode == 0, result.stderr
+    wait_until_done(client, result.stdout.strip())
+
+
+def test_submit_without_a_token_says_how_to_get_one(cluster, client, workdir):
+    before = len(client.list_jobs())
+    result = submit(workdir, cluster.client_env(token=None), "jobs/submit_test.toml",
+                    "--address", cluster.dashboard_url, "--no-wait")
+    line = one_error_line(result)
+    assert "requires an authentication token" in line and "ray get-auth-token" in line
+    assert len(client.list_jobs()) == before
+
+
+def test_submit_with_a_wrong_token_names_where_it_came_from(cluster, client, workdir):
+    before = len(client.list_jobs())
+    result = submit(workdir, cluster.client_env(token="not-the-token"), "jobs/submit_test.toml",
+                    "--address", cluster.dashboard_url, "--no-wait")
+    line = one_error_line(result)
+    assert "rejected the authentication token from RAY_AUTH_TOKEN" in line
+    assert "ray get-auth-token" in line and "not-the-token" not in line
+    assert len(client.list_jobs()) == before
+
+
+def test_submit_follows_the_logs_and_exits_1_when_the_job_fails(cluster, client, workdir):
+    result = submit(workdir, cluster.client_env(), "jobs/submit_test.toml",
+                    "--address", cluster.dashboard_url)
+    assert result.returncode == 1, result.stderr
+    job_id = result.stderr.split("submitted ", 1)[1].split()[0]
+    assert f"distnet: job {job_id} failed" in result.stderr
+    assert str(client.get_job_status(job_id).value) == "FAILED"
+    assert result.stdout.strip() and result.stdout == client.get_job_logs(job_id)
+
+
+# --- errors found before any upload: no cluster needed --------------------------------------
+
+def test_a_bad_job_file_fails_before_contacting_the_cluster(workdir):
+    (workdir / "jobs" / "typo.toml").write_text(JOB + "[train]\nnum_epoch = 3\n")
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    line = one_error_line(submit(workdir, {**_base_env(), "HOME": str(workdir)},
+                                 "jobs/typo.toml", "--address", unreachable))
+    assert "train.num_epoch" in line and "jobs/typo.toml" in line
+
+
+def test_an_unreachable_cluster_is_one_clear_line(workdir):
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    line = one_error_line(submit(workdir, {**_base_env(), "HOME": str(workdir)},
+                                 "jobs/submit_test.toml", "--address", unreachable))
+    assert f"cannot reach a Ray dashboard at {unreachable}" in line
+
+
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:6379", "must be the dashboard's HTTP address"),
+    ("", "submit needs --address"),
+])
+def test_the_address_must_be_the_dashboard_url(workdir, address, message):
+    env = {k: v for k, v in _base_env().items() if k != "RAY_API_SERVER_ADDRESS"}
+    assert message in one_error_line(submit(workdir, env, "jobs/submit_test.toml",
+                                            "--address", address))
+
+
+def test_the_job_file_must_be_inside_the_uploaded_directory(workdir, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    line = one_error_line(submit(elsewhere, _base_env(), str(workdir / "jobs/submit_test.toml"),
+                                 "--address", "http://127.0.0.1:1"))
+    assert "outside the uploaded working directory" in line
+
+
+def test_token_lookup_follows_rays_order(tmp_path, monkeypatch):
+    for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert find_token() is None
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-default-file\n")
+    assert find_token().value == "from-default-file"
+    (tmp_path / "file").write_text("from-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "file"))
+    assert (find_token().value, find_token().source) == ("from-path",
+                                                          f"RAY_AUTH_TOKEN_PATH={tmp_path}/file")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert find_token().value == "from-env"
+    assert (find_token("explicit").value, find_token("explicit").source) == ("explicit", "--token")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(DistnetError, match="RAY_AUTH_TOKEN_PATH"):
+        find_token()
+
+
+def test_entrypoint_quotes_overrides_for_the_shell():
+    assert entrypoint("jobs/a b.toml", ["data.path=/x y", "name=it's"]) == (
+        "distnet train 'jobs/a b.toml' --set 'data.path=/x y' --set 'name=it'\"'\"'s'")
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("RAY_") and k != "DISTNET_CACHE"}
