@@ -3,17 +3,21 @@
 import dataclasses
 import json
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from distnet import optim
 from distnet.config import (
+    RULE_SETTINGS,
     ConfigError,
     JobConfig,
     OptimConfig,
     TrainConfig,
+    UpdateRule,
     apply_overrides,
     build_model,
     load_job,
@@ -183,6 +187,13 @@ def test_mistakes_name_the_key_and_the_file(raw, message):
 def test_rule_config_has_only_the_rules_settings(rule, settings, expected):
     optim = OptimConfig(update_rule=rule, learning_rate=1e-2, **settings)
     assert optim.rule_config() == expected
+
+
+def test_rule_settings_match_the_update_rules():
+    assert set(RULE_SETTINGS) == set(get_args(UpdateRule))
+    for rule, defaults in optim.DEFAULTS.items():
+        assert {"learning_rate", *RULE_SETTINGS[rule]} == set(defaults), rule
+        optim.validate_config(rule, OptimConfig(update_rule=rule).rule_config())
 
 
 def test_overrides_are_toml_values_or_bare_strings():
