@@ -20,12 +20,20 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Any, Callable, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+from typing import (
+    Any,
+    ClassVar,
+    Literal,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import numpy as np
 
@@ -403,9 +411,14 @@ def build_model(
     NumPy's global generator); `dtype` overrides model.dtype (float64 for gradient checks)."""
     from distnet.models import FullyConnectedNet, TwoLayerNet
 
-    common = dict(input_dim=input_dim, num_classes=num_classes, reg=model_cfg.reg,
-                  weight_scale=model_cfg.weight_scale, dtype=np.dtype(dtype or model_cfg.dtype),
-                  init_seed=seed)
+    common = {
+        "input_dim": input_dim,
+        "num_classes": num_classes,
+        "reg": model_cfg.reg,
+        "weight_scale": model_cfg.weight_scale,
+        "dtype": np.dtype(dtype or model_cfg.dtype),
+        "init_seed": seed,
+    }
     if model_cfg.kind == "two_layer":
         return TwoLayerNet(hidden_dim=model_cfg.hidden_dims[0], **common)
     return FullyConnectedNet(list(model_cfg.hidden_dims), dropout=model_cfg.dropout,

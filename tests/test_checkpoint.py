@@ -214,7 +214,7 @@ CRASHING_WRITER = textwrap.dedent("""
 def run_crashing_writer(directory, mode):
     code = CRASHING_WRITER.format(tests=os.path.dirname(__file__))
     return subprocess.run([sys.executable, "-c", code, str(directory), mode],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_crash_during_write_leaves_previous_checkpoint(tmp_path):
