@@ -1,0 +1,182 @@
+"""Layers as forward/backward function pairs (the CS231n assignment-2 API, Python 3).
+
+`*_forward(...) -> (out, cache)`; `*_backward(dout, cache) -> gradients`. Arrays keep the
+dtype they come in (float32 stays float32): scalars read from parameter dicts are turned
+into Python floats, which NumPy never lets upcast an array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from distnet.errors import DistnetError
+
+
+class InvalidInput(DistnetError, ValueError):
+    """Bad input to the network library: shapes, labels, hyperparameters."""
+
+
+def affine_forward(x, w, b):
+    """out = x.reshape(N, D) @ w + b.
+
+    x: (N, d_1, ..., d_k) with D = d_1 * ... * d_k;  w: (D, M);  b: (M,).
+    Returns out (N, M) and cache (x, w).
+    """
+    out = x.reshape(x.shape[0], -1) @ w
+    out += b
+    return out, (x, w)
+
+
+def affine_backward(dout, cache, *, input_grad=True, out=None):
+    """dout: (N, M). Returns dx (shaped like x), dw (D, M), db (M,).
+
+    input_grad=False skips dx (returned as None): nothing needs the gradient of a network's
+    input, and it costs as much as dw. `out=(dw, db)` writes into given arrays, e.g. views
+    of a flat gradient buffer.
+    """
+    x, w = cache
+    dw, db = out if out is not None else (None, None)
+    dw = np.dot(x.reshape(x.shape[0], -1).T, dout, out=dw)
+    db = np.sum(dout, axis=0, out=db)
+    dx = (dout @ w.T).reshape(x.shape) if input_grad else None
+    return dx, dw, db
+
+
+def relu_forward(x):
+    """out = max(x, 0), any shape. The cache is `out` (out > 0 exactly where x > 0)."""
+    out = np.maximum(x, 0)
+    return out, out
+
+
+def relu_backward(dout, cache):
+    return np.where(cache > 0, dout, 0)
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch normalization over the batch axis.
+
+    x: (N, D); gamma, beta: (D,). bn_param: 'mode' ('train' or 'test', required), 'eps'
+    (1e-5), 'momentum' (0.9), 'running_mean' / 'running_var' ((D,), zeros / ones when
+    missing). Train mode normalises with the batch statistics and updates the running ones
+    in bn_param: running = momentum * running + (1 - momentum) * batch. Test mode uses the
+    running statistics.
+    """
+    mode = bn_param.get("mode")
+    eps = float(bn_param.get("eps", 1e-5))
+    momentum = float(bn_param.get("momentum", 0.9))
+    D = x.shape[1]
+    running_mean = bn_param.get("running_mean", np.zeros(D, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.ones(D, dtype=x.dtype))
+    if mode == "train":
+        mean = x.mean(axis=0)
+        xhat = x - mean
+        var = np.mean(xhat * xhat, axis=0)
+        inv_std = 1 / np.sqrt(var + eps)
+        xhat *= inv_std
+        out = xhat * gamma
+        out += beta
+        bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * mean
+        bn_param["running_var"] = momentum * running_var + (1 - momentum) * var
+        return out, (xhat, gamma, inv_std)
+    if mode == "test":
+        scale = gamma / np.sqrt(running_var + eps)
+        out = x * scale
+        out += beta - running_mean * scale
+        return out, None
+    raise InvalidInput(f"batchnorm mode must be 'train' or 'test', got {mode!r}")
+
+
+def batchnorm_backward(dout, cache):
+    """dout: (N, D). Returns dx (N, D), dgamma (D,), dbeta (D,) (train-mode forward only).
+
+    The compact form of the chain rule through mean and variance:
+    dx = gamma * inv_std / N * (N * dout - sum(dout) - xhat * sum(dout * xhat)).
+    """
+    xhat, gamma, inv_std = cache
+    N = dout.shape[0]
+    dbeta = dout.sum(axis=0)
+    dgamma = np.sum(dout * xhat, axis=0)
+    dx = dout * N
+    dx -= dbeta
+    dx -= xhat * dgamma
+    dx *= gamma * inv_std / N
+    return dx, dgamma, dbeta
+
+
+def dropout_forward(x, dropout_param):
+    """Inverted dropout: each unit is dropped with probability p, survivors scaled by 1/(1-p).
+
+    dropout_param: 'p' (drop probability in [0, 1)), 'mode' ('train' / 'test'; test is
+    the identity), optional 'seed' (int or sequence of non-negative ints): with it the mask
+    is a pure function of the seed; without it the mask seed is drawn from NumPy's global
+    generator, so `np.random.seed(...)` still makes a notebook reproducible.
+    """
+    p, mode = float(dropout_param["p"]), dropout_param.get("mode", "train")
+    if not 0 <= p < 1:
+        raise InvalidInput(f"dropout probability p must be in [0, 1), got {p}")
+    if mode == "test":
+        return x, None
+    if mode != "train":
+        raise InvalidInput(f"dropout mode must be 'train' or 'test', got {mode!r}")
+    seed = dropout_param.get("seed")
+    rng = np.random.default_rng(np.random.randint(2**31) if seed is None else seed)
+    draw_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+    mask = rng.random(x.shape, dtype=draw_dtype) >= p
+    mask = mask.astype(x.dtype) * (1 / (1 - p))
+    return x * mask, mask
+
+
+def dropout_backward(dout, cache):
+    mask = cache
+    return dout if mask is None else dout * mask
+
+
+def check_labels(y, num_samples: int, num_classes: int) -> np.ndarray:
+    """Labels must be integers in [0, num_classes), one per sample."""
+    y = np.asarray(y)
+    if y.shape != (num_samples,):
+        raise InvalidInput(f"labels y have shape {y.shape}, expected ({num_samples},)")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise InvalidInput(f"labels y must be integers, got dtype {y.dtype}")
+    if num_samples == 0:
+        raise InvalidInput("cannot compute a loss on an empty batch")
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise InvalidInput(f"label {bad} is out of range for {num_classes} classes")
+    return y
+
+
+def softmax_loss(x, y):
+    """Mean cross-entropy of softmax(x). x: (N, C) scores; y: (N,) labels in [0, C).
+
+    Returns (loss: float, dx (N, C)). Stable for any finite scores: the row maximum is
+    subtracted before exponentiating.
+    """
+    N, C = x.shape
+    y = check_labels(y, N, C)
+    rows = np.arange(N)
+    shifted = x - x.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    sums = probs.sum(axis=1, keepdims=True)
+    loss = (float(np.log(sums).sum()) - float(shifted[rows, y].sum())) / N
+    probs /= sums
+    probs[rows, y] -= 1
+    probs /= N
+    return loss, probs
+
+
+def svm_loss(x, y):
+    """Mean multiclass hinge loss (margin 1). x: (N, C); y: (N,). Returns (loss, dx)."""
+    N, C = x.shape
+    y = check_labels(y, N, C)
+    rows = np.arange(N)
+    margins = x - x[rows, y][:, None]
+    margins += 1
+    np.maximum(margins, 0, out=margins)
+    margins[rows, y] = 0
+    loss = float(margins.sum()) / N
+    dx = (margins > 0).astype(x.dtype)
+    dx[rows, y] -= dx.sum(axis=1)
+    dx /= N
+    return loss, dx

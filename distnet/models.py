@@ -1,0 +1,248 @@
+"""Fully connected networks with a softmax loss (the CS231n assignment-2 models).
+
+    {affine - [batchnorm] - relu - [dropout]} x (L - 1) - affine - softmax
+
+`model.params` is a `FlatParams` (named views into one flat buffer), and
+`model.loss(X, y)` returns `(loss, grads)` with `grads` in the same layout, so
+`grads.vector` is the whole gradient as one array. `model.loss(X)` returns the scores.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from distnet.layer_utils import (
+    affine_bn_relu_backward,
+    affine_bn_relu_forward,
+    affine_relu_backward,
+    affine_relu_forward,
+)
+from distnet.layers import (
+    InvalidInput,
+    affine_backward,
+    affine_forward,
+    dropout_backward,
+    dropout_forward,
+    softmax_loss,
+)
+from distnet.params import FlatParams
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class FullyConnectedNet:
+    """A network with any number of hidden layers (none: a linear softmax classifier).
+
+    hidden_dims: sizes of the hidden layers; dropout: probability of dropping a hidden unit
+    (0 = no dropout); seed: dropout seed (non-negative int, or a sequence of them such as
+    (seed, epoch, step, worker)); layer i draws its mask from (seed..., i), so a seed makes
+    every mask deterministic. init_seed: seed for the initial weights (None draws them from
+    NumPy's global generator, as the assignment does).
+    """
+
+    def __init__(
+        self,
+        hidden_dims: Sequence[int],
+        input_dim: int = 3 * 32 * 32,
+        num_classes: int = 10,
+        dropout: float = 0,
+        use_batchnorm: bool = False,
+        reg: float = 0.0,
+        weight_scale: float = 1e-2,
+        dtype=np.float32,
+        seed=None,
+        init_seed: int | None = None,
+    ):
+        hidden = [_positive_int(f"hidden_dims[{i}]", d) for i, d in enumerate(hidden_dims)]
+        dims = [_positive_int("input_dim", input_dim), *hidden, _positive_int("num_classes", num_classes)]
+        if not 0 <= dropout < 1:
+            raise InvalidInput(f"dropout must be in [0, 1), got {dropout!r}")
+        if not (math.isfinite(weight_scale) and weight_scale >= 0):
+            raise InvalidInput(f"weight_scale must be a non-negative number, got {weight_scale!r}")
+        if np.dtype(dtype) not in _DTYPES:
+            raise InvalidInput(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+        self.input_dim, self.num_classes = dims[0], dims[-1]
+        self.num_layers = len(dims) - 1
+        self.use_batchnorm = bool(use_batchnorm)
+        self.use_dropout = dropout > 0
+        self.dtype = np.dtype(dtype)
+        self.reg = reg
+
+        shapes: dict[str, tuple[int, ...]] = {}
+        for i, (fan_in, fan_out) in enumerate(zip(dims, dims[1:]), start=1):
+            shapes[f"W{i}"], shapes[f"b{i}"] = (fan_in, fan_out), (fan_out,)
+            if self.use_batchnorm and i < self.num_layers:
+                shapes[f"gamma{i}"], shapes[f"beta{i}"] = (fan_out,), (fan_out,)
+        self._params = FlatParams(shapes, self.dtype)
+        rng = np.random.default_rng(init_seed) if init_seed is not None else None
+        for i, (fan_in, fan_out) in enumerate(zip(dims, dims[1:]), start=1):
+            noise = rng.standard_normal((fan_in, fan_out)) if rng is not None else np.random.randn(fan_in, fan_out)
+            self._params[f"W{i}"] = weight_scale * noise
+            if f"gamma{i}" in self._params:
+                self._params[f"gamma{i}"][:] = 1
+
+        self.dropout_param: dict = {"mode": "train", "p": dropout}
+        if seed is not None:
+            self.dropout_param["seed"] = seed
+        # Running statistics exist from the start, so the batchnorm state has a fixed size.
+        self.bn_params: list[dict] = [
+            {"mode": "train", "running_mean": np.zeros(d, self.dtype), "running_var": np.ones(d, self.dtype)}
+            for d in (hidden if self.use_batchnorm else [])
+        ]
+
+    # --- parameters and state ---------------------------------------------------------
+
+    @property
+    def params(self) -> FlatParams:
+        return self._params
+
+    @params.setter
+    def params(self, new) -> None:
+        """Adopt a FlatParams of the same layout, or copy a mapping of all parameters in."""
+        if isinstance(new, FlatParams) and new.same_layout(self._params):
+            self._params = new
+            return
+        if not isinstance(new, Mapping) or set(new) != set(self._params):
+            names = sorted(new) if isinstance(new, Mapping) else type(new).__name__
+            raise InvalidInput(f"params must have exactly {list(self._params)}, got {names}")
+        for name in self._params:
+            self._params[name] = new[name]
+
+    @property
+    def reg(self) -> float:
+        return self._reg
+
+    @reg.setter
+    def reg(self, value: float) -> None:
+        # A Python float, so reg * W never upcasts a float32 array.
+        value = float(value)
+        if not (math.isfinite(value) and value >= 0):
+            raise InvalidInput(f"reg must be a non-negative number, got {value!r}")
+        self._reg = value
+
+    def get_bn_state(self) -> np.ndarray:
+        """Running mean then running variance of each batchnorm layer, as one vector."""
+        parts = [bp[key] for bp in self.bn_params for key in ("running_mean", "running_var")]
+        return np.concatenate(parts).astype(self.dtype, copy=False) if parts else np.zeros(0, self.dtype)
+
+    def set_bn_state(self, state) -> None:
+        state = np.asarray(state)
+        expected = sum(2 * bp["running_mean"].size for bp in self.bn_params)
+        if state.shape != (expected,):
+            raise InvalidInput(f"batchnorm state has shape {state.shape}, expected ({expected},)")
+        offset = 0
+        for bp in self.bn_params:
+            for key in ("running_mean", "running_var"):
+                size = bp[key].size
+                bp[key] = state[offset : offset + size].astype(self.dtype)  # a copy
+                offset += size
+
+    # --- forward and backward ---------------------------------------------------------
+
+    def _flatten_input(self, X) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim < 2 or math.prod(X.shape[1:]) != self.input_dim:
+            raise InvalidInput(
+                f"X has shape {X.shape}, but the model takes (N, {self.input_dim}) or any "
+                f"(N, d1, d2, ...) with d1 * d2 * ... = {self.input_dim}"
+            )
+        if X.dtype.kind not in "biuf":
+            raise InvalidInput(f"X must be numeric, got dtype {X.dtype}")
+        return X.reshape(X.shape[0], -1).astype(self.dtype, copy=False)
+
+    def _layer_dropout_param(self, layer: int) -> dict:
+        seed = self.dropout_param.get("seed")
+        if seed is None:
+            return self.dropout_param
+        seed = [*seed, layer] if isinstance(seed, (tuple, list)) else [seed, layer]
+        return {**self.dropout_param, "seed": seed}
+
+    def loss(self, X, y=None, *, grads_out: FlatParams | None = None):
+        """Scores (N, num_classes) without y; with y, (loss, grads) in the params layout.
+
+        grads_out: an optional FlatParams of the same layout to write the gradient into
+        (saves allocating a fresh gradient buffer per step).
+        """
+        X = self._flatten_input(X)
+        mode = "test" if y is None else "train"
+        self.dropout_param["mode"] = mode
+        for bn_param in self.bn_params:
+            bn_param["mode"] = mode
+        params, L = self._params, self.num_layers
+
+        h, caches = X, []
+        for i in range(1, L):
+            if self.use_batchnorm:
+                h, cache = affine_bn_relu_forward(
+                    h, params[f"W{i}"], params[f"b{i}"], params[f"gamma{i}"],
+                    params[f"beta{i}"], self.bn_params[i - 1],
+                )
+            else:
+                h, cache = affine_relu_forward(h, params[f"W{i}"], params[f"b{i}"])
+            drop_cache = None
+            if self.use_dropout:
+                h, drop_cache = dropout_forward(h, self._layer_dropout_param(i))
+            caches.append((cache, drop_cache))
+        scores, last_cache = affine_forward(h, params[f"W{L}"], params[f"b{L}"])
+        if y is None:
+            return scores
+
+        loss, dscores = softmax_loss(scores, y)
+        grads = self._gradient_buffer(grads_out)
+        # Only hidden layers need dx: the gradient of the network input is never used.
+        dh, _, _ = affine_backward(
+            dscores, last_cache, input_grad=L > 1, out=(grads[f"W{L}"], grads[f"b{L}"])
+        )
+        for i in range(L - 1, 0, -1):
+            cache, drop_cache = caches[i - 1]
+            if self.use_dropout:
+                dh = dropout_backward(dh, drop_cache)
+            out = (grads[f"W{i}"], grads[f"b{i}"])
+            if self.use_batchnorm:
+                dh, _, _, dgamma, dbeta = affine_bn_relu_backward(dh, cache, input_grad=i > 1, out=out)
+                grads[f"gamma{i}"], grads[f"beta{i}"] = dgamma, dbeta
+            else:
+                dh, _, _ = affine_relu_backward(dh, cache, input_grad=i > 1, out=out)
+
+        if self._reg:
+            for i in range(1, L + 1):
+                W = params[f"W{i}"]
+                loss += 0.5 * self._reg * float(np.vdot(W, W))
+                grads[f"W{i}"] += self._reg * W
+        return loss, grads
+
+    def _gradient_buffer(self, grads_out: FlatParams | None) -> FlatParams:
+        if grads_out is None:
+            return self._params.empty_like()  # every entry is written below
+        if not grads_out.same_layout(self._params):
+            raise InvalidInput("grads_out must have the layout and dtype of model.params")
+        return grads_out
+
+
+class TwoLayerNet(FullyConnectedNet):
+    """affine - relu - affine - softmax, with parameters W1, b1, W2, b2."""
+
+    def __init__(
+        self,
+        input_dim: int = 3 * 32 * 32,
+        hidden_dim: int = 100,
+        num_classes: int = 10,
+        weight_scale: float = 1e-3,
+        reg: float = 0.0,
+        dtype=np.float32,
+        init_seed: int | None = None,
+    ):
+        super().__init__(
+            [hidden_dim], input_dim=input_dim, num_classes=num_classes,
+            weight_scale=weight_scale, reg=reg, dtype=dtype, init_seed=init_seed,
+        )

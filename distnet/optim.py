@@ -1,0 +1,153 @@
+"""First-order update rules (the CS231n assignment-2 protocol).
+
+Every rule has the signature
+
+    next_w, config = rule(w, dw, config=None)
+
+w: the current weights, any shape (one parameter, or a whole flat parameter vector or a
+contiguous slice of it: every rule is elementwise); dw: the gradient, same shape;
+config: a dict of hyperparameters (learning_rate, ...) and of the rule's state (velocity,
+cache, m, v, t). Missing hyperparameters are filled in with `config.setdefault` from
+DEFAULTS, the state is created on the first call and kept in config, and the rule returns
+config so the caller keeps passing it back.
+
+To stay fast on large vectors the rules update w (and their state) in place and return w
+itself as next_w, as the assignment's sgd does; pass a copy to keep the old weights. A
+read-only w (e.g. an array read zero-copy from Ray's object store) is copied first.
+Scalars are used as Python floats, so float32 weights stay float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from distnet.layers import InvalidInput
+
+UpdateRule = Callable[[np.ndarray, np.ndarray, "dict | None"], "tuple[np.ndarray, dict]"]
+
+# The assignment's defaults, per rule; together with STATE they are all a config may hold.
+DEFAULTS: dict[str, dict[str, float]] = {
+    "sgd": {"learning_rate": 1e-2},
+    "sgd_momentum": {"learning_rate": 1e-2, "momentum": 0.9},
+    "rmsprop": {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8},
+    "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
+}
+STATE: dict[str, tuple[str, ...]] = {
+    "sgd": (),
+    "sgd_momentum": ("velocity",),
+    "rmsprop": ("cache",),
+    "adam": ("m", "v", "t"),
+}
+# Hyperparameters that are decay factors, hence must lie in [0, 1).
+_FACTORS = {"momentum", "decay_rate", "beta1", "beta2"}
+
+
+def validate_config(rule: str, config: Mapping) -> None:
+    """Raise InvalidInput (a ValueError) naming any unknown key or out-of-range value."""
+    if rule not in DEFAULTS:
+        raise InvalidInput(f"unknown update rule {rule!r} (known: {', '.join(DEFAULTS)})")
+    unknown = sorted(set(config) - set(DEFAULTS[rule]) - set(STATE[rule]))
+    if unknown:
+        raise InvalidInput(
+            f"unknown {rule} setting(s) {', '.join(unknown)} (known: {', '.join(DEFAULTS[rule])})"
+        )
+    for key in DEFAULTS[rule]:
+        if key not in config:
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise InvalidInput(f"{rule} {key} must be a number, got {value!r}")
+        if not math.isfinite(value) or value < 0 or (key in _FACTORS and value >= 1):
+            allowed = "in [0, 1)" if key in _FACTORS else "non-negative"
+            raise InvalidInput(f"{rule} {key} must be {allowed}, got {value!r}")
+
+
+def _setup(rule: str, w, config: dict | None):
+    """Fill in defaults, validate, and return (writable w, config, hyperparameters)."""
+    config = {} if config is None else config
+    for key, value in DEFAULTS[rule].items():
+        config.setdefault(key, value)
+    validate_config(rule, config)
+    hyper = {key: float(config[key]) for key in DEFAULTS[rule]}
+    if not w.flags.writeable:
+        w = w.copy()
+    return w, config, hyper
+
+
+def _state(config: dict, key: str, w) -> np.ndarray:
+    if config.get(key) is None:
+        config[key] = np.zeros_like(w)
+    return config[key]
+
+
+def sgd(w, dw, config=None):
+    """Vanilla stochastic gradient descent: w -= learning_rate * dw."""
+    w, config, hp = _setup("sgd", w, config)
+    w -= hp["learning_rate"] * dw
+    return w, config
+
+
+def sgd_momentum(w, dw, config=None):
+    """SGD with momentum: v = momentum * v - learning_rate * dw; w += v."""
+    w, config, hp = _setup("sgd_momentum", w, config)
+    v = _state(config, "velocity", w)
+    v *= hp["momentum"]
+    v -= hp["learning_rate"] * dw
+    w += v
+    return w, config
+
+
+def rmsprop(w, dw, config=None):
+    """RMSProp: cache = decay * cache + (1 - decay) * dw**2;
+    w -= learning_rate * dw / (sqrt(cache) + epsilon)."""
+    w, config, hp = _setup("rmsprop", w, config)
+    cache = _state(config, "cache", w)
+    step = np.multiply(dw, dw)
+    step *= 1 - hp["decay_rate"]
+    cache *= hp["decay_rate"]
+    cache += step
+    np.sqrt(cache, out=step)
+    step += hp["epsilon"]
+    np.divide(dw, step, out=step)
+    step *= hp["learning_rate"]
+    w -= step
+    return w, config
+
+
+def adam(w, dw, config=None):
+    """Adam with bias correction; t counts the updates made so far.
+
+    t += 1; m = beta1 * m + (1 - beta1) * dw; v = beta2 * v + (1 - beta2) * dw**2;
+    w -= learning_rate * m_hat / (sqrt(v_hat) + epsilon), where m_hat = m / (1 - beta1**t)
+    and v_hat = v / (1 - beta2**t).
+    """
+    w, config, hp = _setup("adam", w, config)
+    m, v = _state(config, "m", w), _state(config, "v", w)
+    t = config["t"] = int(config.get("t") or 0) + 1
+    beta1, beta2 = hp["beta1"], hp["beta2"]
+    m *= beta1
+    step = np.multiply(dw, 1 - beta1)
+    m += step
+    v *= beta2
+    np.multiply(dw, dw, out=step)
+    step *= 1 - beta2
+    v += step
+    # learning_rate * m_hat / (sqrt(v_hat) + eps), with one scratch array.
+    np.multiply(v, 1 / (1 - beta2**t), out=step)
+    np.sqrt(step, out=step)
+    step += hp["epsilon"]
+    np.divide(m, step, out=step)
+    step *= hp["learning_rate"] / (1 - beta1**t)
+    w -= step
+    return w, config
+
+
+RULES: dict[str, UpdateRule] = {
+    "sgd": sgd,
+    "sgd_momentum": sgd_momentum,
+    "rmsprop": rmsprop,
+    "adam": adam,
+}
