@@ -32,14 +32,19 @@ UpdateRule = Callable[[np.ndarray, np.ndarray, "dict | None"], "tuple[np.ndarray
 DEFAULTS: dict[str, dict[str, float]] = {
     "sgd": {"learning_rate": 1e-2},
     "sgd_momentum": {"learning_rate": 1e-2, "momentum": 0.9},
+    "sgd_nesterov": {"learning_rate": 1e-2, "momentum": 0.9},
     "rmsprop": {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8},
     "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
+    # PyTorch's AdamW defaults.
+    "adamw": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 1e-2},
 }
 STATE: dict[str, tuple[str, ...]] = {
     "sgd": (),
     "sgd_momentum": ("velocity",),
+    "sgd_nesterov": ("velocity",),
     "rmsprop": ("cache",),
     "adam": ("m", "v", "t"),
+    "adamw": ("m", "v", "t"),
 }
 # Hyperparameters that are decay factors, hence must lie in [0, 1).
 _FACTORS = {"momentum", "decay_rate", "beta1", "beta2"}
@@ -92,11 +97,28 @@ def sgd(w, dw, config=None):
 
 def sgd_momentum(w, dw, config=None):
     """SGD with momentum: v = momentum * v - learning_rate * dw; w += v."""
-    w, config, hp = _setup("sgd_momentum", w, config)
+    return _momentum("sgd_momentum", w, dw, config)
+
+
+def sgd_nesterov(w, dw, config=None):
+    """Nesterov momentum: v = momentum * v - learning_rate * dw;
+    w += momentum * v - learning_rate * dw (the look-ahead form of
+    w += -momentum * v_prev + (1 + momentum) * v; PyTorch's nesterov=True)."""
+    return _momentum("sgd_nesterov", w, dw, config)
+
+
+def _momentum(rule: str, w, dw, config):
+    w, config, hp = _setup(rule, w, config)
     v = _state(config, "velocity", w)
+    step = np.multiply(dw, hp["learning_rate"])
     v *= hp["momentum"]
-    v -= hp["learning_rate"] * dw
-    w += v
+    v -= step
+    if rule == "sgd_nesterov":
+        w -= step
+        np.multiply(v, hp["momentum"], out=step)
+        w += step
+    else:
+        w += v
     return w, config
 
 
@@ -124,10 +146,21 @@ def adam(w, dw, config=None):
     w -= learning_rate * m_hat / (sqrt(v_hat) + epsilon), where m_hat = m / (1 - beta1**t)
     and v_hat = v / (1 - beta2**t).
     """
-    w, config, hp = _setup("adam", w, config)
+    return _adam("adam", w, dw, config)
+
+
+def adamw(w, dw, config=None):
+    """Adam with decoupled weight decay (Loshchilov & Hutter; PyTorch's AdamW):
+    w *= 1 - learning_rate * weight_decay, then the Adam step. Unlike the L2 penalty
+    `reg` of the models, the decay does not pass through m and v."""
+    return _adam("adamw", w, dw, config)
+
+
+def _adam(rule: str, w, dw, config):
+    w, config, hp = _setup(rule, w, config)
     m, v = _state(config, "m", w), _state(config, "v", w)
     t = config["t"] = int(config.get("t") or 0) + 1
-    beta1, beta2 = hp["beta1"], hp["beta2"]
+    beta1, beta2, lr = hp["beta1"], hp["beta2"], hp["learning_rate"]
     m *= beta1
     step = np.multiply(dw, 1 - beta1)
     m += step
@@ -135,12 +168,14 @@ def adam(w, dw, config=None):
     np.multiply(dw, dw, out=step)
     step *= 1 - beta2
     v += step
+    if hp.get("weight_decay"):
+        w *= 1 - lr * hp["weight_decay"]
     # learning_rate * m_hat / (sqrt(v_hat) + eps), with one scratch array.
     np.multiply(v, 1 / (1 - beta2**t), out=step)
     np.sqrt(step, out=step)
     step += hp["epsilon"]
     np.divide(m, step, out=step)
-    step *= hp["learning_rate"] / (1 - beta1**t)
+    step *= lr / (1 - beta1**t)
     w -= step
     return w, config
 
@@ -148,6 +183,8 @@ def adam(w, dw, config=None):
 RULES: dict[str, UpdateRule] = {
     "sgd": sgd,
     "sgd_momentum": sgd_momentum,
+    "sgd_nesterov": sgd_nesterov,
     "rmsprop": rmsprop,
     "adam": adam,
+    "adamw": adamw,
 }
