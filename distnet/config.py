@@ -37,10 +37,7 @@ from typing import (
 
 import numpy as np
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+import tomllib
 
 from distnet.errors import DistnetError
 from distnet.schedules import ScheduleKind

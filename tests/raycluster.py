@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,20 +70,20 @@ def free_port() -> int:
 
 
 @dataclass
-class Node:
+class ServiceProcess:
+    """One compose service's command running here (a Ray node, TensorBoard)."""
+
     name: str
-    ip: str
     env: dict[str, str]
     process: subprocess.Popen
     log: Path
-    node_id: str = ""
 
     def processes(self) -> list[int]:
-        """This node's `ray start` and everything it started (raylet, workers, drivers...)."""
+        """The command's process and everything it started (raylet, workers, drivers...)."""
         return [self.process.pid, *_descendants(self.process.pid)]
 
     def kill(self) -> None:
-        """Lose the node at once, as a crashed machine would."""
+        """Lose it at once, as a crashed machine would."""
         for pid in self.processes():
             _signal(pid, signal.SIGKILL)
         self.process.wait()
@@ -96,6 +97,40 @@ class Node:
         for pid in pids:
             _signal(pid, signal.SIGKILL)
         self.process.wait()
+
+    def wait_healthy(self, service: dict, ready=lambda: True) -> None:
+        """Until the service's compose healthcheck passes here and `ready()` holds."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
+            check = subprocess.run(healthcheck_argv(service), env=self.env, capture_output=True)
+            if check.returncode == 0 and ready():
+                return
+            time.sleep(1)
+        raise RuntimeError(f"{self.name} not healthy after {START_TIMEOUT_S} s: "
+                           f"{self.log.read_text()[-3000:]}")
+
+
+def start_service(name: str, service: dict, env: dict[str, str], log: Path) -> ServiceProcess:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(container_argv(service["command"]), env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    return ServiceProcess(name, env, process, log)
+
+
+@dataclass
+class Node:
+    service: ServiceProcess
+    ip: str
+    node_id: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    def kill(self) -> None:
+        self.service.kill()
 
 
 @dataclass
@@ -158,38 +193,23 @@ class RayCluster:
     def _start(self, service_name: str, variables: dict[str, str]) -> Node:
         service = self.services[service_name]
         ip = f"127.0.0.{len(self.nodes) + 2}"
-        env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
-        for key, value in service["environment"].items():  # the volume /shared is a dir here
-            env[key] = value.replace("/shared", str(self.shared), 1) if value.startswith(
-                "/shared") else value
-        env |= variables | {"RAY_NODE_IP": ip, "RAY_AGENT_PORT": str(free_port()),
-                            "RAY_NUM_CPUS": "1"}
+        env = container_env(service, self.shared) | variables | {
+            "RAY_NODE_IP": ip, "RAY_AGENT_PORT": str(free_port()), "RAY_NUM_CPUS": "1"}
         log = self.root / f"node-{len(self.nodes)}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(container_argv(service["command"]), env=env, stdout=out,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        node = Node(service_name, ip, env, process, log)
+        node = Node(start_service(service_name, service, env, log), ip)
         self.nodes.append(node)
-        self._wait_healthy(node, healthcheck_argv(service))
-        return node
 
-    def _wait_healthy(self, node: Node, check: list[str]) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if node.process.poll() is not None:
-                raise RuntimeError(f"{node.name} exited: {node.log.read_text()[-3000:]}")
-            healthy = subprocess.run(check, env=node.env, capture_output=True).returncode == 0
-            ids = [i for i, ip in self.node_ids().items() if ip == node.ip] if healthy else []
-            if ids:
-                node.node_id = ids[0]
-                return
-            time.sleep(1)
-        raise RuntimeError(f"{node.name} not healthy after {START_TIMEOUT_S} s: "
-                           f"{node.log.read_text()[-3000:]}")
+        def registered() -> bool:
+            ids = [i for i, node_ip in self.node_ids().items() if node_ip == ip]
+            node.node_id = ids[0] if ids else ""
+            return bool(ids)
+
+        node.service.wait_healthy(service, registered)
+        return node
 
     def shutdown(self) -> None:
         for node in reversed(self.nodes):
-            node.stop()
+            node.service.stop()
 
 
 @contextmanager
@@ -207,6 +227,33 @@ def ray_cluster(workers: int = 2) -> Iterator[RayCluster]:
         yield cluster
     finally:
         cluster.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def container_env(service: dict, shared: Path) -> dict[str, str]:
+    """This process's environment plus the service's compose `environment`, with paths in
+    the /shared volume moved to the directory `shared` that stands in for it here."""
+    env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
+    for key, value in service.get("environment", {}).items():
+        env[key] = str(shared) + value[len("/shared"):] if value.startswith("/shared") else value
+    return env
+
+
+@contextmanager
+def tensorboard(logdir: Path) -> Iterator[str]:
+    """docker-compose.yml's TensorBoard serving `logdir` on 127.0.0.1; yields its URL."""
+    service = compose_services()["tensorboard"]
+    port = free_port()
+    env = container_env(service, logdir) | {"TENSORBOARD_LOGDIR": str(logdir),
+                                             "TENSORBOARD_HOST": "127.0.0.1",
+                                             "TENSORBOARD_PORT": str(port)}
+    with tempfile.NamedTemporaryFile(prefix="dn-tensorboard-", suffix=".log") as log:
+        server = start_service("tensorboard", service, env, Path(log.name))
+        try:
+            server.wait_healthy(service)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.stop()
 
 
 def _descendants(pid: int) -> list[int]:
@@ -238,3 +285,28 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# Headless Chromium, for a picture of what TensorBoard shows (Debian package `chromium`).
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = REPO / "test-artifacts"  # gitignored: screenshots tests leave for people to see
+
+
+def render_page(url: str, screenshot: Path, height: int = 1400) -> str:
+    """Load `url` in headless Chromium, save a PNG of it, and return the rendered DOM."""
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dn-chromium-") as profile:
+        flags = [
+            CHROMIUM, "--headless", "--no-sandbox", f"--user-data-dir={profile}",
+            # No WebGL, so TensorBoard draws its charts as SVG (there is no GPU here),
+            # which the DOM then shows too.
+            "--disable-webgl", "--disable-3d-apis", "--hide-scrollbars",
+            # Loopback only: no background traffic, no name resolves to anything else.
+            "--disable-background-networking", "--disable-component-update",
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+            f"--window-size=1400,{height}", "--virtual-time-budget=20000",
+        ]
+        subprocess.run([*flags, f"--screenshot={screenshot}", url], capture_output=True,
+                       check=True, timeout=180)
+        return subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
+                              check=True, timeout=180).stdout

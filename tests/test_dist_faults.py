@@ -40,12 +40,12 @@ def job(tiny_job):
 
 @pytest.fixture
 def clean(ray_session, job):
-    return train(job, progress=False)
+    return train(job, progress=False, overwrite=True)
 
 
 def test_killed_workers_are_restarted_and_the_result_is_unchanged(ray_session, job, clean):
     on_step = killer({2, 7, 11}, lambda group, n: group.worker_pids()[n % 2])
-    result = train(job, progress=False, on_step=on_step)
+    result = train(job, progress=False, overwrite=True, on_step=on_step)
     assert on_step.fired == {2, 7, 11}
     np.testing.assert_array_equal(result.final_params, clean.final_params)
     np.testing.assert_array_equal(result.params, clean.params)
@@ -55,7 +55,7 @@ def test_killed_workers_are_restarted_and_the_result_is_unchanged(ray_session, j
 def test_killed_server_is_restored_from_checkpoint_and_the_result_is_unchanged(
         ray_session, job, clean):
     on_step = killer({6}, lambda group, n: group.server_pids()[1])
-    result = train(job, progress=False, on_step=on_step)
+    result = train(job, progress=False, overwrite=True, on_step=on_step)
     assert on_step.fired == {6}
     np.testing.assert_array_equal(result.final_params, clean.final_params)
     np.testing.assert_array_equal(result.bn_state, clean.bn_state)
@@ -101,7 +101,7 @@ def slow_job(tiny_job, job):
 
 
 def test_killed_driver_resumes_with_the_same_result(ray_session, slow_job, tmp_path):
-    clean = train(slow_job, progress=False)
+    clean = train(slow_job, progress=False, overwrite=True)
     for path in Path(slow_job.checkpoint.dir).glob("*"):
         path.unlink()
     job_file = write_job(slow_job, tmp_path / "job.toml")

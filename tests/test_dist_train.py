@@ -27,7 +27,7 @@ def test_one_sync_step_equals_single_process_step_on_whole_batch(ray_session, ti
     job = tiny_job(model={"dtype": "float64", "reg": 0.05, "hidden_dims": [12, 8]},
                    optim={"update_rule": rule, "learning_rate": 1e-2, **settings},
                    train={"workers": 3, "batch_size": 40, "max_steps": 1})
-    result = train(job, progress=False)
+    result = train(job, progress=False, overwrite=True)
 
     model = build_model(job.model, seed=job.seed)
     X, y = open_split(job.data.path, "train").batch(global_batch(job, 0, 0))
@@ -42,8 +42,8 @@ def test_one_sync_step_equals_single_process_step_on_whole_batch(ray_session, ti
 def test_sharded_servers_give_the_same_run_as_one_server(ray_session, tiny_job):
     base = dict(model={"hidden_dims": [16, 8], "use_batchnorm": True},
                 optim={"update_rule": "adam", "learning_rate": 1e-3})
-    one = train(tiny_job(**base, train={"servers": 1}), progress=False)
-    three = train(tiny_job(**base, train={"servers": 3}), progress=False)
+    one = train(tiny_job(**base, train={"servers": 1}), progress=False, overwrite=True)
+    three = train(tiny_job(**base, train={"servers": 3}), progress=False, overwrite=True)
     assert one.steps == three.steps > 5
     np.testing.assert_array_equal(one.final_params, three.final_params)
     np.testing.assert_array_equal(one.bn_state, three.bn_state)
@@ -53,19 +53,19 @@ def test_sharded_servers_give_the_same_run_as_one_server(ray_session, tiny_job):
 def test_two_runs_of_the_same_job_are_identical(ray_session, tiny_job):
     job = tiny_job(model={"hidden_dims": [16, 8], "use_batchnorm": True, "dropout": 0.3},
                    data={"augment_flip": True, "augment_crop_padding": 2})
-    first, second = train(job, progress=False), train(job, progress=False)
+    first, second = train(job, progress=False, overwrite=True), train(job, progress=False, overwrite=True)
     np.testing.assert_array_equal(first.final_params, second.final_params)
     np.testing.assert_array_equal(first.params, second.params)
     assert first.loss_history == second.loss_history
     assert first.val_acc_history == second.val_acc_history
     other = train(tiny_job(seed=4, model=job.model.__dict__ | {"hidden_dims": [16, 8]}),
-                  progress=False)
+                  progress=False, overwrite=True)
     assert not np.array_equal(first.final_params, other.final_params)
 
 
 def test_result_has_histories_and_summary(ray_session, tiny_job):
     job = tiny_job(train={"num_epochs": 3})
-    result = train(job, progress=False)
+    result = train(job, progress=False, overwrite=True)
     steps_per_epoch = result.steps // 3
     assert len(result.loss_history) == result.steps == 3 * steps_per_epoch
     assert len(result.train_acc_history) == len(result.val_acc_history) == 3
@@ -81,7 +81,7 @@ def test_batchnorm_statistics_are_averaged_across_workers(ray_session, tiny_job)
     """Evaluation uses one running mean at the server: the weighted mean of the workers'."""
     job = tiny_job(model={"hidden_dims": [8], "use_batchnorm": True},
                    train={"workers": 2, "max_steps": 1, "batch_size": 40})
-    result = train(job, progress=False)
+    result = train(job, progress=False, overwrite=True)
     model = build_model(job.model, seed=job.seed)
     reader = open_split(job.data.path, "train")
     rows = global_batch(job, 0, 0)
@@ -93,3 +93,18 @@ def test_batchnorm_statistics_are_averaged_across_workers(ray_session, tiny_job)
     expected = (states[0] + states[1]) / 2
     assert not np.allclose(expected, model.get_bn_state())
     np.testing.assert_allclose(result.bn_state, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fresh_run_refuses_an_earlier_runs_checkpoints_and_resume_checks_the_job(
+        ray_session, tiny_job):
+    from distnet.errors import DistnetError
+
+    job = tiny_job(train={"max_steps": 2})
+    train(job, progress=False, overwrite=True)
+    with pytest.raises(DistnetError, match="--resume"):
+        train(job, progress=False)
+    with pytest.raises(DistnetError, match=r"another \[model\]"):
+        train(tiny_job(train={"max_steps": 2}, model={"hidden_dims": [8]}), progress=False,
+              resume=True)
+    resumed = train(tiny_job(train={"max_steps": 4}), progress=False, resume=True)
+    assert resumed.steps == 4 and len(resumed.loss_history) == 4

@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--md5", help="expected MD5 of --source (data.md5)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint of this job")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again, deleting this job's earlier checkpoints")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object on stdout")
     p.set_defaults(run=run)
@@ -32,6 +34,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from distnet.config import load_job
+    from distnet.errors import DistnetError
 
     overrides = list(args.overrides)
     for key, value in (("train.workers", args.workers), ("data.source", args.source),
@@ -42,7 +45,9 @@ def run(args) -> int:
 
     from distnet.dist.driver import train
 
-    result = train(job, address=args.address, resume=args.resume)
+    if args.resume and args.overwrite:
+        raise DistnetError("--resume and --overwrite exclude each other")
+    result = train(job, address=args.address, resume=args.resume, overwrite=args.overwrite)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))

@@ -18,7 +18,8 @@ import numpy as np
 import ray
 from ray import exceptions as rex
 
-from distnet.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from distnet.checkpoint import (TrainState, latest_checkpoint, list_checkpoints,
+                                load_checkpoint, save_checkpoint)
 from distnet.config import JobConfig, build_model
 from distnet.dist import sampling
 from distnet.dist.group import ActorGroup, ModelState, StepRefs
@@ -78,13 +79,14 @@ class TrainResult:
 
 
 def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
-          progress: bool = True, on_step: Callable[[StepEvent], None] | None = None,
+          overwrite: bool = False, progress: bool = True, on_step: Callable[[StepEvent], None] | None = None,
           ) -> TrainResult:
     """Train `job` data-parallel on Ray and return its result.
 
     Joins the Ray cluster at `address` (or RAY_ADDRESS); without one starts a local Ray on
     127.0.0.1 for the run. Prepares the dataset first if needed. `resume` continues from
-    the latest checkpoint in `job.checkpoint.dir`. `on_step(StepEvent)` is called after
+    the latest checkpoint in `job.checkpoint.dir`; a fresh run refuses a directory that
+    holds an earlier run's checkpoints unless `overwrite` (then deletes them). `on_step(StepEvent)` is called after
     each step completes (for live plots; the tests inject failures with it).
     """
     from distnet.data.prepare import ensure_dataset
@@ -94,7 +96,7 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
     ensure_dataset(data.path, source=data.source, md5=data.md5, verify=data.verify,
                    shards=data.shards, num_val=data.num_val)
     with ray_session(address, num_cpus=math.ceil(job.train.workers * job.train.worker_cpus)):
-        return _Run(job, progress, on_step).run(resume)
+        return _Run(job, progress, on_step).run(resume, overwrite)
 
 
 class _Run:
@@ -159,12 +161,28 @@ class _Run:
         self.checkpoint_path = str(save_checkpoint(cfg.dir, s, keep=cfg.keep))
 
     # --- the loop --------------------------------------------------------------------
-    def run(self, resume: bool) -> TrainResult:
+    def _start_state(self, resume: bool, overwrite: bool) -> TrainState:
+        directory = self.job.checkpoint.dir
+        if resume:
+            state = self._latest_state()
+            if state is None:
+                raise DistnetError(f"--resume: no checkpoint in {directory}")
+            for key in ("seed", "model", "optim", "data"):
+                if state.config.get(key) != self.job.to_dict()[key]:
+                    raise DistnetError(f"--resume: the checkpoints in {directory} were written "
+                                       f"with another [{key}] than this job's")
+            return state
+        existing = list_checkpoints(directory)
+        if existing and not overwrite:
+            raise DistnetError(f"{directory} holds checkpoints of an earlier run; continue it "
+                               f"with --resume, or start again with --overwrite")
+        for path in existing:
+            path.unlink()
+        return self._fresh_state()
+
+    def run(self, resume: bool, overwrite: bool) -> TrainResult:
         start = time.perf_counter()
-        state = self._latest_state() if resume else None
-        if resume and state is None:
-            raise DistnetError(f"--resume: no checkpoint in {self.job.checkpoint.dir}")
-        self._restore(state or self._fresh_state())
+        self._restore(self._start_state(resume, overwrite))
         self.bar.update(self.state.step)
         first_step = self.state.step
         recoveries = 0
@@ -237,7 +255,7 @@ class _Run:
 
     def _end_epoch(self, epoch: int) -> None:
         t = self.job.train
-        train_acc = self.group.evaluate("train", epoch, t.num_train_samples)
+        train_acc = self.group.evaluate("train", epoch, t.num_train_samples or None)
         val_acc = self.group.evaluate("val", epoch)
         h = self.state.history
         h["train_acc_history"].append(train_acc)
