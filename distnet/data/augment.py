@@ -29,7 +29,9 @@ class AugmentError(DistnetError, ValueError):
     """Images of the wrong shape or dtype, or a bad augmentation setting."""
 
 
-def augment(images: np.ndarray, rng: np.random.Generator, flip: bool, crop_padding: int) -> np.ndarray:
+def augment(
+    images: np.ndarray, rng: np.random.Generator, flip: bool, crop_padding: int
+) -> np.ndarray:
     """Random crop with `crop_padding` (0 = none), then random horizontal flip if `flip`."""
     _planes(images)  # check the input even when everything is switched off
     out = images
