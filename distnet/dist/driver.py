@@ -133,6 +133,7 @@ class _Run:
                                 job.metrics.histograms)
         self.bar = _progress_bar(self.total_steps, progress)
         self.checkpoint_path = ""
+        self.saved_step = -1
 
     # --- state -----------------------------------------------------------------------
     def _fresh_state(self) -> TrainState:
@@ -159,6 +160,7 @@ class _Run:
         s.epoch = live.step // self.steps_per_epoch
         cfg = self.job.checkpoint
         self.checkpoint_path = str(save_checkpoint(cfg.dir, s, keep=cfg.keep))
+        self.saved_step = s.step
 
     # --- the loop --------------------------------------------------------------------
     def _start_state(self, resume: bool, overwrite: bool) -> TrainState:
@@ -204,7 +206,8 @@ class _Run:
                 self._restore(self._latest_state() or self._fresh_state())
                 self.bar.reset(self.total_steps)
                 self.bar.update(self.state.step)
-        self._save()
+        if self.saved_step != self.state.step:
+            self._save()
         wall = time.perf_counter() - start
         return self._finish(wall, self.state.step - first_step)
 
