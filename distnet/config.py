@@ -139,7 +139,7 @@ class DataConfig(_Section):
         self._only_with("md5", self.verify, "has no effect with data.verify = false")
         self._check("shards", lambda v: v >= 1, ">= 1")
         self._check("num_val", lambda v: v >= 1, ">= 1")
-        self._check("augment_crop_padding", lambda v: v >= 0, ">= 0")
+        self._check("augment_crop_padding", lambda v: 0 <= v <= 31, "in 0..31")
 
 
 @dataclass(frozen=True)

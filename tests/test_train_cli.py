@@ -37,6 +37,7 @@ def test_default_job_with_overrides_prints_json_summary(address, tiny_dataset, t
     (["--set", "train.batch_size=1", "--workers", "2"], "train.batch_size"),
     (["--set", "model.dropout=1.5"], "model.dropout"),
     (["--workers", "0"], "train.workers"),
+    (["--set", "data.augment_crop_padding=32"], "data.augment_crop_padding"),
 ])
 def test_bad_job_is_a_one_line_error(args, message):
     out = distnet("train", *args)
