@@ -12,32 +12,36 @@ from contextlib import contextmanager
 
 from distnet.errors import DistnetError
 
-# Ray on Linux turns a node address of 127.0.0.1 into the machine's network address unless
-# it believes it runs single-node, and then binds every server to 127.0.0.1. A local
-# instance *is* single-node, so say so before ray is imported (and after, for its constant).
-_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
-
-def _prefer_loopback() -> None:
-    os.environ.setdefault(_SINGLE_NODE_ENV, "0")
+@contextmanager
+def _single_node():
+    """Ray on Linux turns a node address of 127.0.0.1 into the machine's network address
+    (and then listens on every interface) unless it believes it runs single-node. A local
+    instance *is* single-node: say so while it starts, and only in this process, so that
+    `ray start` nodes launched later from here still form clusters."""
     from ray._private import ray_constants
 
-    ray_constants.ENABLE_RAY_CLUSTER = os.environ[_SINGLE_NODE_ENV] not in ("0", "false")
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def init_local_ray(num_cpus: int | None = None, **kwargs) -> None:
     """Start a Ray instance on this machine, reachable on 127.0.0.1 only."""
-    _prefer_loopback()
     import ray
 
-    ray.init(
-        num_cpus=num_cpus or os.cpu_count(),
-        _node_ip_address="127.0.0.1",
-        include_dashboard=kwargs.pop("include_dashboard", False),
-        logging_level=kwargs.pop("logging_level", "WARNING"),
-        log_to_driver=kwargs.pop("log_to_driver", True),
-        **kwargs,
-    )
+    with _single_node():
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            _node_ip_address="127.0.0.1",
+            include_dashboard=kwargs.pop("include_dashboard", False),
+            logging_level=kwargs.pop("logging_level", "WARNING"),
+            log_to_driver=kwargs.pop("log_to_driver", True),
+            **kwargs,
+        )
 
 
 @contextmanager
