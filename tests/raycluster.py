@@ -286,27 +286,3 @@ def _alive(pid: int) -> bool:
         return False
     return state != "Z"
 
-
-# Headless Chromium, for a picture of what TensorBoard shows (Debian package `chromium`).
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = REPO / "test-artifacts"  # gitignored: screenshots tests leave for people to see
-
-
-def render_page(url: str, screenshot: Path, height: int = 1400) -> str:
-    """Load `url` in headless Chromium, save a PNG of it, and return the rendered DOM."""
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="dn-chromium-") as profile:
-        flags = [
-            CHROMIUM, "--headless", "--no-sandbox", f"--user-data-dir={profile}",
-            # No WebGL, so TensorBoard draws its charts as SVG (there is no GPU here),
-            # which the DOM then shows too.
-            "--disable-webgl", "--disable-3d-apis", "--hide-scrollbars",
-            # Loopback only: no background traffic, no name resolves to anything else.
-            "--disable-background-networking", "--disable-component-update",
-            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-            f"--window-size=1400,{height}", "--virtual-time-budget=20000",
-        ]
-        subprocess.run([*flags, f"--screenshot={screenshot}", url], capture_output=True,
-                       check=True, timeout=180)
-        return subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
-                              check=True, timeout=180).stdout

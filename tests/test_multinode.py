@@ -16,7 +16,8 @@ import pytest
 from ray.job_submission import JobSubmissionClient
 from tensorboardX import SummaryWriter
 
-from raycluster import ARTIFACTS, CHROMIUM, ray_cluster, render_page, tensorboard
+from browser import ARTIFACTS, CHROMIUM, render_page
+from raycluster import ray_cluster, tensorboard
 
 WHERE_ACTORS = """
 import json, ray
@@ -155,14 +156,19 @@ def test_tensorboard_serves_the_scalar_tags_and_values(tensorboard_url):
             [curve(step) for step in range(STEPS)], rel=1e-6)  # stored as float32
 
 
+# A chart's curve is one SVG path through every step (raw and smoothed: two per card).
+CURVE_PATHS = f"""[...document.querySelectorAll('path')]
+    .filter(p => (p.getAttribute('d') || '').split('L').length === {STEPS}).length"""
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_tensorboard_draws_the_curves_in_a_browser(tensorboard_url):
     screenshot = ARTIFACTS / "tensorboard-scalars.png"
     # tagFilter=. puts every card in one expanded grid (TensorBoard folds later groups).
-    dom = render_page(f"{tensorboard_url}/?darkMode=false&tagFilter=.#timeseries", screenshot)
+    dom = render_page(f"{tensorboard_url}/?darkMode=false&tagFilter=.#timeseries", screenshot,
+                      ready=f"{CURVE_PATHS} >= {2 * len(CURVES)}")
     assert screenshot.stat().st_size > 10_000
     for tag in CURVES:
         assert f">{tag}<" in dom.replace(" ", "")  # a card per tag
-    # Each card draws the raw and the smoothed curve as one SVG path through every step.
     curves = [d for d in re.findall(r'<path[^>]* d="(M[^"]+)"', dom) if d.count("L") == STEPS - 1]
-    assert len(curves) >= 2 * len(CURVES)
+    assert len(curves) == 2 * len(CURVES)
