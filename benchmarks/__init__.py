@@ -1,0 +1,1 @@
+"""Benchmarks of distnet against PyTorch; `python -m benchmarks.throughput --help`."""
