@@ -22,6 +22,7 @@ class BenchConfig:
     reg: float = 0.0  # L2 on the weights (torch: weight_decay on the weights only)
     use_batchnorm: bool = False
     dropout: float = 0.0
+    weight_scale: float = 1e-2  # distnet's initial weights (PyTorch keeps its own init)
     steps: int = 200  # timed run length (the first `warmup` of them are discarded)
     quick_steps: int = 60
 
@@ -65,7 +66,7 @@ class BenchConfig:
             "data": {"path": data},
             "model": {"kind": "fc", "hidden_dims": list(self.hidden_dims),
                       "use_batchnorm": self.use_batchnorm, "dropout": self.dropout,
-                      "reg": self.reg, "weight_scale": 1e-2, "dtype": "float32"},
+                      "reg": self.reg, "weight_scale": self.weight_scale, "dtype": "float32"},
             "optim": {"update_rule": self.update_rule, "learning_rate": self.learning_rate},
             "train": {"num_epochs": 1, "batch_size": self.batch_size, "workers": workers,
                       "max_steps": max_steps},
@@ -81,11 +82,12 @@ def warmup_steps(steps: int) -> int:
 
 CONFIGS: dict[str, BenchConfig] = {c.name: c for c in (
     # The seed's TwoLayerNet(hidden_dim=100, reg=1e-2), SGD, batch 100.
-    BenchConfig("two_layer", (100,), 100, "sgd", 1e-3, reg=1e-2, steps=400, quick_steps=100),
-    # The seed's five-layer FullyConnectedNet([100]*4), Adam, batch 25 and 256.
-    BenchConfig("five_layer_b25", (100, 100, 100, 100), 25, "adam", 1e-3,
+    BenchConfig("two_layer", (100,), 100, "sgd", 1e-3, reg=1e-2, weight_scale=1e-3,
                 steps=400, quick_steps=100),
-    BenchConfig("five_layer_b256", (100, 100, 100, 100), 256, "adam", 1e-3,
+    # The seed's five-layer FullyConnectedNet([100]*4), Adam, batch 25 and 256.
+    BenchConfig("five_layer_b25", (100, 100, 100, 100), 25, "adam", 1e-3, weight_scale=5e-2,
+                steps=400, quick_steps=100),
+    BenchConfig("five_layer_b256", (100, 100, 100, 100), 256, "adam", 1e-3, weight_scale=5e-2,
                 steps=250, quick_steps=60),
     # jobs/large.toml: 1024-512-256 with batchnorm and dropout, Adam, global batch 512.
     BenchConfig("large", (1024, 512, 256), 512, "adam", 1e-3, use_batchnorm=True,
@@ -95,7 +97,8 @@ CONFIGS: dict[str, BenchConfig] = {c.name: c for c in (
 )}
 
 # The overhead probe: compute is negligible, so a step's time is the framework's.
-TINY = BenchConfig("tiny", (10,), 2, "sgd", 1e-3, steps=300, quick_steps=100)
+TINY = BenchConfig("tiny", (10,), 2, "sgd", 1e-5, weight_scale=1e-3, steps=300,
+                   quick_steps=100)
 
 DEFAULT_CONFIGS = ("two_layer", "five_layer_b25", "five_layer_b256", "large", "large_plain")
 QUICK_CONFIGS = ("two_layer", "large")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -56,6 +57,30 @@ def process_threads(pid: int) -> dict:
     except OSError:
         pass
     return info
+
+
+def idle_fraction(seconds: float = 1.0) -> float:
+    """Fraction of the machine's CPU time that was idle over the next `seconds`."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, total
+
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def wait_until_quiet(min_idle: float, max_wait_s: float) -> float:
+    """Wait (at most max_wait_s) until the machine is at least `min_idle` idle, so a
+    measurement starts when the other work on a shared machine pauses. Returns the idle
+    fraction measured last."""
+    deadline = time.monotonic() + max_wait_s
+    idle = idle_fraction()
+    while idle < min_idle and time.monotonic() < deadline:
+        idle = idle_fraction()
+    return idle
 
 
 def cpu_model() -> str:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks.configs import BenchConfig, warmup_steps
+from benchmarks.machine import wait_until_quiet
 
 SYSTEMS = ("numpy", "torch", "distnet1", "distnet2", "ddp")
 CHILD_MODULES = {"numpy": "benchmarks.solver_step", "torch": "benchmarks.torch_nets",
@@ -36,6 +37,7 @@ class Measurement:
     repeat: int
     step_s: list[float]
     load_avg: float  # 1-minute load average when the measurement started
+    idle_before: float  # fraction of the machine idle in the second before it started
     details: dict = field(default_factory=dict)  # system-specific: split, memory, threads
     error: str | None = None
 
@@ -54,6 +56,16 @@ class Measurement:
         return self.batch_size / self.median_step_s
 
     @property
+    def fast_step_s(self) -> float:
+        """10th percentile of the step times: the steps least disturbed by other load."""
+        ordered = sorted(self.timed)
+        return ordered[len(ordered) // 10] if ordered else float("nan")
+
+    @property
+    def fast_samples_per_s(self) -> float:
+        return self.batch_size / self.fast_step_s
+
+    @property
     def mean_samples_per_s(self) -> float:
         """Throughput over the whole timed window (counts the occasional slow step)."""
         return self.batch_size * len(self.timed) / sum(self.timed) if self.timed else float("nan")
@@ -65,7 +77,9 @@ class Measurement:
 
 
 def measure(system: str, config: BenchConfig, steps: int, data: str, threads: int,
-            repeat: int) -> Measurement:
+            repeat: int, quiet: tuple[float, float] = (0.0, 0.0)) -> Measurement:
+    """Run one measurement; `quiet` = (min idle fraction, max wait s) to wait for first."""
+    idle = wait_until_quiet(*quiet)
     load = os.getloadavg()[0]
     try:
         if system.startswith("distnet"):
@@ -74,9 +88,10 @@ def measure(system: str, config: BenchConfig, steps: int, data: str, threads: in
             step_s, details = _child(system, config, steps, data, threads)
     except Exception as err:  # one failing system must not lose the others' figures
         message = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err) else ''}"
-        return Measurement(system, config.name, config.batch_size, repeat, [], load,
+        return Measurement(system, config.name, config.batch_size, repeat, [], load, idle,
                            error=message)
-    return Measurement(system, config.name, config.batch_size, repeat, step_s, load, details)
+    return Measurement(system, config.name, config.batch_size, repeat, step_s, load, idle,
+                       details)
 
 
 def _in_process(system: str, config: BenchConfig, steps: int, data: str):
@@ -109,6 +124,8 @@ class Summary:
     samples_per_s: float  # median over repeats of each repeat's steady-state throughput
     spread: float  # (max - min) / median over repeats: the noise between repeats
     step_ms: float
+    fast_samples_per_s: float  # from the 10th-percentile step time, median over repeats
+    fast_spread: float
     mean_samples_per_s: float
     repeats: int
     errors: list[str]
@@ -121,15 +138,22 @@ def summarize(measurements: list[Measurement]) -> dict[tuple[str, str], Summary]
     out = {}
     for (config, system), group in groups.items():
         good = [m for m in group if m.error is None and m.timed]
-        rates = [m.samples_per_s for m in good]
-        median = statistics.median(rates) if rates else float("nan")
+        rate, spread = _median_spread([m.samples_per_s for m in good])
+        fast, fast_spread = _median_spread([m.fast_samples_per_s for m in good])
         out[config, system] = Summary(
-            config, system, median,
-            (max(rates) - min(rates)) / median if len(rates) > 1 else float("nan"),
-            statistics.median(m.median_step_s for m in good) * 1e3 if good else float("nan"),
-            statistics.median(m.mean_samples_per_s for m in good) if good else float("nan"),
+            config, system, rate, spread,
+            _median_spread([1e3 * m.median_step_s for m in good])[0], fast, fast_spread,
+            _median_spread([m.mean_samples_per_s for m in good])[0],
             len(good), [m.error for m in group if m.error])
     return out
+
+
+def _median_spread(values: list[float]) -> tuple[float, float]:
+    """Median, and (max - min) / median (nan for fewer than two values)."""
+    if not values:
+        return float("nan"), float("nan")
+    median = statistics.median(values)
+    return median, (max(values) - min(values)) / median if len(values) > 1 else float("nan")
 
 
 def median_detail(measurements: list[Measurement], config: str, system: str, key: str,

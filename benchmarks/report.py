@@ -24,11 +24,12 @@ def _ratio(a: float, b: float) -> str:
     return "—" if math.isnan(a) or math.isnan(b) or not b else f"{a / b:.2f}"
 
 
-def _rate(s: Summary | None) -> str:
+def _rate(s: Summary | None, fast: bool) -> str:
     if s is None or s.repeats == 0:
         return "failed" if s and s.errors else "—"
-    noise = "" if math.isnan(s.spread) else f" ±{50 * s.spread:.0f}%"
-    return f"{s.samples_per_s:,.0f}{noise}"
+    rate, spread = (s.fast_samples_per_s, s.fast_spread) if fast else (s.samples_per_s, s.spread)
+    noise = "" if math.isnan(spread) else f" ±{50 * spread:.0f}%"
+    return f"{rate:,.0f}{noise}"
 
 
 def bytes_per_step(config: BenchConfig, workers: int) -> int:
@@ -37,17 +38,20 @@ def bytes_per_step(config: BenchConfig, workers: int) -> int:
     return 4 * (config.param_count() + config.bn_count()) * workers * 2
 
 
-def throughput_table(summary: dict, configs: list[str]) -> list[str]:
+def throughput_table(summary: dict, configs: list[str], fast: bool = False) -> list[str]:
+    """Samples/s per config and system; `fast`: from the 10th-percentile step time."""
     rows = ["| config | global batch | " + " | ".join(LABELS.values())
             + " | Solver / PyTorch | distnet 2w / DDP | scaling 1w→2w |",
             "|" + "---|" * (len(LABELS) + 5)]
     for name in configs:
         c = CONFIGS[name]
         get = lambda system: summary.get((name, system))  # noqa: E731
-        rate = lambda system: get(system).samples_per_s if get(system) else float("nan")  # noqa: E731
+        rate = lambda system: (  # noqa: E731
+            float("nan") if not get(system)
+            else get(system).fast_samples_per_s if fast else get(system).samples_per_s)
         eff = rate("distnet2") / (2 * rate("distnet1"))
         rows.append(f"| {name} | {c.batch_size} | "
-                    + " | ".join(_rate(get(s)) for s in LABELS)
+                    + " | ".join(_rate(get(s), fast) for s in LABELS)
                     + f" | {_ratio(rate('numpy'), rate('torch'))}"
                     f" | {_ratio(rate('distnet2'), rate('ddp'))}"
                     f" | {'—' if math.isnan(eff) else f'{100 * eff:.0f}%'} |")
@@ -146,12 +150,22 @@ def machine_lines(machine: dict) -> list[str]:
 def render(run: dict, measurements: list[Measurement], summary: dict) -> str:
     configs = [c for c in run["configs"] if c in CONFIGS]
     loads = [m.load_avg for m in measurements]
+    idle = sorted(m.idle_before for m in measurements)
     out = [f"Run of {run['date']}: `{run['command']}` ({run['repeats']} repeats, "
            f"{run['wall_min']:.0f} min)", "", *machine_lines(run["machine"]),
            f"- Machine load (1-min load average) during the run: {min(loads):.1f} to "
-           f"{max(loads):.1f} on {run['machine']['nproc']} CPUs (shared with other work)", "",
-           "### Steady-state throughput, samples/s (median of repeats ± half the spread)",
-           "", *throughput_table(summary, configs), "",
+           f"{max(loads):.1f} on {run['machine']['nproc']} CPUs (shared with other work); "
+           f"idle fraction in the second before a measurement: median "
+           f"{idle[len(idle) // 2]:.0%}, lowest {idle[0]:.0%}", "",
+           "### Steady-state throughput, samples/s: global batch / median step time",
+           "",
+           "Median over repeats, ± half the spread between repeats.", "",
+           *throughput_table(summary, configs), "",
+           "### Least-disturbed throughput, samples/s: global batch / 10th-percentile step time",
+           "",
+           "The machine is shared: the fastest tenth of the steps estimates what each system"
+           " does when the other work leaves it the CPUs.", "",
+           *throughput_table(summary, configs, fast=True), "",
            "### distnet step time split (medians of the TensorBoard time/* scalars)", "",
            *split_table(measurements, summary, configs + [TINY.name]), ""]
     if any(key[0] == TINY.name for key in summary):

@@ -1,6 +1,6 @@
 """Training throughput of distnet against PyTorch on CIFAR-10, interleaved and repeated.
 
-    python -m benchmarks.throughput                 # the full run (about 30 minutes)
+    python -m benchmarks.throughput                 # the full run (about 40 minutes)
     python -m benchmarks.throughput --quick         # smoke check, under 3 minutes
     python -m benchmarks.throughput --configs large --repeats 5 --write
 
@@ -60,10 +60,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--md5", default=SHARED_MD5, help="MD5 of --source")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="threads of the single-process runs (numpy BLAS and PyTorch)")
+    p.add_argument("--min-idle", type=float, default=0.7,
+                   help="before each measurement wait until the machine is this idle ...")
+    p.add_argument("--max-wait", type=float, help="... for at most this many seconds "
+                   "(default 10, 0 with --quick)")
     p.add_argument("--write", action="store_true",
                    help="write the results into benchmarks/README.md and results.json")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
+    if args.max_wait is None:
+        args.max_wait = 0.0 if args.quick else 10.0
     args.configs = args.configs or list(QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
@@ -101,11 +107,12 @@ def main(argv=None) -> int:
     for done, (repeat, name, system) in enumerate(todo, 1):
         config = TINY if name == TINY.name else CONFIGS[name]
         m = measure(system, config, config.steps_for(args.quick), args.data, args.threads,
-                    repeat)
+                    repeat, quiet=(args.min_idle, args.max_wait))
         measurements.append(m)
         status = m.error or f"{m.samples_per_s:,.0f} samples/s, step {1e3 * m.median_step_s:.2f} ms"
         print(f"[{done}/{len(todo)}] repeat {repeat + 1} {name} {system}: {status} "
-              f"(load {m.load_avg:.1f})", file=sys.stderr, flush=True)
+              f"(idle before {m.idle_before:.0%}, load {m.load_avg:.1f})",
+              file=sys.stderr, flush=True)
 
     summary = summarize(measurements)
     command = "python -m benchmarks.throughput " + shlex.join(sys.argv[1:])

@@ -1,0 +1,61 @@
+"""The benchmark harness's own logic (no timing is asserted): the configs describe the
+networks distnet builds, the run plan interleaves every system, the statistics read the
+step times they are given, and the README keeps its hand-written text."""
+
+import numpy as np
+import pytest
+
+from benchmarks import report
+from benchmarks.configs import CONFIGS, TINY
+from benchmarks.measure import Measurement, summarize
+from benchmarks.throughput import parse_args, plan
+from distnet.config import JobConfig, build_model
+
+
+@pytest.mark.parametrize("config", [*CONFIGS.values(), TINY], ids=lambda c: c.name)
+def test_config_sizes_match_distnet_models(config, tmp_path):
+    job = JobConfig.from_dict(config.job_dict(workers=2, data=str(tmp_path), tmp=str(tmp_path),
+                                              max_steps=10))
+    model = build_model(job.model, seed=0)
+    assert model.params.vector.size == config.param_count()
+    assert model.get_bn_state().size == config.bn_count()
+    assert model.params.vector.dtype == np.float32
+    assert report.bytes_per_step(config, 2) == 4 * 2 * 2 * (config.param_count()
+                                                             + config.bn_count())
+
+
+def test_plan_visits_every_system_once_per_repeat_in_rotating_order():
+    args = parse_args(["--repeats", "3", "--configs", "two_layer", "large"])
+    order = plan(args)
+    firsts = []
+    for repeat in range(3):
+        for name in ("two_layer", "large"):
+            systems = [s for r, c, s in order if r == repeat and c == name]
+            assert sorted(systems) == sorted(args.systems)
+            firsts.append(systems[0])
+        tiny = [s for r, c, s in order if r == repeat and c == TINY.name]
+        assert sorted(tiny) == ["ddp", "distnet1", "distnet2"]
+    assert len(set(firsts)) > 1  # not always the same system first
+
+
+def test_statistics_discard_warmup_and_take_medians():
+    steps = [1.0] * 5 + [0.1, 0.2, 0.3, 0.2, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2, 0.4, 0.2,
+                         0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]
+    m = Measurement("numpy", "two_layer", 100, 0, steps, load_avg=1.0, idle_before=0.5)
+    assert max(m.timed) < 1.0  # the slow first steps are warm-up
+    assert m.median_step_s == pytest.approx(0.2)
+    assert m.samples_per_s == pytest.approx(500)
+    other = Measurement("numpy", "two_layer", 100, 1, [x * 2 for x in steps], 1.0, 0.5)
+    failed = Measurement("numpy", "two_layer", 100, 2, [], 1.0, 0.5, error="boom")
+    s = summarize([m, other, failed])["two_layer", "numpy"]
+    assert s.repeats == 2 and s.errors == ["boom"]
+    assert s.samples_per_s == pytest.approx(375)  # median of 500 and 250
+    assert s.spread == pytest.approx(250 / 375)
+
+
+def test_write_readme_replaces_only_the_results(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text(f"# Title\nintro\n{report.START}\nold\n{report.END}\nafterword\n")
+    report.write_readme(path, "new table\n")
+    assert path.read_text() == f"# Title\nintro\n{report.START}\nnew table\n{report.END}\n" \
+                               "afterword\n"
