@@ -151,7 +151,8 @@ def render(run: dict, measurements: list[Measurement], summary: dict) -> str:
     configs = [c for c in run["configs"] if c in CONFIGS]
     loads = [m.load_avg for m in measurements]
     idle = sorted(m.idle_before for m in measurements)
-    out = [f"Run of {run['date']}: `{run['command']}` ({run['repeats']} repeats, "
+    label = f" — {run['label']}" if run.get("label") else ""
+    out = [f"Run of {run['date']}{label}: `{run['command']}` ({run['repeats']} repeats, "
            f"{run['wall_min']:.0f} min)", "", *machine_lines(run["machine"]),
            f"- Machine load (1-min load average) during the run: {min(loads):.1f} to "
            f"{max(loads):.1f} on {run['machine']['nproc']} CPUs (shared with other work); "

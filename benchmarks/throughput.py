@@ -64,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="before each measurement wait until the machine is this idle ...")
     p.add_argument("--max-wait", type=float, help="... for at most this many seconds "
                    "(default 10, 0 with --quick)")
+    p.add_argument("--label", default="", help="what was measured, e.g. the distnet commit")
     p.add_argument("--write", action="store_true",
                    help="write the results into benchmarks/README.md and results.json")
     args = p.parse_args(argv)
@@ -117,6 +118,7 @@ def main(argv=None) -> int:
     summary = summarize(measurements)
     command = "python -m benchmarks.throughput " + shlex.join(sys.argv[1:])
     run = {"date": started.strftime("%Y-%m-%d %H:%M"), "command": command.strip(),
+           "label": args.label,
            "repeats": args.repeats, "configs": args.configs, "machine": desc,
            "actor_threads": probe, "wall_min": (time.perf_counter() - clock) / 60}
     body = report.render(run, measurements, summary)
