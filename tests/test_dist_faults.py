@@ -74,14 +74,27 @@ def write_job(job, path: Path) -> Path:
     return path
 
 
-def start_driver(job_file, address, *extra):
-    return subprocess.Popen(
-        [sys.executable, "-m", "distnet", "train", str(job_file), "--address", address,
-         "--json", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture
+def start_driver():
+    """Start `distnet train` in a subprocess; kill it at the end whatever happened."""
+    procs = []
+
+    def start(job_file, address, *extra):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distnet", "train", str(job_file), "--address", address,
+             "--json", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
-def wait_for_checkpoint(directory, proc, timeout=120):
+def wait_for_checkpoint(directory, proc, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if latest_checkpoint(directory) is not None:
@@ -100,7 +113,8 @@ def slow_job(tiny_job, job):
                     checkpoint={"every_steps": 4})
 
 
-def test_killed_driver_resumes_with_the_same_result(ray_session, slow_job, tmp_path):
+def test_killed_driver_resumes_with_the_same_result(ray_session, slow_job, tmp_path,
+                                                    start_driver):
     clean = train(slow_job, progress=False, overwrite=True)
     for path in Path(slow_job.checkpoint.dir).glob("*"):
         path.unlink()
@@ -124,7 +138,8 @@ def test_killed_driver_resumes_with_the_same_result(ray_session, slow_job, tmp_p
     assert final.history["loss_history"] == clean.loss_history
 
 
-def test_ctrl_c_writes_a_final_checkpoint_and_exits_cleanly(ray_session, slow_job, tmp_path):
+def test_ctrl_c_writes_a_final_checkpoint_and_exits_cleanly(ray_session, slow_job, tmp_path,
+                                                           start_driver):
     job_file = write_job(slow_job, tmp_path / "job.toml")
     address = ray_session.get_runtime_context().gcs_address
     proc = start_driver(job_file, address)

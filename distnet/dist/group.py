@@ -45,8 +45,8 @@ class ActorGroup:
         self.has_bn = bn_size > 0
         self.bounds = shard_bounds(param_size, train.servers)
         self.weights = [float(b) for b in train.worker_batch_sizes()]
-        server_cls = remote_class(ParameterServer, num_cpus=0)
-        worker_cls = remote_class(GradientWorker, num_cpus=train.worker_cpus)
+        server_cls = remote_class(ParameterServer, num_cpus=0, retry_tasks=False)
+        worker_cls = remote_class(GradientWorker, num_cpus=train.worker_cpus, retry_tasks=True)
         self.servers = [
             server_cls.remote(k, job.optim.update_rule, job.optim.rule_config(), schedule)
             for k in range(train.servers)

@@ -29,6 +29,11 @@ def _single_node():
         ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
+def _is_local_single_node(address: str) -> bool:
+    """A GCS address (host:port, not ray://) on this machine's 127.0.0.1."""
+    return "://" not in address and address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
+
+
 def init_local_ray(num_cpus: int | None = None, **kwargs) -> None:
     """Start a Ray instance on this machine, reachable on 127.0.0.1 only."""
     import ray
@@ -58,7 +63,13 @@ def ray_session(address: str | None = None, num_cpus: int = 1):
         return
     address = address or os.environ.get("RAY_ADDRESS")
     try:
-        if address:
+        if address and _is_local_single_node(address):
+            # A driver joining an instance that init_local_ray started must also call
+            # itself 127.0.0.1, or it looks for its raylet on the network address.
+            with _single_node():
+                ray.init(address=address, _node_ip_address="127.0.0.1",
+                         logging_level="WARNING")
+        elif address:
             ray.init(address=address, logging_level="WARNING")
         else:
             init_local_ray(max(num_cpus, os.cpu_count() or 1))
@@ -71,17 +82,17 @@ def ray_session(address: str | None = None, num_cpus: int = 1):
         ray.shutdown()
 
 
-def remote_class(cls, *, num_cpus: float, restarts: bool = True):
+def remote_class(cls, *, num_cpus: float, retry_tasks: bool):
     """Wrap a plain class as a Ray actor class that Ray restarts when its process dies.
 
-    With max_task_retries=-1 a call that was running on the dead process is replayed on
-    the new one; that is safe because worker calls are pure functions of their arguments
-    and the server refuses a step it is not at (see StaleServerError).
+    `retry_tasks` replays a call that was running on the dead process on the new one: right
+    for the workers, whose calls are pure functions of their arguments. The servers' calls
+    are not retried: a restarted server has lost its state, the driver sees the failure
+    and restores it from a checkpoint. Not retrying them also stops Ray from keeping the
+    lineage of every step (params(t) <- grads(t) <- params(t-1) <- ...), a chain that grew
+    with the run and overflowed the stack when it was finally released.
     """
     import ray
 
-    return ray.remote(
-        num_cpus=num_cpus,
-        max_restarts=-1 if restarts else 0,
-        max_task_retries=-1 if restarts else 0,
-    )(cls)
+    return ray.remote(num_cpus=num_cpus, max_restarts=-1,
+                      max_task_retries=-1 if retry_tasks else 0)(cls)
