@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from benchmarks.configs import CONFIGS, TINY, BenchConfig
+from benchmarks.configs import CONFIGS, TINY, BenchConfig, warmup_steps
 
 
 @dataclass
@@ -31,6 +31,7 @@ class ChildResult:
     blas: list[dict] = field(default_factory=list)
     peak_rss_mb: list[float] = field(default_factory=list)  # per process
     setup_s: float = 0.0
+    cpu_per_step_s: float = float("nan")  # CPU time of all threads per step, after warm-up
 
 
 def parse_args(description: str, systems: tuple[str, ...]) -> argparse.Namespace:
@@ -61,14 +62,19 @@ def worker_batch(batch: int, worker: int, workers: int) -> int:
     return batch // workers + (worker < batch % workers)
 
 
-def timed_steps(step, steps: int) -> list[float]:
-    """Wall time of each call step(i) for i in range(steps)."""
-    times = []
+def timed_steps(step, steps: int) -> tuple[list[float], float]:
+    """Wall time of each call step(i) for i in range(steps), and the process's CPU time
+    (all threads) per step after warm-up: a cost that other load on the machine barely
+    changes, unlike the wall time."""
+    times, cpu_start = [], 0.0
+    warmup = warmup_steps(steps)
     for i in range(steps):
+        if i == warmup:
+            cpu_start = time.process_time()
         start = time.perf_counter()
         step(i)
         times.append(time.perf_counter() - start)
-    return times
+    return times, (time.process_time() - cpu_start) / max(steps - warmup, 1)
 
 
 def peak_rss_mb(pid: int | str = "self") -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 INPUT_DIM, NUM_CLASSES = 3 * 32 * 32, 10
 
@@ -40,7 +41,7 @@ class BenchConfig:
     def param_count(self) -> int:
         """Elements of distnet's flat parameter vector (weights, biases, gamma, beta)."""
         dims = self.dims
-        count = sum(a * b + b for a, b in zip(dims, dims[1:]))
+        count = sum(a * b + b for a, b in pairwise(dims))
         if self.use_batchnorm:
             count += 2 * sum(self.hidden_dims)
         return count
@@ -52,7 +53,7 @@ class BenchConfig:
     def flops_per_step(self) -> float:
         """Multiply-adds x 2 of one forward + backward on a global batch (no input grad)."""
         dims = self.dims
-        macs = sum(a * b for a, b in zip(dims, dims[1:]))
+        macs = sum(a * b for a, b in pairwise(dims))
         first = dims[0] * dims[1]
         return 2.0 * self.batch_size * (3 * macs - first)
 

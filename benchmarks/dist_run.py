@@ -10,10 +10,12 @@ from /proc of the worker and server processes at the last step.
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from benchmarks.child import peak_rss_mb
 from benchmarks.configs import BenchConfig, warmup_steps
@@ -32,6 +34,8 @@ class DistResult:
     server_rss_mb: list[float] = field(default_factory=list)
     worker_procs: list[dict] = field(default_factory=list)  # threads and thread env vars
     setup_s: float = 0.0
+    cpu_per_step_s: float = float("nan")  # all processes (driver, actors, Ray's daemons)
+    cpu_split_ms: dict[str, float] = field(default_factory=dict)  # per step, by role
 
 
 def start_ray(num_cpus: int) -> None:
@@ -70,11 +74,16 @@ def run(config: BenchConfig, workers: int, steps: int, data: str) -> DistResult:
     pids: dict[str, list[int]] = {}
     memory: dict[str, list[float]] = {}
 
+    cpu: list[dict[int, float]] = []
+    warmup = warmup_steps(steps)
+
     def on_step(event) -> None:
         marks.append(time.perf_counter())
         if event.step == 0:  # still warming up: a round trip here costs nothing timed
             pids["workers"] = event.group.worker_pids()
             pids["servers"] = event.group.server_pids()
+        if event.step in (warmup, steps - 1):
+            cpu.append(_cpu_times())
         if event.step == steps - 1:
             memory["workers"] = [peak_rss_mb(p) for p in pids["workers"]]
             memory["servers"] = [peak_rss_mb(p) for p in pids["servers"]]
@@ -87,18 +96,46 @@ def run(config: BenchConfig, workers: int, steps: int, data: str) -> DistResult:
         distnet.train(job, progress=False, overwrite=True, on_step=on_step)
         split = _time_split(f"{tmp}/runs", warmup_steps(steps))
     _wait_gone(pids.get("workers", []) + pids.get("servers", []))
+    per_step = {}
+    if len(cpu) == 2:
+        used = {pid: t - cpu[0].get(pid, 0.0) for pid, t in cpu[1].items()}
+        roles = {os.getpid(): "driver", **{p: "workers" for p in pids["workers"]},
+                 **{p: "servers" for p in pids["servers"]}}
+        for pid, seconds in used.items():
+            role = roles.get(pid, "ray")
+            per_step[role] = per_step.get(role, 0.0) + 1e3 * seconds / (steps - 1 - warmup)
     return DistResult(
         system=f"distnet{workers}", config=config.name,
-        step_s=[b - a for a, b in zip(marks, marks[1:])],
+        step_s=[b - a for a, b in pairwise(marks)],
         split_ms=split, worker_rss_mb=memory.get("workers", []),
         server_rss_mb=memory.get("servers", []), worker_procs=memory.get("procs", []),
-        setup_s=time.perf_counter() - start - (marks[-1] - marks[0]))
+        setup_s=time.perf_counter() - start - (marks[-1] - marks[0]),
+        cpu_per_step_s=sum(per_step.values()) / 1e3 if per_step else float("nan"),
+        cpu_split_ms=per_step)
+
+
+def _cpu_times() -> dict[int, float]:
+    """CPU seconds used so far by this process and every process it started (Ray's
+    daemons and actors, when this process started Ray)."""
+    import psutil
+
+    me = psutil.Process()
+    found = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            found[proc.pid] = t.user + t.system
+        except psutil.Error:  # exited meanwhile
+            pass
+    return found
 
 
 def _time_split(logdir: str, warmup: int) -> dict[str, float]:
     """Median of each time/* scalar over the steps after warm-up, in ms."""
     try:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from tensorboard.backend.event_processing.event_accumulator import (
+            EventAccumulator,
+        )
     except ImportError:  # tensorboard comes with distnet's test extra, not with torch
         return {}
     events = EventAccumulator(logdir, size_guidance={"scalars": 0})

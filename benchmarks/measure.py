@@ -86,7 +86,8 @@ def measure(system: str, config: BenchConfig, steps: int, data: str, threads: in
             step_s, details = _in_process(system, config, steps, data)
         else:
             step_s, details = _child(system, config, steps, data, threads)
-    except Exception as err:  # one failing system must not lose the others' figures
+    # One failing system must not lose the others' figures: record the error, go on.
+    except Exception as err:  # noqa: BLE001
         message = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err) else ''}"
         return Measurement(system, config.name, config.batch_size, repeat, [], load, idle,
                            error=message)
@@ -108,7 +109,7 @@ def _child(system: str, config: BenchConfig, steps: int, data: str, threads: int
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=CHILD_TIMEOUT_S)
+                          check=False, timeout=CHILD_TIMEOUT_S)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command[2:4])} failed: {done.stderr.strip()[-2000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])

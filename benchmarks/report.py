@@ -38,77 +38,108 @@ def bytes_per_step(config: BenchConfig, workers: int) -> int:
     return 4 * (config.param_count() + config.bn_count()) * workers * 2
 
 
-def throughput_table(summary: dict, configs: list[str], fast: bool = False) -> list[str]:
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _header(*names) -> list[str]:
+    return [_row(*names), "|" + "---|" * len(names)]
+
+
+class _Figures:
+    """Lookups into one run's summaries and measurements, by (config, system)."""
+
+    def __init__(self, measurements: list[Measurement], summary: dict):
+        self.measurements, self.summary = measurements, summary
+
+    def get(self, name: str, system: str) -> Summary | None:
+        s = self.summary.get((name, system))
+        return s if s is not None and s.repeats else None
+
+    def rate(self, name: str, system: str, fast: bool = False) -> float:
+        s = self.get(name, system)
+        if s is None:
+            return float("nan")
+        return s.fast_samples_per_s if fast else s.samples_per_s
+
+    def detail(self, name: str, system: str, key: str, sub: str | None = None) -> float:
+        return median_detail(self.measurements, name, system, key, sub)
+
+
+def throughput_table(f: _Figures, configs: list[str], fast: bool = False) -> list[str]:
     """Samples/s per config and system; `fast`: from the 10th-percentile step time."""
-    rows = ["| config | global batch | " + " | ".join(LABELS.values())
-            + " | Solver / PyTorch | distnet 2w / DDP | scaling 1w→2w |",
-            "|" + "---|" * (len(LABELS) + 5)]
+    rows = _header("config", "global batch", *LABELS.values(), "Solver / PyTorch",
+                   "distnet 2w / DDP", "scaling 1w→2w")
     for name in configs:
-        c = CONFIGS[name]
-        get = lambda system: summary.get((name, system))  # noqa: E731
-        rate = lambda system: (  # noqa: E731
-            float("nan") if not get(system)
-            else get(system).fast_samples_per_s if fast else get(system).samples_per_s)
-        eff = rate("distnet2") / (2 * rate("distnet1"))
-        rows.append(f"| {name} | {c.batch_size} | "
-                    + " | ".join(_rate(get(s), fast) for s in LABELS)
-                    + f" | {_ratio(rate('numpy'), rate('torch'))}"
-                    f" | {_ratio(rate('distnet2'), rate('ddp'))}"
-                    f" | {'—' if math.isnan(eff) else f'{100 * eff:.0f}%'} |")
+        eff = f.rate(name, "distnet2", fast) / (2 * f.rate(name, "distnet1", fast))
+        rows.append(_row(
+            name, CONFIGS[name].batch_size,
+            *(_rate(f.summary.get((name, s)), fast) for s in LABELS),
+            _ratio(f.rate(name, "numpy", fast), f.rate(name, "torch", fast)),
+            _ratio(f.rate(name, "distnet2", fast), f.rate(name, "ddp", fast)),
+            "—" if math.isnan(eff) else f"{100 * eff:.0f}%"))
     return rows
 
 
-def split_table(measurements: list[Measurement], summary: dict,
-                configs: list[str]) -> list[str]:
-    rows = ["| config | workers | step ms | compute max ms | compute mean ms | server update ms"
-            " | wait ms (transfer, scheduling, driver) | MB moved / step | MB/s"
-            " | worker peak RSS MB | server peak RSS MB |",
-            "|" + "---|" * 11]
+def split_table(f: _Figures, configs: list[str]) -> list[str]:
+    rows = _header("config", "workers", "step ms", "compute max ms", "compute mean ms",
+                   "server update ms", "wait ms (transfer, scheduling, driver)",
+                   "MB moved / step", "MB/s", "worker peak RSS MB", "server peak RSS MB")
     for name in configs:
         c = TINY if name == TINY.name else CONFIGS[name]
         for workers in (1, 2):
             system = f"distnet{workers}"
-            s = summary.get((name, system))
-            if s is None or not s.repeats:
+            s = f.get(name, system)
+            if s is None:
                 continue
-            split = lambda tag: median_detail(measurements, name, system, "split_ms", tag)  # noqa: E731
+            split = [_num(f.detail(name, system, "split_ms", tag), 2) for tag in
+                     ("step_s", "compute_max_s", "compute_mean_s", "server_update_s",
+                      "wait_s")]
             mb = bytes_per_step(c, workers) / 1e6
-            rows.append(
-                f"| {name} | {workers} | {_num(split('step_s'), 2)} | "
-                f"{_num(split('compute_max_s'), 2)} | {_num(split('compute_mean_s'), 2)} | "
-                f"{_num(split('server_update_s'), 2)} | {_num(split('wait_s'), 2)} | "
-                f"{mb:.2f} | {_num(mb * 1e3 / s.step_ms)} | "
-                f"{_num(median_detail(measurements, name, system, 'worker_rss_mb'))} | "
-                f"{_num(median_detail(measurements, name, system, 'server_rss_mb'))} |")
+            rows.append(_row(name, workers, *split, f"{mb:.2f}", _num(mb * 1e3 / s.step_ms),
+                             _num(f.detail(name, system, "worker_rss_mb")),
+                             _num(f.detail(name, system, "server_rss_mb"))))
     return rows
 
 
-def overhead_lines(measurements: list[Measurement], summary: dict) -> list[str]:
+def overhead_lines(f: _Figures) -> list[str]:
     name = TINY.name
-    lines = [f"Tiny network (hidden {list(TINY.hidden_dims)}, global batch {TINY.batch_size}):"
-             " compute is negligible, so the step time is the framework's own cost.", "",
-             "| system | step ms (median) | compute max ms | server update ms"
-             " | overhead ms = step − compute − update |", "|---|---|---|---|---|"]
+    lines = [(f"Tiny network (hidden {list(TINY.hidden_dims)}, global batch {TINY.batch_size}):"
+             " compute is negligible, so the step time is the framework's own cost."), "",
+             *_header("system", "step ms (median)", "compute max ms", "server update ms",
+                      "overhead ms = step − compute − update")]
     for system in ("distnet2", "distnet1", "ddp"):
-        s = summary.get((name, system))
-        if s is None or not s.repeats:
+        s = f.get(name, system)
+        if s is None:
             continue
-        split = lambda tag: median_detail(measurements, name, system, "split_ms", tag)  # noqa: E731
-        compute, update = split("compute_max_s"), split("server_update_s")
-        overhead = s.step_ms - compute - update
-        lines.append(f"| {LABELS[system]} | {s.step_ms:.2f} | {_num(compute, 2)} | "
-                     f"{_num(update, 2)} | {_num(overhead, 2)} |")
+        compute = f.detail(name, system, "split_ms", "compute_max_s")
+        update = f.detail(name, system, "split_ms", "server_update_s")
+        lines.append(_row(LABELS[system], f"{s.step_ms:.2f}", _num(compute, 2),
+                          _num(update, 2), _num(s.step_ms - compute - update, 2)))
     return lines
 
 
-def memory_lines(measurements: list[Measurement], configs: list[str]) -> list[str]:
-    lines = ["| config | distnet Solver | PyTorch (1 proc) | PyTorch DDP per process"
-             " | distnet worker | distnet server |", "|---|---|---|---|---|---|"]
+def cpu_lines(f: _Figures, configs: list[str]) -> list[str]:
+    """CPU time per sample: what a step costs the machine, whatever else runs on it."""
+    lines = _header("config", *LABELS.values(),
+                    "distnet 2w: driver / workers / server / Ray daemons, ms per step")
+    for name in [*configs, TINY.name]:
+        batch = (TINY if name == TINY.name else CONFIGS[name]).batch_size
+        cells = [_num(1e6 * f.detail(name, s, "cpu_per_step_s") / batch, 1) for s in LABELS]
+        roles = " / ".join(_num(f.detail(name, "distnet2", "cpu_split_ms", role), 1)
+                           for role in ("driver", "workers", "servers", "ray"))
+        lines.append(_row(name, *cells, roles))
+    return lines
+
+
+def memory_lines(f: _Figures, configs: list[str]) -> list[str]:
+    lines = _header("config", "distnet Solver", "PyTorch (1 proc)", "PyTorch DDP per process",
+                    "distnet worker", "distnet server")
     for name in configs:
-        peak = lambda system, key="peak_rss_mb": median_detail(measurements, name, system, key)  # noqa: E731
-        lines.append(f"| {name} | {_num(peak('numpy'))} | {_num(peak('torch'))} | "
-                     f"{_num(peak('ddp'))} | {_num(peak('distnet2', 'worker_rss_mb'))} | "
-                     f"{_num(peak('distnet2', 'server_rss_mb'))} |")
+        lines.append(_row(name, *(_num(f.detail(name, s, "peak_rss_mb"))
+                                  for s in ("numpy", "torch", "ddp")),
+                          _num(f.detail(name, "distnet2", "worker_rss_mb")),
+                          _num(f.detail(name, "distnet2", "server_rss_mb"))))
     return lines
 
 
@@ -136,11 +167,11 @@ def machine_lines(machine: dict) -> list[str]:
                      f"{p['num_threads']} threads)" for p in machine["numpy_blas"])
     removed = machine["blas_overrides_removed"]
     return [
-        f"- CPU: {machine['cpu']}, {machine['nproc']} logical CPUs "
-        f"({' '.join(machine['cpu_flags'])}), {machine['memory_gib']} GiB",
-        f"- Linux {machine['kernel']}, Python {machine['python']}, numpy {machine['numpy']}"
+        (f"- CPU: {machine['cpu']}, {machine['nproc']} logical CPUs "
+        f"({' '.join(machine['cpu_flags'])}), {machine['memory_gib']} GiB"),
+        (f"- Linux {machine['kernel']}, Python {machine['python']}, numpy {machine['numpy']}"
         f" with {blas}, Ray {machine['ray']}, PyTorch {machine['torch']}, "
-        f"pyarrow {machine['pyarrow']}",
+        f"pyarrow {machine['pyarrow']}"),
         "- BLAS overrides: " + (", ".join(f"{k}={v}" for k, v in removed.items())
                                 + " were set and were unset for this run" if removed
                                 else "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE were not set"),
@@ -149,31 +180,37 @@ def machine_lines(machine: dict) -> list[str]:
 
 def render(run: dict, measurements: list[Measurement], summary: dict) -> str:
     configs = [c for c in run["configs"] if c in CONFIGS]
+    f = _Figures(measurements, summary)
     loads = [m.load_avg for m in measurements]
     idle = sorted(m.idle_before for m in measurements)
     label = f" — {run['label']}" if run.get("label") else ""
-    out = [f"Run of {run['date']}{label}: `{run['command']}` ({run['repeats']} repeats, "
-           f"{run['wall_min']:.0f} min)", "", *machine_lines(run["machine"]),
-           f"- Machine load (1-min load average) during the run: {min(loads):.1f} to "
+    out = [(f"Run of {run['date']}{label}: `{run['command']}` ({run['repeats']} repeats, "
+           f"{run['wall_min']:.0f} min)"), "", *machine_lines(run["machine"]),
+           (f"- Machine load (1-min load average) during the run: {min(loads):.1f} to "
            f"{max(loads):.1f} on {run['machine']['nproc']} CPUs (shared with other work); "
            f"idle fraction in the second before a measurement: median "
-           f"{idle[len(idle) // 2]:.0%}, lowest {idle[0]:.0%}", "",
+           f"{idle[len(idle) // 2]:.0%}, lowest {idle[0]:.0%}"), "",
            "### Steady-state throughput, samples/s: global batch / median step time",
            "",
            "Median over repeats, ± half the spread between repeats.", "",
-           *throughput_table(summary, configs), "",
+           *throughput_table(f, configs), "",
            "### Least-disturbed throughput, samples/s: global batch / 10th-percentile step time",
            "",
-           "The machine is shared: the fastest tenth of the steps estimates what each system"
-           " does when the other work leaves it the CPUs.", "",
-           *throughput_table(summary, configs, fast=True), "",
+           ("The machine is shared: the fastest tenth of the steps estimates what each system"
+           " does when the other work leaves it the CPUs."), "",
+           *throughput_table(f, configs, fast=True), "",
            "### distnet step time split (medians of the TensorBoard time/* scalars)", "",
-           *split_table(measurements, summary, configs + [TINY.name]), ""]
+           *split_table(f, [*configs, TINY.name]), ""]
     if any(key[0] == TINY.name for key in summary):
         out += ["### Framework overhead per synchronous step", "",
-                *overhead_lines(measurements, summary), ""]
-    out += ["### Peak resident memory per process, MB (VmHWM)", "",
-            *memory_lines(measurements, configs), "",
+                *overhead_lines(f), ""]
+    out += ["### CPU time per sample, µs (all threads of all the system's processes)", "",
+            ("Summed user + system time over the timed steps, divided by the samples: the"
+            " cost of a step in CPU, which other load on the machine changes far less than"
+            " the wall time. A thread that spins while it waits (OpenMP, OpenBLAS) counts."),
+            "", *cpu_lines(f, configs), "",
+            "### Peak resident memory per process, MB (VmHWM)", "",
+            *memory_lines(f, configs), "",
             "### Threads and BLAS kernels, as measured in each process", "",
             *threads_lines(measurements, run["actor_threads"])]
     errors = sorted({f"{m.config}/{m.system}: {m.error}" for m in measurements if m.error})

@@ -33,12 +33,12 @@ def run(config_name: str, steps: int, data: str, threads: int) -> child.ChildRes
                     batch_size=config.batch_size, verbose=False, seed=0)
     setup = time.perf_counter() - start
     with threadpool_limits(limits=threads, user_api="blas"):
-        times = child.timed_steps(lambda i: solver._step(i + 1), steps)
+        times, cpu = child.timed_steps(lambda i: solver._step(i + 1), steps)
         blas = blas_info()
     if not np.isfinite(solver.loss_history[-1]):
         raise SystemExit(f"{config_name}: the loss diverged; the timing would be meaningless")
     return child.ChildResult("numpy", config_name, times, threads, blas,
-                             [child.peak_rss_mb()], setup)
+                             [child.peak_rss_mb()], setup, cpu)
 
 
 def main() -> None:

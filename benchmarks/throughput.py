@@ -20,20 +20,20 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python benchmarks/throughput.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import clean_blas_env  # noqa: E402  (before numpy is imported)
+from benchmarks.machine import clean_blas_env
 
 REMOVED_OVERRIDES = clean_blas_env() if __name__ == "__main__" else {}
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shlex  # noqa: E402
-import time  # noqa: E402
+import argparse
+import datetime
+import json
+import os
+import shlex
+import time
 
-from benchmarks import machine, report  # noqa: E402
-from benchmarks.configs import CONFIGS, DEFAULT_CONFIGS, QUICK_CONFIGS, TINY  # noqa: E402
-from benchmarks.measure import SYSTEMS, measure, summarize  # noqa: E402
+from benchmarks import machine, report
+from benchmarks.configs import CONFIGS, DEFAULT_CONFIGS, QUICK_CONFIGS, TINY
+from benchmarks.measure import SYSTEMS, measure, summarize
 
 HERE = Path(__file__).resolve().parent
 SHARED_TARBALL = HERE.parent.parent / "shared" / "data" / "cifar-10-python.tar.gz"

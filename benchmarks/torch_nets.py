@@ -19,6 +19,7 @@ import os
 import socket
 import tempfile
 import time
+from itertools import pairwise
 
 import numpy as np
 
@@ -30,11 +31,11 @@ DDP_PROCESSES = 2
 
 
 def build_net(config: BenchConfig):
-    import torch.nn as nn
+    from torch import nn
 
     layers: list = []
     dims = config.dims
-    for fan_in, fan_out in zip(dims[:-2], dims[1:-1]):
+    for fan_in, fan_out in pairwise(dims[:-1]):
         layers.append(nn.Linear(fan_in, fan_out))
         if config.use_batchnorm:
             layers.append(nn.BatchNorm1d(fan_out, eps=1e-5, momentum=0.1))
@@ -89,11 +90,11 @@ def run_single(config_name: str, steps: int, data: str, threads: int) -> child.C
     X, y = child.train_arrays(data)
     step = make_step(config, build_net(config), X, y, config.batch_size, seed=0)
     setup = time.perf_counter() - start
-    times = child.timed_steps(step, steps)
+    times, cpu = child.timed_steps(step, steps)
     info = blas_info() + [{"user_api": "torch", "num_threads": torch.get_num_threads(),
                            "version": torch.__version__}]
     return child.ChildResult("torch", config_name, times, threads, info,
-                             [child.peak_rss_mb()], setup)
+                             [child.peak_rss_mb()], setup, cpu)
 
 
 def _ddp_rank(rank: int, config_name: str, steps: int, data: str, port: int, out: str):
@@ -111,8 +112,8 @@ def _ddp_rank(rank: int, config_name: str, steps: int, data: str, port: int, out
     batch = child.worker_batch(config.batch_size, rank, DDP_PROCESSES)
     step = make_step(config, net, X, y, batch, seed=rank)
     dist.barrier()
-    times = child.timed_steps(step, steps)
-    report = {"step_s": times, "rss": child.peak_rss_mb(), "blas": blas_info(),
+    times, cpu = child.timed_steps(step, steps)
+    report = {"step_s": times, "cpu": cpu, "rss": child.peak_rss_mb(), "blas": blas_info(),
               "threads": torch.get_num_threads()}
     dist.barrier()
     dist.destroy_process_group()
@@ -134,7 +135,8 @@ def run_ddp(config_name: str, steps: int, data: str) -> child.ChildResult:
     # A step ends when the slower process's all-reduce has finished; both see it.
     times = [max(per_rank) for per_rank in zip(*(r["step_s"] for r in ranks))]
     return child.ChildResult("ddp", config_name, times, ranks[0]["threads"],
-                             ranks[0]["blas"], [r["rss"] for r in ranks])
+                             ranks[0]["blas"], [r["rss"] for r in ranks],
+                             cpu_per_step_s=sum(r["cpu"] for r in ranks))
 
 
 def _free_port() -> int:
