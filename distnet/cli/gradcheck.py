@@ -3,19 +3,22 @@
 Builds the network in float64 (dropout seeded, so every loss call sees the same masks),
 evaluates it on a small random batch, prints the maximum relative error of each
 parameter's gradient, and exits 1 if any is above the threshold (default 1e-6, or 1e-5
-with batchnorm or dropout).
+with batchnorm or dropout). With a job file, the network of its [model] is checked.
+
+A ReLU input within h of zero puts a kink under the centered difference and can fail one
+parameter on one batch. A wrong gradient is wrong on every batch, so a parameter that
+fails is checked again on two more seeds (new weights and batch) and reported as failed
+only if it fails on all three.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from distnet.errors import DistnetError
 
-_KINK_HINT = (
-    "an isolated failure can come from a ReLU input within h of zero (the loss has a kink "
-    "there); if only one setting fails, try another --seed"
-)
+RETRIES = 2
 
 
 def _dims(text: str) -> list[int]:
@@ -37,11 +40,14 @@ def register(subparsers) -> None:
     parser.add_argument("--batchnorm", action="store_true", help="batchnorm after each hidden affine")
     parser.add_argument("--dropout", type=float, default=0.0, metavar="P", help="drop probability")
     parser.add_argument("--reg", type=float, default=0.0, metavar="R", help="L2 regularization")
-    parser.add_argument("--weight-scale", type=float, default=0.2, metavar="S",
-                        help="std of the initial weights (default 0.2: well-scaled gradients)")
+    parser.add_argument("--weight-scale", type=float, default=None, metavar="S",
+                        help="std of the initial weights (default 0.2, or the job's)")
     parser.add_argument("--input-dim", type=int, default=15, metavar="D")
     parser.add_argument("--num-classes", type=int, default=10, metavar="C")
     parser.add_argument("--batch-size", type=int, default=5, metavar="N")
+    parser.add_argument("--max-checks", type=int, default=200, metavar="K",
+                        help="entries checked per parameter, drawn at random when it has more "
+                             "(default 200)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch and dropout")
     parser.add_argument("--threshold", type=float, default=None, metavar="T",
                         help="largest acceptable relative error (default 1e-6; 1e-5 with "
@@ -49,7 +55,7 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _build_model(args):
+def _build_model(args, seed: int):
     import numpy as np
 
     from distnet.models import FullyConnectedNet
@@ -58,46 +64,63 @@ def _build_model(args):
         return FullyConnectedNet(
             args.hidden_dims, input_dim=args.input_dim, num_classes=args.num_classes,
             dropout=args.dropout, use_batchnorm=args.batchnorm, reg=args.reg,
-            weight_scale=args.weight_scale, dtype=np.float64, seed=args.seed, init_seed=args.seed,
+            weight_scale=0.2 if args.weight_scale is None else args.weight_scale,
+            dtype=np.float64, seed=seed, init_seed=seed,
         )
     try:
         from distnet.config import build_model, load_job
     except ImportError:
         raise DistnetError("gradcheck JOB.toml needs distnet.config") from None
-    job = load_job(args.job)
-    model = build_model(job.model, args.input_dim, args.num_classes, np.float64)
+    model_config = load_job(args.job).model
+    if args.weight_scale is not None:
+        model_config = dataclasses.replace(model_config, weight_scale=args.weight_scale)
+    model = build_model(model_config, args.input_dim, args.num_classes, np.float64, seed=seed)
     if model.use_dropout:
-        model.dropout_param["seed"] = args.seed
+        model.dropout_param["seed"] = seed
     return model
 
 
-def run(args) -> int:
+def _check(args, seed: int):
+    """(model, {parameter: max relative error}) for the weights and batch of `seed`."""
     import numpy as np
 
     from distnet.gradcheck import check_model_gradients
 
-    if args.batch_size < 2 or args.input_dim < 1 or args.num_classes < 2:
-        raise DistnetError("need --batch-size >= 2, --input-dim >= 1 and --num-classes >= 2")
-    model = _build_model(args)
+    model = _build_model(args, seed)
+    rng = np.random.default_rng([seed, 1])  # a stream apart from the weights'
+    X = rng.standard_normal((args.batch_size, model.input_dim))
+    y = rng.integers(model.num_classes, size=args.batch_size)
+    return model, check_model_gradients(model, X, y, max_checks=args.max_checks, seed=seed)
+
+
+def run(args) -> int:
+    if args.batch_size < 2 or args.input_dim < 1 or args.num_classes < 2 or args.max_checks < 1:
+        raise DistnetError(
+            "need --batch-size >= 2, --input-dim >= 1, --num-classes >= 2 and --max-checks >= 1")
+    model, errors = _check(args, args.seed)
     threshold = args.threshold
     if threshold is None:
         threshold = 1e-5 if model.use_batchnorm or model.use_dropout else 1e-6
-    rng = np.random.default_rng([args.seed, 1])  # a stream apart from the weights'
-    X = rng.standard_normal((args.batch_size, model.input_dim))
-    y = rng.integers(model.num_classes, size=args.batch_size)
-
     print(
         f"{type(model).__name__}: layers {model.num_layers}, batchnorm {model.use_batchnorm}, "
         f"dropout {model.dropout_param['p']}, reg {model.reg}; float64, "
         f"batch {args.batch_size} x {model.input_dim}, seed {args.seed}"
     )
-    errors = check_model_gradients(model, X, y)
     width = max(len(name) for name in errors)
     for name, error in errors.items():
         print(f"{name:<{width}}  max relative error {error:.2e}  {'ok' if error <= threshold else 'FAIL'}")
+
     failed = [name for name, error in errors.items() if not error <= threshold]
+    for seed in range(args.seed + 1, args.seed + 1 + RETRIES):
+        if not failed:
+            break
+        _, again = _check(args, seed)
+        passed = [name for name in failed if again[name] <= threshold]
+        for name in passed:
+            print(f"{name}: {again[name]:.2e} with seed {seed}: a ReLU kink, not a wrong gradient")
+        failed = [name for name in failed if name not in passed]
     if failed:
-        print(f"FAILED: {', '.join(failed)} above threshold {threshold:g}; {_KINK_HINT}")
+        print(f"FAILED: {', '.join(failed)} above threshold {threshold:g} on {RETRIES + 1} seeds")
         return 1
     print(f"all gradients within {threshold:g}")
     return 0

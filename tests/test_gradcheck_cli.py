@@ -1,0 +1,82 @@
+"""Numerical-gradient helpers, and `distnet gradcheck` run as a user runs it."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from distnet.gradcheck import (
+    eval_numerical_gradient,
+    eval_numerical_gradient_array,
+    grad_check_sparse,
+    rel_error,
+)
+
+
+def test_numerical_gradients_of_known_functions():
+    x = np.array([[1.0, -2.0], [0.5, 3.0]])
+    grad = eval_numerical_gradient(lambda x: np.sum(x**3), x, verbose=False)
+    assert rel_error(grad, 3 * x**2) < 1e-9
+    assert np.array_equal(x, [[1.0, -2.0], [0.5, 3.0]])  # restored after perturbing
+    df = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert rel_error(eval_numerical_gradient_array(np.sin, x, df), np.cos(x) * df) < 1e-9
+
+
+def test_grad_check_sparse_reports_each_entry(capsys):
+    x = np.linspace(-1, 1, 12).reshape(3, 4)
+    errors = grad_check_sparse(lambda x: np.sum(x**2), x, 2 * x, num_checks=5, seed=0)
+    assert len(errors) == 5 and max(errors) < 1e-8
+    assert capsys.readouterr().out.count("relative error") == 5
+    assert max(grad_check_sparse(lambda x: np.sum(x**2), x, 3 * x, num_checks=5, seed=0)) > 0.1
+
+
+def test_rel_error():
+    assert rel_error(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0
+    assert rel_error(np.array([1.0]), np.array([3.0])) == pytest.approx(0.5)
+    assert rel_error(np.array([0.0]), np.array([1e-12])) == pytest.approx(1e-4)  # 1e-8 floor
+
+
+def distnet(*args):
+    return subprocess.run([sys.executable, "-m", "distnet", "gradcheck", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--hidden-dims", "12,8"], ["W1", "b1", "W2", "b2", "W3", "b3"]),
+    (["--hidden-dims", "10", "--batchnorm", "--dropout", "0.3", "--reg", "0.5"],
+     ["W1", "b1", "gamma1", "beta1", "W2", "b2"]),
+    (["--hidden-dims", ""], ["W1", "b1"]),
+])
+def test_gradcheck_passes_and_prints_each_parameter(args, names):
+    result = distnet(*args, "--input-dim", "6")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:-1]] == names
+    assert all(line.endswith("ok") for line in lines[1:-1])
+    assert lines[-1].startswith("all gradients within 1e-0")
+
+
+def test_gradcheck_exits_1_above_the_threshold():
+    result = distnet("--hidden-dims", "6", "--input-dim", "4", "--threshold", "1e-30")
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout and "above threshold 1e-30 on 3 seeds" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dropout", "1.5"], "distnet: error: dropout must be in [0, 1), got 1.5"),
+    (["--batch-size", "1"], "distnet: error: need --batch-size >= 2"),
+    (["no/such/job.toml"], "distnet: error: "),
+])
+def test_bad_values_give_a_one_line_error(args, message):
+    result = distnet("--hidden-dims", "4", *args)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(message)
+    assert "Traceback" not in result.stderr
+
+
+def test_unparsable_argument_is_rejected_by_the_parser():
+    result = distnet("--hidden-dims", "ten")
+    assert result.returncode == 2
+    assert "argument --hidden-dims: expected comma-separated integers, got 'ten'" in result.stderr
+    assert "Traceback" not in result.stderr
