@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -41,15 +43,27 @@ def render_page(url: str, screenshot: Path, ready: str, height: int = 1400,
     with tempfile.TemporaryDirectory(prefix="dn-chromium-") as profile:
         browser = subprocess.Popen(
             [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size=1400,{height}",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # its own process group: the browser and its helpers
         try:
             port = _devtools_port(Path(profile), browser, timeout_s)
             png, dom = asyncio.run(asyncio.wait_for(_render(port, url, ready), timeout_s))
         finally:
-            browser.kill()
+            os.killpg(browser.pid, signal.SIGKILL)
             browser.wait()
+            _wait_for_group_to_exit(browser.pid)  # before its profile directory goes
     screenshot.write_bytes(png)
     return dom
+
+
+def _wait_for_group_to_exit(pgid: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def _devtools_port(profile: Path, browser: subprocess.Popen, timeout_s: float) -> int:
@@ -94,3 +108,10 @@ async def _render(port: int, url: str, ready: str) -> tuple[bytes, str]:
             await asyncio.sleep(1)  # let animations settle before the picture
             png = base64.b64decode((await call("Page.captureScreenshot", format="png"))["data"])
             return png, await evaluate("document.documentElement.outerHTML")
+
+
+def polylines(min_points: int) -> str:
+    """JavaScript: how many SVG paths on the page are lines through at least `min_points`
+    points (chart curves, not icons): for `ready=f"{polylines(10)} >= 4"`."""
+    return ("[...document.querySelectorAll('path')].filter(p => "
+            f"(p.getAttribute('d') || '').split('L').length >= {min_points}).length")

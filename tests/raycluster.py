@@ -5,7 +5,7 @@ it (through `sh -c`, as the container would), with the compose `environment` (to
 and the per-node shell variables that the compose file reads set to loopback values: node
 IPs 127.0.0.2, .3, ... (Ray rewrites 127.0.0.1 given to `ray start --node-ip-address` into
 the machine's network address, other loopback addresses it keeps), free ports, and a short
-temp dir of its own. The compose volume /shared is a temp directory here.
+temp dir per node. The compose volume /shared is a temp directory here.
 
 Nodes start one at a time (nodes started together race for ports), each waited for with its
 compose healthcheck. Teardown stops exactly the processes of this cluster: every node's
@@ -135,7 +135,7 @@ class Node:
 
 @dataclass
 class RayCluster:
-    root: Path  # temp dir: Ray's temp dir, node logs and the "shared volume"
+    root: Path  # temp dir: the nodes' Ray temp dirs, their logs and the "shared volume"
     token: str
     services: dict[str, dict]
     gcs_port: int = field(default_factory=free_port)
@@ -169,7 +169,6 @@ class RayCluster:
 
     def start_head(self) -> Node:
         return self._start("ray-head", {
-            "RAY_TEMP_DIR": str(self.root / "ray"),
             "RAY_GCS_PORT": str(self.gcs_port),
             "RAY_DASHBOARD_HOST": "127.0.0.1",
             "RAY_DASHBOARD_PORT": str(self.dashboard_port),
@@ -193,8 +192,14 @@ class RayCluster:
     def _start(self, service_name: str, variables: dict[str, str]) -> Node:
         service = self.services[service_name]
         ip = f"127.0.0.{len(self.nodes) + 2}"
+        # Each node its own temp dir, as each container has its own /tmp: nodes sharing
+        # one would unpack a job's working_dir over each other (and under its driver).
         env = container_env(service, self.shared) | variables | {
-            "RAY_NODE_IP": ip, "RAY_AGENT_PORT": str(free_port()), "RAY_NUM_CPUS": "1"}
+            "RAY_NODE_IP": ip, "RAY_AGENT_PORT": str(free_port()), "RAY_NUM_CPUS": "1",
+            "RAY_TEMP_DIR": str(self.root / f"n{len(self.nodes)}"),
+            # Ray system config from the environment: a lost node is declared dead after
+            # 5 failed checks 1 s apart instead of 3 s apart, to keep failure tests short.
+            "RAY_health_check_period_ms": "1000"}
         log = self.root / f"node-{len(self.nodes)}.log"
         node = Node(start_service(service_name, service, env, log), ip)
         self.nodes.append(node)

@@ -90,7 +90,7 @@ def test_compose_commands_run_in_containers_with_their_defaults():
     assert head.startswith("ray start --head --block") and "--port=6379" in head
     assert "--dashboard-port=8265" in head and "--dashboard-host=0.0.0.0" in head
     assert "--address=ray-head:6379" in worker
-    assert "--node-ip-address" not in head + worker and "--temp-dir" not in head
+    assert "--node-ip-address" not in head + worker and "--temp-dir" not in head + worker
     assert tensorboard == "tensorboard --logdir=/shared/runs --host=0.0.0.0 --port=6006"
 
 

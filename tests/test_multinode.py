@@ -1,57 +1,55 @@
-"""A real multi-node Ray cluster here (raycluster.py: docker-compose.yml's head and two
-workers on 127.0.0.2-4, token auth on): jobs go through the Jobs API, their actors land on
-distinct nodes, a lost worker node is survived, and docker-compose.yml's TensorBoard serves
-scalars over HTTP and draws them in a browser."""
+"""distnet on a real multi-node Ray cluster here (raycluster.py: docker-compose.yml's head
+and two workers on 127.0.0.2-4, token auth on): `distnet submit` trains with the gradient
+workers on different nodes, logs and TensorBoard files land where cluster/README.md says,
+losing a worker node mid-run changes nothing in the result, and docker-compose.yml's
+TensorBoard serves the scalars over HTTP and draws them in a browser."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+import subprocess
+import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from ray.job_submission import JobSubmissionClient
 from tensorboardX import SummaryWriter
 
-from browser import ARTIFACTS, CHROMIUM, render_page
+from browser import ARTIFACTS, CHROMIUM, polylines, render_page
+from datagen import make_prepared_dataset
+from distnet.checkpoint import latest_checkpoint, load_checkpoint
 from raycluster import ray_cluster, tensorboard
 
-WHERE_ACTORS = """
-import json, ray
-ray.init()
-
-@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
-class Where:
-    def node(self):
-        return ray.get_runtime_context().get_node_id()
-
-actors = [Where.remote() for _ in range(3)]
-print("NODES", json.dumps(ray.get([a.node.remote() for a in actors])))
+# Slow enough (worker 0 waits 0.2 s per step, 60 steps) to lose a node in the middle of it;
+# the wait changes no number.
+JOB = """\
+name = "multinode"
+seed = 5
+[model]
+kind = "fc"
+hidden_dims = [16]
+weight_scale = 1e-2
+[optim]
+update_rule = "sgd_momentum"
+learning_rate = 1e-3
+[train]
+num_epochs = 10
+batch_size = 40
+workers = 2
+num_train_samples = 100
+worker_delay_s = 0.2
+[checkpoint]
+every_steps = 10
 """
-
-# An actor pinned (softly) to one worker node; the test kills that node; Ray restarts the
-# actor on a node that is left and the job carries on.
-SURVIVOR = """
-import json, sys, time, ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-ray.init()
-
-@ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)
-class Where:
-    def node(self):
-        return ray.get_runtime_context().get_node_id()
-
-doomed = sys.argv[1]
-actor = Where.options(
-    scheduling_strategy=NodeAffinitySchedulingStrategy(doomed, soft=True)).remote()
-print("FIRST", ray.get(actor.node.remote()), flush=True)
-while (now := ray.get(actor.node.remote())) == doomed:
-    time.sleep(0.5)
-print("THEN", now, flush=True)
-"""
+# What TensorBoard shows of it: 6 cards (4 per step, 2 per epoch), raw and smoothed curves.
+RUN_TAGS = {"train/loss", "train/learning_rate", "train/grad_norm", "train/samples_per_s",
+            "accuracy/train", "accuracy/val"}
 
 
 @pytest.fixture(scope="module")
@@ -66,61 +64,134 @@ def client(cluster):
                                headers={"Authorization": f"Bearer {cluster.token}"})
 
 
-def submit_script(client, tmp_path: Path, script: str, *args: str) -> str:
-    (tmp_path / "script.py").write_text(script)
-    return client.submit_job(entrypoint=" ".join(["python", "script.py", *args]),
-                             runtime_env={"working_dir": str(tmp_path)})
+@pytest.fixture(scope="module")
+def workdir(cluster, tmp_path_factory):
+    """The directory `distnet submit` uploads; the dataset goes on the "shared volume"."""
+    make_prepared_dataset(cluster.shared / "data", shards=4, n_train_per_batch=60,
+                          n_test=50, num_val=60)
+    root = tmp_path_factory.mktemp("project")
+    (root / "jobs").mkdir()
+    (root / "jobs" / "multinode.toml").write_text(JOB)
+    return root
 
 
-def wait_for(client, job_id: str, predicate, what: str, timeout_s: float = 240) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        logs = client.get_job_logs(job_id)
-        if predicate(logs, str(client.get_job_status(job_id).value)):
-            return logs
-        time.sleep(0.5)
-    raise AssertionError(f"{what} did not happen; job logs:\n{client.get_job_logs(job_id)}")
+def submit(cluster, workdir: Path, run: str) -> subprocess.Popen:
+    """`distnet submit` of the job, its outputs in the shared dir under `run`/."""
+    shared = cluster.shared
+    return subprocess.Popen(
+        [sys.executable, "-m", "distnet", "submit", "jobs/multinode.toml",
+         "--address", cluster.dashboard_url,
+         "--set", f"data.path={shared}/data/cifar10",
+         "--set", f"metrics.logdir={shared}/{run}/runs/{{name}}",
+         "--set", f"checkpoint.dir={shared}/{run}/checkpoints/{{name}}"],
+        cwd=workdir, env=cluster.client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
 
 
-def finished(client, job_id: str) -> str:
-    logs = wait_for(client, job_id, lambda logs, status: status in (
-        "SUCCEEDED", "FAILED", "STOPPED"), "job end")
-    assert str(client.get_job_status(job_id).value) == "SUCCEEDED", logs
-    return logs
+def finish(process: subprocess.Popen) -> tuple[str, str]:
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, f"{err}\n{out}"
+    return out, err
 
 
-def logged(logs: str, key: str) -> str:
-    return re.search(rf"^{key} (.+)$", logs, re.M).group(1)
+def job_id_of(stderr: str) -> str:
+    return stderr.split("distnet: submitted ", 1)[1].split()[0]
+
+
+def gradient_workers(cluster, client, submission_id: str) -> list[dict]:
+    ray_job_id = client.get_job_info(submission_id).job_id
+    query = urllib.parse.urlencode({"detail": "true", "limit": 1000})
+    return [a for a in cluster.api(f"/api/v0/actors?{query}")
+            if a["class_name"] == "GradientWorker" and a["job_id"] == ray_job_id]
+
+
+def final_state(cluster, run: str):
+    return load_checkpoint(latest_checkpoint(cluster.shared / run / "checkpoints" / "multinode"))
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+@pytest.fixture(scope="module")
+def clean_run(cluster, client, workdir):
+    out, err = finish(submit(cluster, workdir, "clean"))
+    return job_id_of(err), out
 
 
 def test_cluster_has_a_head_and_two_workers_with_distinct_nodes(cluster):
     nodes = cluster.node_ids()
     assert sorted(nodes.values()) == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     assert {n.node_id for n in cluster.nodes} == set(nodes)
-    assert len({pid for n in cluster.nodes for pid in n.service.processes()}) == sum(
-        len(n.service.processes()) for n in cluster.nodes)  # separate raylets, no sharing
+    pids = [pid for n in cluster.nodes for pid in n.service.processes()]
+    assert len(pids) == len(set(pids))  # separate raylets, nothing shared
 
 
-def test_jobs_api_job_spreads_actors_over_all_nodes(cluster, client, tmp_path):
-    job_id = submit_script(client, tmp_path, WHERE_ACTORS)
-    placed = json.loads(logged(finished(client, job_id), "NODES"))
-    assert sorted(placed) == sorted(cluster.node_ids())  # 1 CPU per node: one actor each
+def test_a_submitted_job_trains_with_workers_on_different_nodes(cluster, client, clean_run):
+    job_id, logs = clean_run
+    assert str(client.get_job_status(job_id).value) == "SUCCEEDED"
+    assert "test acc" in logs and logs == client.get_job_logs(job_id)
+    workers = gradient_workers(cluster, client, job_id)
+    assert len(workers) == 2
+    nodes = {w["node_id"] for w in workers}
+    assert len(nodes) == 2 and nodes <= set(cluster.node_ids())
+    state = final_state(cluster, "clean")
+    assert state.epoch == 10 and np.isfinite(state.params).all()
 
 
-def test_a_job_survives_losing_a_worker_node(cluster, client, tmp_path):
-    doomed = cluster.workers[0]
-    job_id = submit_script(client, tmp_path, SURVIVOR, doomed.node_id)
-    wait_for(client, job_id, lambda logs, status: "FIRST" in logs or status == "FAILED",
-             "first call")
-    doomed.kill()
-    logs = finished(client, job_id)
-    assert logged(logs, "FIRST") == doomed.node_id
-    assert logged(logs, "THEN") in set(cluster.node_ids()) - {doomed.node_id}
-    cluster.nodes.remove(doomed)
+def test_tensorboard_serves_what_the_run_wrote_where_the_docs_say(cluster, clean_run):
+    runs = cluster.shared / "clean" / "runs"
+    assert list((runs / "multinode").glob("events.out.tfevents.*"))
+    with tensorboard(runs) as url:
+        assert RUN_TAGS <= set(get_json(f"{url}/data/plugin/scalars/tags")["multinode"])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_tensorboard_draws_the_runs_curves_in_a_browser(cluster, clean_run):
+    screenshot = ARTIFACTS / "tensorboard-multinode-run.png"
+    with tensorboard(cluster.shared / "clean" / "runs") as url:
+        # tagFilter puts the cards in one expanded grid (TensorBoard folds later groups).
+        dom = render_page(f"{url}/?darkMode=false&tagFilter=train/|accuracy/#timeseries",
+                          screenshot, height=2000, ready=f"{polylines(10)} >= 12")
+    assert screenshot.stat().st_size > 10_000
+    for tag in RUN_TAGS:
+        assert f'title="{tag}"' in dom  # a card for each
+
+
+def test_losing_a_worker_node_mid_run_leaves_the_result_unchanged(cluster, client, workdir,
+                                                                  clean_run):
+    process = submit(cluster, workdir, "node_lost")
+    line = ""
+    while not line.startswith("distnet: submitted"):
+        line = process.stderr.readline()
+        assert line, f"distnet submit ended early: {process.communicate()}"
+    job_id = job_id_of(line)
+    # Wait until both gradient workers run and training has begun, then lose a worker
+    # node that hosts one of them.
+    deadline = time.monotonic() + 300
+    while True:
+        workers = [w for w in gradient_workers(cluster, client, job_id) if w["state"] == "ALIVE"]
+        if len(workers) == 2 and list((cluster.shared / "node_lost").glob("runs/**/events.*")):
+            break
+        assert time.monotonic() < deadline and process.poll() is None, client.get_job_logs(job_id)
+        time.sleep(0.2)
+    worker_nodes = {n.node_id: n for n in cluster.workers}
+    victim = next(worker_nodes[w["node_id"]] for w in workers if w["node_id"] in worker_nodes)
+    victim.kill()
+    finish(process)
+    assert str(client.get_job_status(job_id).value) == "SUCCEEDED"
+    assert victim.node_id not in cluster.node_ids()
+    restarted = [w for w in gradient_workers(cluster, client, job_id) if int(w["num_restarts"])]
+    assert restarted  # the lost node's worker came back on a node that was left
+    clean, lost = final_state(cluster, "clean"), final_state(cluster, "node_lost")
+    assert (lost.step, lost.epoch) == (clean.step, clean.epoch)
+    np.testing.assert_array_equal(lost.params, clean.params)
+    cluster.nodes.remove(victim)
     cluster.add_worker()  # back to two workers for whatever runs next
 
 
-# --- TensorBoard: docker-compose.yml's command on logs that tensorboardX wrote -------------
+# --- docker-compose.yml's TensorBoard on scalars of known values --------------------------
 
 STEPS = 50
 CURVES = {
@@ -131,9 +202,9 @@ CURVES = {
 
 
 @pytest.fixture(scope="module")
-def tensorboard_url(tmp_path_factory):
+def known_scalars_url(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("runs")
-    with SummaryWriter(str(logdir / "cluster_run")) as writer:
+    with SummaryWriter(str(logdir / "known")) as writer:
         for step in range(STEPS):
             for tag, curve in CURVES.items():
                 writer.add_scalar(tag, curve(step), step)
@@ -141,34 +212,23 @@ def tensorboard_url(tmp_path_factory):
         yield url
 
 
-def get_json(url: str):
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.load(response)
-
-
-def test_tensorboard_serves_the_scalar_tags_and_values(tensorboard_url):
-    tags = get_json(f"{tensorboard_url}/data/plugin/scalars/tags")
-    assert set(tags) == {"cluster_run"} and set(tags["cluster_run"]) == set(CURVES)
+def test_tensorboard_serves_the_scalar_values_written(known_scalars_url):
+    tags = get_json(f"{known_scalars_url}/data/plugin/scalars/tags")
+    assert set(tags) == {"known"} and set(tags["known"]) == set(CURVES)
     for tag, curve in CURVES.items():
-        points = get_json(f"{tensorboard_url}/data/plugin/scalars/scalars?run=cluster_run&tag={tag}")
+        points = get_json(f"{known_scalars_url}/data/plugin/scalars/scalars?run=known&tag={tag}")
         assert [step for _, step, _ in points] == list(range(STEPS))
         assert [value for _, _, value in points] == pytest.approx(
             [curve(step) for step in range(STEPS)], rel=1e-6)  # stored as float32
 
 
-# A chart's curve is one SVG path through every step (raw and smoothed: two per card).
-CURVE_PATHS = f"""[...document.querySelectorAll('path')]
-    .filter(p => (p.getAttribute('d') || '').split('L').length === {STEPS}).length"""
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
-def test_tensorboard_draws_the_curves_in_a_browser(tensorboard_url):
+def test_tensorboard_draws_each_point_written(known_scalars_url):
     screenshot = ARTIFACTS / "tensorboard-scalars.png"
-    # tagFilter=. puts every card in one expanded grid (TensorBoard folds later groups).
-    dom = render_page(f"{tensorboard_url}/?darkMode=false&tagFilter=.#timeseries", screenshot,
-                      ready=f"{CURVE_PATHS} >= {2 * len(CURVES)}")
-    assert screenshot.stat().st_size > 10_000
+    dom = render_page(f"{known_scalars_url}/?darkMode=false&tagFilter=.#timeseries", screenshot,
+                      ready=f"{polylines(STEPS)} >= {2 * len(CURVES)}")
     for tag in CURVES:
-        assert f">{tag}<" in dom.replace(" ", "")  # a card per tag
+        assert f'title="{tag}"' in dom  # a card for each
+    # Each card draws the raw and the smoothed curve, each one SVG path through every step.
     curves = [d for d in re.findall(r'<path[^>]* d="(M[^"]+)"', dom) if d.count("L") == STEPS - 1]
     assert len(curves) == 2 * len(CURVES)
