@@ -5,6 +5,7 @@ clear one-line errors for a missing or wrong token, following the logs to the jo
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -85,6 +86,19 @@ def test_submit_with_the_token_runs_distnet_train_on_the_uploaded_dir(cluster, c
     wait_until_done(client, job_id)
 
 
+def test_rays_own_submit_works_as_the_readme_says(cluster, client, workdir):
+    documented = cluster.client_env() | {"RAY_AUTH_MODE": "token"}
+    result = subprocess.run(["ray", "job", "submit", "--no-wait", "--address",
+                             cluster.dashboard_url, "--working-dir", ".", "--",
+                             "distnet", "train", "jobs/submit_test.toml"],
+                            cwd=workdir, env=documented, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    job_id = re.search(r"raysubmit_\w+", result.stdout + result.stderr).group(0)
+    assert client.get_job_info(job_id).entrypoint == "distnet train jobs/submit_test.toml"
+    wait_until_done(client, job_id)
+
+
 @pytest.mark.parametrize("source", ["RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"])
 def test_submit_reads_the_token_from_the_environment(cluster, client, workdir, source):
     env = cluster.client_env(token=None)
@@ -125,7 +139,8 @@ def test_submit_follows_the_logs_and_exits_1_when_the_job_fails(cluster, client,
     job_id = result.stderr.split("submitted ", 1)[1].split()[0]
     assert f"distnet: job {job_id} failed" in result.stderr
     assert str(client.get_job_status(job_id).value) == "FAILED"
-    assert result.stdout.strip() and result.stdout == client.get_job_logs(job_id)
+    assert result.stdout == client.get_job_logs(job_id)  # the job's whole log, followed
+    assert "distnet: error: " in result.stdout  # the trainer's own one-line error
 
 
 # --- errors found before any upload: no cluster needed --------------------------------------
