@@ -5,6 +5,10 @@ Tags:
   time/step_s, time/compute_max_s, time/compute_mean_s, time/server_update_s,
   time/wait_s                                                             per step
   worker/compute_s/<i>                                                    per step, stragglers
+  train/bytes_per_step, train/grad_bytes_per_step                         per step, on the wire
+  train/dropped_gradients                                                 per step, backup workers
+  train/staleness (histogram), train/staleness_max, worker/steps_per_s/<i>
+                                                                          per step, async and SSP
   accuracy/train, accuracy/val                                            per epoch
   weights/<name>                                                          per epoch histograms
   hparams                                                                 at the end
@@ -19,7 +23,7 @@ import numpy as np
 
 @dataclass
 class StepStats:
-    """One synchronous step as the driver saw it."""
+    """One synchronous step as the driver saw it (async/SSP: N applied gradients)."""
 
     step: int
     loss: float
@@ -29,6 +33,11 @@ class StepStats:
     step_s: float
     compute_s: list[float]  # per worker
     server_update_s: float
+    grad_bytes: int = 0  # gradients sent to the servers
+    param_bytes: int = 0  # parameters read by the workers
+    dropped: int | None = None  # late gradients left out (backup workers only)
+    staleness: list[int] | None = None  # of each applied gradient (async/SSP only)
+    steps_per_s: list[float] | None = None  # per worker (async/SSP only)
 
     @property
     def wait_s(self) -> float:
@@ -62,6 +71,15 @@ class RunLogger:
         w.add_scalar("time/wait_s", s.wait_s, t)
         for i, c in enumerate(s.compute_s):
             w.add_scalar(f"worker/compute_s/{i}", c, t)
+        w.add_scalar("train/bytes_per_step", s.grad_bytes + s.param_bytes, t)
+        w.add_scalar("train/grad_bytes_per_step", s.grad_bytes, t)
+        if s.dropped is not None:
+            w.add_scalar("train/dropped_gradients", s.dropped, t)
+        if s.staleness:
+            w.add_histogram("train/staleness", np.asarray(s.staleness, dtype=float), t)
+            w.add_scalar("train/staleness_max", max(s.staleness), t)
+        for i, rate in enumerate(s.steps_per_s or ()):
+            w.add_scalar(f"worker/steps_per_s/{i}", rate, t)
 
     def epoch(self, step: int, accuracies: dict[str, float], weights: dict[str, np.ndarray]):
         for split, acc in accuracies.items():

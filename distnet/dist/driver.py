@@ -1,81 +1,47 @@
-"""The training loop: epochs of synchronous steps, evaluation, checkpoints, recovery.
+"""The training loop: epochs of steps, evaluation, checkpoints, recovery.
 
-The driver holds no data and computes nothing heavy: it submits each step as ObjectRefs
-(see group.py) and reads the small reports of step t while step t+1 runs. Everything a
-resumed or recovered run needs is in the parameter servers and the checkpoints.
+The driver holds no data and computes nothing heavy: it submits each synchronous step as
+ObjectRefs (see group.py) and reads the small reports of step t while step t+1 runs.
+Everything a resumed or recovered run needs is in the parameter servers and the
+checkpoints. `[train] mode` picks the consistency model: "sync" (this loop; with backup
+workers see backup.py), "async" and "ssp" (async_loop.py). Only "sync" without backup
+workers is deterministic (and with "topk" compression only while no worker restarts).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
-import numpy as np
 import ray
 from ray import exceptions as rex
 
-from distnet.checkpoint import (TrainState, latest_checkpoint, list_checkpoints,
-                                load_checkpoint, save_checkpoint)
+from distnet.checkpoint import (
+    TrainState,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from distnet.config import JobConfig, build_model
 from distnet.dist import sampling
-from distnet.dist.group import ActorGroup, ModelState, StepRefs
+from distnet.dist.async_loop import AsyncLoop
+from distnet.dist.backup import BackupSteps
+from distnet.dist.group import ActorGroup, ModelState, StepRefs, actor_batch_sizes
+from distnet.dist.result import StepEvent, TrainResult
 from distnet.dist.server import StaleServerError
 from distnet.errors import DistnetError
 from distnet.metrics import RunLogger, StepStats
 from distnet.schedules import Schedule
 
 MAX_RECOVERIES = 20
-
-
-@dataclass
-class StepEvent:
-    """Passed to `train(on_step=...)` after each completed step."""
-
-    step: int
-    loss: float
-    group: ActorGroup  # the run's actors (e.g. `group.worker_pids()`)
+__all__ = ["StepEvent", "TrainResult", "TrainingDiverged", "train"]
 
 
 class TrainingDiverged(DistnetError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class TrainResult:
-    """What `train` returns: the Solver's histories plus the run's summary figures.
-
-    `params`/`bn_state` are the kept (best validation) parameters, as the Solver swaps them
-    in at the end; `test_acc` is measured with them. `final_params` are the last ones.
-    """
-
-    train_acc: float
-    val_acc: float
-    test_acc: float
-    best_val_acc: float
-    final_loss: float
-    steps: int
-    epochs: int
-    samples_per_s: float
-    wall_s: float
-    logdir: str
-    checkpoint: str
-    loss_history: list[float] = field(repr=False)
-    train_acc_history: list[float] = field(repr=False)
-    val_acc_history: list[float] = field(repr=False)
-    params: np.ndarray = field(repr=False)
-    bn_state: np.ndarray = field(repr=False)
-    final_params: np.ndarray = field(repr=False)
-
-    def summary(self) -> dict:
-        """The JSON-able figures (no histories, no arrays)."""
-        skip = {"loss_history", "train_acc_history", "val_acc_history", "params", "bn_state",
-                "final_params"}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in skip}
 
 
 def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
@@ -95,7 +61,8 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
     data = job.data
     ensure_dataset(data.path, source=data.source, md5=data.md5, verify=data.verify,
                    shards=data.shards, num_val=data.num_val)
-    with ray_session(address, num_cpus=math.ceil(job.train.workers * job.train.worker_cpus)):
+    t = job.train
+    with ray_session(address, num_cpus=math.ceil((t.workers + t.backup_workers) * t.worker_cpus)):
         return _Run(job, progress, on_step).run(resume, overwrite)
 
 
@@ -108,17 +75,19 @@ class _Run:
         self.job, self.on_step = job, on_step
         t = job.train
         rows = load_manifest(job.data.path).splits["train"].rows
-        if t.workers > rows:
-            raise DistnetError(f"more workers ({t.workers}) than training images ({rows})")
+        actors = t.workers + t.backup_workers
+        if actors > rows:
+            raise DistnetError(f"more workers ({actors}) than training images ({rows})")
         worker_rows = [stop - start for start, stop in
-                       (assign_rows(rows, i, t.workers) for i in range(t.workers))]
-        self.steps_per_epoch = sampling.steps_per_epoch(worker_rows, t.worker_batch_sizes())
+                       (assign_rows(rows, i, actors) for i in range(actors))]
+        self.steps_per_epoch = sampling.steps_per_epoch(worker_rows, actor_batch_sizes(t))
         self.total_steps = self.steps_per_epoch * t.num_epochs
         if t.max_steps is not None:
             self.total_steps = min(self.total_steps, t.max_steps)
         model = build_model(job.model, seed=job.seed)
         self.initial = ModelState(0, model.params.vector.copy(), {}, model.get_bn_state())
         self.layout = model.params.layout
+        self.param_bytes = model.params.vector.nbytes  # what each computing worker reads
         o = job.optim
         schedule = Schedule(kind=o.schedule, base_lr=o.learning_rate,
                             steps_per_epoch=self.steps_per_epoch,
@@ -144,9 +113,20 @@ class _Run:
                                    "val_acc_history": []},
                           config=self.job.to_dict(), best_bn_state=None)
 
+    def worker_steps(self, state: TrainState) -> list[int]:
+        """Async/SSP: each worker's applied local steps (a synchronous checkpoint at step t
+        means t each); [] in sync mode, where the servers count steps."""
+        if self.job.train.mode == "sync":
+            return []
+        return [int(state.extra.get(f"worker_steps/{i}", state.step))
+                for i in range(self.job.train.workers)]
+
     def _restore(self, state: TrainState) -> None:
         self.state = state
-        self.group.load(ModelState(state.step, state.params, state.opt_state, state.bn_state))
+        steps = self.worker_steps(state)
+        applied = sum(steps) if steps else state.step  # async servers count gradients
+        self.group.load(ModelState(applied, state.params, state.opt_state, state.bn_state,
+                                   steps))
 
     def _latest_state(self) -> TrainState | None:
         path = latest_checkpoint(self.job.checkpoint.dir)
@@ -157,7 +137,10 @@ class _Run:
         s = self.state
         s.step, s.params, s.opt_state, s.bn_state = live.step, live.params, live.opt_state, \
             live.bn_state
-        s.epoch = live.step // self.steps_per_epoch
+        if live.worker_steps:  # async/SSP: N applied gradients make one step
+            s.step = live.step // self.job.train.workers
+            s.extra.update({f"worker_steps/{i}": n for i, n in enumerate(live.worker_steps)})
+        s.epoch = s.step // self.steps_per_epoch
         cfg = self.job.checkpoint
         self.checkpoint_path = str(save_checkpoint(cfg.dir, s, keep=cfg.keep))
         self.saved_step = s.step
@@ -187,9 +170,14 @@ class _Run:
         self._restore(self._start_state(resume, overwrite))
         self.bar.update(self.state.step)
         first_step = self.state.step
-        recoveries = 0
+        recoveries, recovering = 0, False
         while True:
             try:
+                if recovering:  # inside the try: a restarting actor may fail the restore too
+                    self._restore(self._latest_state() or self._fresh_state())
+                    self.bar.reset(self.total_steps)
+                    self.bar.update(self.state.step)
+                    recovering = False
                 self._loop()
                 break
             except KeyboardInterrupt:
@@ -203,60 +191,91 @@ class _Run:
                 recoveries += 1
                 if recoveries > MAX_RECOVERIES:
                     raise DistnetError(f"giving up after {MAX_RECOVERIES} failures: {err}")
-                self._restore(self._latest_state() or self._fresh_state())
-                self.bar.reset(self.total_steps)
-                self.bar.update(self.state.step)
+                recovering = True
         if self.saved_step != self.state.step:
             self._save()
         wall = time.perf_counter() - start
         return self._finish(wall, self.state.step - first_step)
 
     def _loop(self) -> None:
-        pending: StepRefs | None = None
         self.step_clock = time.perf_counter()
+        if self.job.train.mode != "sync":
+            return AsyncLoop(self).run()
+        t = self.job.train
+        steps = BackupSteps(self.group, t.workers) if t.backup_workers else self.group
+        pending: StepRefs | None = None
         step = self.state.step
         while step < self.total_steps and not self._stopped_early():
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
-            refs = self.group.step(step, epoch, in_epoch)
+            refs = steps.step(step, epoch, in_epoch)
             if pending:
                 self._complete(pending)
             pending, step = refs, step + 1
-            epoch_end = step % self.steps_per_epoch == 0 or step == self.total_steps
-            every = self.job.checkpoint.every_steps
-            if epoch_end or (every and step % every == 0):
+            if self.at_boundary(step):
                 self._complete(pending)
                 pending = None
-                if epoch_end:
-                    self._end_epoch(epoch)
-                self._save()
+                self.boundary(step)
         if pending:
             self._complete(pending)
 
+    def at_boundary(self, done: int) -> bool:
+        """Whether `done` completed steps end an epoch or call for a checkpoint."""
+        every = self.job.checkpoint.every_steps
+        return (done % self.steps_per_epoch == 0 or done == self.total_steps
+                or bool(every and done % every == 0))
+
+    def boundary(self, done: int) -> None:
+        """Evaluate at the end of an epoch, then checkpoint (all steps are recorded)."""
+        if done % self.steps_per_epoch == 0 or done == self.total_steps:
+            self._end_epoch((done - 1) // self.steps_per_epoch, done)
+        self._save()
+
     def _complete(self, refs: StepRefs) -> None:
-        """Read a finished step's reports: history, TensorBoard, progress, NaN check."""
+        """Read a finished synchronous step's reports and record it."""
         reports = ray.get(refs.worker_reports)
         servers = ray.get(refs.server_reports)
         n = sum(r.num_samples for r in reports)
-        loss = sum(r.loss * r.num_samples for r in reports) / n
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss} at step {refs.step}; stopping "
-                                   f"(last checkpoint: {self.checkpoint_path or 'none'})")
-        now = time.perf_counter()
-        step_s, self.step_clock = now - self.step_clock, now
-        self.state.history["loss_history"].append(loss)
-        self.logger.step(StepStats(
-            step=refs.step, loss=loss, learning_rate=servers[0].learning_rate,
+        step_s = self.tick()
+        self.record(StepStats(
+            step=refs.step, loss=sum(r.loss * r.num_samples for r in reports) / n,
+            learning_rate=servers[0].learning_rate,
             grad_norm=math.sqrt(sum(s.grad_sq_norm for s in servers)),
             samples_per_s=n / step_s, step_s=step_s,
             compute_s=[r.compute_s for r in reports],
-            server_update_s=max(s.update_s for s in servers)))
-        self.bar.set_postfix_str(f"epoch {refs.step // self.steps_per_epoch + 1} "
-                                 f"loss {loss:.3f} {n / step_s:,.0f} samples/s", refresh=False)
+            server_update_s=max(s.update_s for s in servers),
+            grad_bytes=sum(r.sent_bytes for r in reports),
+            param_bytes=self.param_bytes * (len(reports) + refs.dropped),
+            dropped=refs.dropped if self.job.train.backup_workers else None),
+            [(w, refs.step) for w in refs.workers])
+
+    def tick(self) -> float:
+        """Seconds since the previous completed step."""
+        now = time.perf_counter()
+        step_s, self.step_clock = now - self.step_clock, now
+        return step_s
+
+    def record(self, stats: StepStats, gradients: list[tuple[int, int]]) -> None:
+        """Book one completed step: NaN check, history, counters, TensorBoard, progress,
+        on_step. `gradients` are the (worker, local step) pairs it applied."""
+        if not math.isfinite(stats.loss):
+            raise TrainingDiverged(f"loss became {stats.loss} at step {stats.step}; stopping "
+                                   f"(last checkpoint: {self.checkpoint_path or 'none'})")
+        self.state.history["loss_history"].append(stats.loss)
+        counts = self.state.extra  # checkpointed with the history they belong to
+        for key, value in (("applied_gradients", len(gradients)),
+                           ("dropped_gradients", stats.dropped or 0),
+                           ("grad_bytes", stats.grad_bytes), ("param_bytes", stats.param_bytes)):
+            counts[key] = int(counts.get(key, 0)) + value
+        self.logger.step(stats)
+        self.bar.set_postfix_str(f"epoch {stats.step // self.steps_per_epoch + 1} "
+                                 f"loss {stats.loss:.3f} {stats.samples_per_s:,.0f} samples/s",
+                                 refresh=False)
         self.bar.update(1)
         if self.on_step:
-            self.on_step(StepEvent(refs.step, loss, self.group))
+            self.on_step(StepEvent(stats.step, stats.loss, self.group, gradients,
+                                   stats.dropped or 0))
 
-    def _end_epoch(self, epoch: int) -> None:
+    def _end_epoch(self, epoch: int, done: int) -> None:
         t = self.job.train
         train_acc = self.group.evaluate("train", epoch, t.num_train_samples or None)
         val_acc = self.group.evaluate("val", epoch)
@@ -269,7 +288,7 @@ class _Run:
             self.state.best_bn_state = self.group.bn_state()
             self.state.extra["best_epoch"] = epoch
         params = self.group.params()
-        self.logger.epoch(self.state.step + 1, {"train": train_acc, "val": val_acc},
+        self.logger.epoch(done, {"train": train_acc, "val": val_acc},
                           {name: params[off:off + size]
                            for name, _, off, size in self.layout})
         if not self.bar.disable:
@@ -289,8 +308,10 @@ class _Run:
         final = self.group.state()
         if s.best_params is not None:  # as the Solver: keep the best validation parameters
             bn = s.best_bn_state if s.best_bn_state is not None else final.bn_state
-            self.group.load(ModelState(final.step, s.best_params, final.opt_state, bn))
+            self.group.load(ModelState(final.step, s.best_params, final.opt_state, bn,
+                                       final.worker_steps))
         test_acc = self.group.evaluate("test", s.epoch)
+        counts, recorded = s.extra, max(len(h["loss_history"]), 1)
         result = TrainResult(
             train_acc=h["train_acc_history"][-1] if h["train_acc_history"] else float("nan"),
             val_acc=h["val_acc_history"][-1] if h["val_acc_history"] else float("nan"),
@@ -299,6 +320,13 @@ class _Run:
             steps=s.step, epochs=math.ceil(s.step / self.steps_per_epoch),
             samples_per_s=steps_run * self.job.train.batch_size / wall, wall_s=wall,
             logdir=self.job.metrics.logdir, checkpoint=self.checkpoint_path,
+            mode=self.job.train.mode,
+            applied_gradients=int(counts.get("applied_gradients", 0)),
+            dropped_gradients=int(counts.get("dropped_gradients", 0)),
+            bytes_per_step=(counts.get("grad_bytes", 0) + counts.get("param_bytes", 0))
+            / recorded,
+            grad_bytes_per_step=counts.get("grad_bytes", 0) / recorded,
+            worker_steps=list(final.worker_steps),
             loss_history=list(h["loss_history"]),
             train_acc_history=list(h["train_acc_history"]),
             val_acc_history=list(h["val_acc_history"]),

@@ -2,16 +2,18 @@
 
 One synchronous step is N `compute_gradients` calls and K `apply_gradients` calls whose
 arguments are ObjectRefs: the driver never waits in between, parameters go into the object
-store once per server per step and the workers read them zero-copy.
+store once per server per step and the workers read them zero-copy. With b backup workers
+there are N + b worker actors (see backup.py); async and SSP modes submit one worker's
+`compute` and `apply` at a time (see async_loop.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from distnet.config import JobConfig
+from distnet.config import JobConfig, TrainConfig
 from distnet.dist.runtime import remote_class
 from distnet.dist.server import ParameterServer, ShardState, shard_bounds
 from distnet.dist.worker import GradientWorker
@@ -24,6 +26,8 @@ class StepRefs:
     step: int
     worker_reports: list
     server_reports: list
+    workers: list[int] = field(default_factory=list)  # whose gradients the step applies
+    dropped: int = 0  # late gradients left out (backup workers)
 
 
 @dataclass
@@ -34,6 +38,14 @@ class ModelState:
     params: np.ndarray
     opt_state: dict
     bn_state: np.ndarray
+    worker_steps: list[int] = field(default_factory=list)  # async/SSP: applied per worker
+
+
+def actor_batch_sizes(train: TrainConfig) -> list[int]:
+    """Each worker actor's batch. With b backup workers there are N + b actors and any N of
+    them make one global batch, so actor i takes the share of worker i mod N."""
+    shares = train.worker_batch_sizes()
+    return [shares[i % train.workers] for i in range(train.workers + train.backup_workers)]
 
 
 class ActorGroup:
@@ -44,7 +56,8 @@ class ActorGroup:
         self.job = job
         self.has_bn = bn_size > 0
         self.bounds = shard_bounds(param_size, train.servers)
-        self.weights = [float(b) for b in train.worker_batch_sizes()]
+        self.weights = [float(b) for b in actor_batch_sizes(train)]
+        self.shares = [w / train.batch_size for w in self.weights]  # async: b_i / B
         server_cls = remote_class(ParameterServer, num_cpus=0, retry_tasks=False)
         worker_cls = remote_class(GradientWorker, num_cpus=train.worker_cpus, retry_tasks=True)
         self.servers = [
@@ -53,7 +66,7 @@ class ActorGroup:
         ]
         self.workers = [
             worker_cls.options(scheduling_strategy="SPREAD").remote(
-                job, i, train.workers, int(b), self.bounds)
+                job, i, len(self.weights), int(b), self.bounds)
             for i, b in enumerate(self.weights)
         ]
         self.rows = ray.get([w.num_rows.remote() for w in self.workers])
@@ -69,7 +82,8 @@ class ActorGroup:
             opt = {key: v[a:b] if _is_sliced(v, state.params) else v
                    for key, v in state.opt_state.items()}
             bn = state.bn_state if k == 0 and self.has_bn else None
-            refs.append(server.load.remote(ShardState(state.step, state.params[a:b], opt, bn)))
+            refs.append(server.load.remote(ShardState(state.step, state.params[a:b], opt, bn,
+                                                      list(state.worker_steps))))
         ray.get(refs)  # surface a failing server here, not in the first step
         self.param_refs = refs
         self.bn_ref = ray.put(state.bn_state) if self.has_bn else None
@@ -84,7 +98,7 @@ class ActorGroup:
                for key, value in first.opt_state.items()}
         params = np.concatenate([s.params for s in shards])
         bn = first.bn_state if self.has_bn else np.zeros(0, params.dtype)
-        return ModelState(first.step, params, opt, bn)
+        return ModelState(first.step, params, opt, bn, first.worker_steps)
 
     def params(self) -> np.ndarray:
         import ray
@@ -97,12 +111,22 @@ class ActorGroup:
         return ray.get(self.bn_ref) if self.has_bn else None
 
     def step(self, step: int, epoch: int, step_in_epoch: int) -> StepRefs:
-        """Submit one synchronous step; returns at once."""
+        """Submit one synchronous step on every worker; returns at once."""
+        workers = list(range(len(self.workers)))
+        outs = [self.compute(i, epoch, step_in_epoch) for i in workers]
+        return self.update(step, workers, outs)
+
+    def compute(self, worker: int, epoch: int, step_in_epoch: int) -> list:
+        """Submit one gradient computation on the newest parameters: the refs of its
+        gradient slices, then (with batchnorm) its statistics, then its WorkerReport."""
+        returns = len(self.servers) + self.has_bn + 1
+        return self.workers[worker].compute_gradients.options(num_returns=returns).remote(
+            epoch, step_in_epoch, self.bn_ref, *self.param_refs)
+
+    def update(self, step: int, workers: list[int], outs: list[list]) -> StepRefs:
+        """Submit synchronous step `step` from the gradients `outs` of `workers`."""
         k = len(self.servers)
-        returns = k + self.has_bn + 1
-        outs = [w.compute_gradients.options(num_returns=returns).remote(
-                    epoch, step_in_epoch, self.bn_ref, *self.param_refs)
-                for w in self.workers]
+        weights = [self.weights[i] for i in workers]
         param_refs, server_reports = [], []
         for i, server in enumerate(self.servers):
             args = [out[i] for out in outs]
@@ -110,13 +134,30 @@ class ActorGroup:
             if with_bn:
                 args += [out[k] for out in outs]
             res = server.apply_gradients.options(num_returns=2 + with_bn).remote(
-                step, self.weights, *args)
+                step, weights, *args)
             param_refs.append(res[0])
             server_reports.append(res[-1])
             if with_bn:
                 self.bn_ref = res[1]
         self.param_refs = param_refs
-        return StepRefs(step, [out[-1] for out in outs], server_reports)
+        return StepRefs(step, [out[-1] for out in outs], server_reports, workers)
+
+    def apply(self, worker: int, local_step: int, out: list) -> list:
+        """Async/SSP: submit the update from one worker's gradient; returns the servers'
+        report refs. Workers computing from now on read the parameters it produces."""
+        k = len(self.servers)
+        param_refs, server_reports = [], []
+        for i, server in enumerate(self.servers):
+            with_bn = i == 0 and self.has_bn
+            args = [out[i], out[k]] if with_bn else [out[i]]
+            res = server.apply_gradient.options(num_returns=2 + with_bn).remote(
+                worker, local_step, self.shares[worker], *args)
+            param_refs.append(res[0])
+            server_reports.append(res[-1])
+            if with_bn:
+                self.bn_ref = res[1]
+        self.param_refs = param_refs
+        return server_reports
 
     def evaluate(self, split: str, epoch: int, max_samples: int | None = None) -> float:
         """Accuracy on `split`, each worker scoring its share (at most max_samples in all)."""

@@ -5,6 +5,10 @@ With K servers the flat parameter vector is cut into K contiguous slices
 every update rule is elementwise, K slices updated independently give exactly the update
 of the whole vector. Server 0 also keeps the one averaged copy of the batchnorm running
 statistics.
+
+Synchronous mode calls `apply_gradients` once per step with every worker's gradient;
+async and SSP modes call `apply_gradient` once per worker step (see async_loop.py).
+Gradients may arrive compressed (compression.py); the server decodes them.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
 from distnet import optim
+from distnet.dist.compression import decode
 from distnet.errors import DistnetError
 
 
@@ -26,7 +32,7 @@ class StaleServerError(DistnetError):
 def shard_bounds(size: int, num_shards: int) -> list[tuple[int, int]]:
     """Contiguous, balanced [start, stop) slices of a vector of `size` elements."""
     edges = [size * k // num_shards for k in range(num_shards + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(pairwise(edges))
 
 
 @dataclass
@@ -37,6 +43,8 @@ class ShardState:
     params: np.ndarray
     opt_state: dict = field(default_factory=dict)  # per-rule arrays/scalars (m, v, t, ...)
     bn_state: np.ndarray | None = None  # server 0 only
+    # async/SSP: the next local step of each worker to apply, i.e. how many it has applied
+    worker_steps: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -71,14 +79,16 @@ class ParameterServer:
         config = dict(self.rule_config)
         config.update({k: _own(v) for k, v in state.opt_state.items()})
         self.config = config
-        self.state = ShardState(state.step, _own(state.params), {}, _own(state.bn_state))
+        self.state = ShardState(state.step, _own(state.params), {}, _own(state.bn_state),
+                                list(state.worker_steps))
         self._avg = np.empty_like(self.state.params)
         return self.state.params
 
     def get_state(self) -> ShardState:
         self._check_loaded()
         opt_state = {k: v for k, v in self.config.items() if k not in self.rule_config}
-        return ShardState(self.state.step, self.state.params, opt_state, self.state.bn_state)
+        return ShardState(self.state.step, self.state.params, opt_state, self.state.bn_state,
+                          list(self.state.worker_steps))
 
     def apply_gradients(self, step: int, weights: list[float], *grads_and_bn):
         """One synchronous update from the sample-weighted average of the workers' grads.
@@ -90,7 +100,8 @@ class ParameterServer:
         self._check_step(step)
         start = time.perf_counter()
         n = len(weights)
-        grads, bn_states = grads_and_bn[:n], grads_and_bn[n:]
+        bn_states = grads_and_bn[n:]
+        grads = [decode(g, self.state.params.dtype) for g in grads_and_bn[:n]]
         avg = _weighted_mean(grads, weights, out=self._avg)
         self.config["learning_rate"] = self.schedule(step)
         params, self.config = self.rule(self.state.params, avg, self.config)
@@ -108,6 +119,43 @@ class ParameterServer:
         if bn_states:
             return params, self.state.bn_state, report
         return params, report
+
+    def apply_gradient(self, worker: int, local_step: int, weight: float, grad, bn_state=None):
+        """Async/SSP: apply one worker's gradient at once (Hogwild-style parameter server).
+
+        The update uses the learning rate times `weight` = the worker's share of the global
+        batch (b_i / B), so N such updates move the parameters about as far as one
+        synchronous step, for every update rule (scaling the gradient instead would not
+        shrink Adam's or RMSProp's steps). The schedule runs on synchronous-equivalent
+        steps: applied gradients // N. A worker's batchnorm statistics replace the
+        server's copy. A (worker, local_step) that was applied already is refused, so a
+        replayed call never counts twice; a skipped local step is an error.
+        Returns the parameters, then the batchnorm statistics (if given), then a
+        ServerReport whose `received` is 1, or 0 for a refused duplicate.
+        """
+        self._check_loaded()
+        s = self.state
+        expected = s.worker_steps[worker]
+        if local_step > expected:
+            raise DistnetError(f"parameter server {self.shard_index}: gradient {expected} of "
+                               f"worker {worker} was never applied, got {local_step}")
+        start = time.perf_counter()
+        grad = decode(grad, s.params.dtype)
+        lr = self.schedule(s.step // len(s.worker_steps))
+        applied = local_step == expected
+        if applied:
+            self.config["learning_rate"] = lr * weight
+            s.params, self.config = self.rule(s.params, grad, self.config)
+            if bn_state is not None:
+                s.bn_state = _own(bn_state)
+            s.step += 1
+            s.worker_steps[worker] += 1
+        report = ServerReport(step=s.step, learning_rate=lr,
+                              grad_sq_norm=float(np.dot(grad, grad)),
+                              update_s=time.perf_counter() - start, received=int(applied))
+        if bn_state is not None:
+            return s.params, s.bn_state, report
+        return s.params, report
 
     def _check_loaded(self):
         if self.state is None:

@@ -4,7 +4,8 @@
 its methods take and return plain arrays (the object store hands the parameter slices over
 zero-copy). It keeps no training state between calls: everything a step needs arrives as
 arguments or is a pure function of (seed, epoch, step, worker), so a restarted worker
-recomputes exactly what the dead one would have.
+recomputes exactly what the dead one would have. (The one exception is the error-feedback
+residual of "topk" gradient compression, see compression.py.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from distnet.config import JobConfig, build_model
 from distnet.dist import sampling
+from distnet.dist.compression import Encoder, nbytes
 
 
 @dataclass
@@ -27,6 +29,7 @@ class WorkerReport:
     loss: float
     num_samples: int
     compute_s: float
+    sent_bytes: int = 0  # gradient bytes this step puts on the wire (after compression)
 
 
 class GradientWorker:
@@ -44,12 +47,18 @@ class GradientWorker:
         self._eval_splits = {"train": self.train}
         self.model = build_model(job.model, seed=job.seed)
         self._X = None  # reused minibatch buffer
+        self.encoder = Encoder(job.train.compression, job.train.topk_ratio)
+        self.computed = 0  # gradients computed by this process (work done, kept or dropped)
 
     def pid(self) -> int:
         return os.getpid()
 
     def num_rows(self) -> int:
         return self.train.num_rows
+
+    def gradients_computed(self) -> int:
+        """How many gradients this process has computed (restarts count from zero)."""
+        return self.computed
 
     def compute_gradients(self, epoch: int, step_in_epoch: int, bn_state, *param_slices):
         """Loss and flat gradient on this worker's minibatch of (epoch, step_in_epoch).
@@ -77,10 +86,13 @@ class GradientWorker:
         if self.index == 0 and self.job.train.worker_delay_s:  # an injected straggler
             time.sleep(self.job.train.worker_delay_s)
         flat = grads.vector
-        outputs = [flat[a:b] for a, b in self.bounds]
+        outputs = [self.encoder.encode(k, flat[a:b]) for k, (a, b) in enumerate(self.bounds)]
+        sent = sum(nbytes(out) for out in outputs)
         if bn_state is not None:
             outputs.append(self.model.get_bn_state())
-        report = WorkerReport(self.index, float(loss), len(idx), time.perf_counter() - start)
+        report = WorkerReport(self.index, float(loss), len(idx), time.perf_counter() - start,
+                              sent)
+        self.computed += 1
         return (*outputs, report)
 
     def evaluate(self, split: str, max_samples: int | None, epoch: int, bn_state,

@@ -1,0 +1,153 @@
+"""Asynchronous and bounded-staleness training: the servers apply each gradient at once.
+
+mode = "async" (a Hogwild-style parameter server): every worker always has one gradient
+computation running on the newest parameters; when one finishes the driver submits its
+update (ParameterServer.apply_gradient) and gives that worker its next step at once, so a
+fast worker never waits for a slow one. mode = "ssp" with staleness s (Ho et al., "More
+Effective Distributed ML via a Stale Synchronous Parallel Parameter Server", 2013): a
+worker starts its local step c only once every worker has completed at least c - s steps;
+s = 0 is lockstep. Since the servers apply in submission order, when (worker, c) is
+applied every worker has at least c - s gradients applied.
+
+Worker i's local step c uses the minibatch of (epoch, step_in_epoch) =
+divmod(c, steps_per_epoch), the one worker i would use at synchronous step c, so sampling
+stays a pure function of (seed, epoch, step, worker). A run applies N x total_steps
+gradients, each computed by whichever worker is free (and allowed): a fast worker runs
+ahead through its shard's epochs, a slow one does fewer steps. Every N applied gradients
+make one synchronous-equivalent step: one loss-history entry, TensorBoard point and
+progress tick; epochs, evaluation and checkpoints count these steps.
+
+The staleness of an applied gradient is how many gradients were applied between the
+parameters it was computed on and itself.
+
+Not deterministic: the order in which gradients arrive depends on timing. But no gradient
+is lost or applied twice: the servers count each worker's applied local steps (saved in
+checkpoints with the parameters), refuse a (worker, step) they have applied already, and
+a resumed or recovered run continues each worker at its count; Ray replays the call of a
+killed worker on its restarted process.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import ray
+
+from distnet.dist.worker import WorkerReport
+from distnet.metrics import StepStats
+
+if TYPE_CHECKING:
+    from distnet.dist.driver import _Run
+
+
+@dataclass
+class _Running:
+    """A gradient computation that has not come back yet."""
+
+    worker: int
+    local_step: int
+    version: int  # gradients applied into the parameters it reads
+    outs: list  # refs: gradient slices, [batchnorm statistics], WorkerReport
+
+
+@dataclass
+class _Applied:
+    """A gradient whose update has been submitted."""
+
+    worker: int
+    local_step: int
+    staleness: int
+    report: WorkerReport
+    server_reports: list  # refs, one per server
+
+
+class AsyncLoop:
+    """Runs the rest of `run` (a driver _Run) in async or SSP mode."""
+
+    def __init__(self, run: _Run):
+        t = run.job.train
+        self.driver, self.group = run, run.group
+        self.n = t.workers
+        self.bound = t.staleness if t.mode == "ssp" else None
+        self.budget = run.total_steps * self.n  # gradients to apply in the whole run
+        self.done = run.worker_steps(run.state)  # per worker: updates submitted
+        self.applied = sum(self.done)
+        self.running: dict = {}  # WorkerReport ref -> _Running
+        self.unrecorded: list[_Applied] = []
+        self.compute_s = [0.0] * self.n
+        self.start, self.start_done = time.perf_counter(), list(self.done)
+
+    def run(self) -> None:
+        self._submit()
+        while self.running:
+            (ref,), _ = ray.wait(list(self.running), num_returns=1)
+            job = self.running.pop(ref)
+            server_reports = self.group.apply(job.worker, job.local_step, job.outs)
+            self.unrecorded.append(_Applied(job.worker, job.local_step,
+                                            self.applied - job.version, ray.get(ref),
+                                            server_reports))
+            self.applied += 1
+            self.done[job.worker] += 1
+            self._submit()  # the worker that came back starts again before any bookkeeping
+            if self.applied % self.n == 0 and self._step_completed(self.applied // self.n):
+                break  # stopped early: gradients still running are never applied
+        self._record_all()
+
+    def _submit(self) -> None:
+        """Give every free worker its next step, within the budget and the SSP bound."""
+        busy = {job.worker for job in self.running.values()}
+        floor = min(self.done)
+        for i in range(self.n):
+            if self.applied + len(self.running) >= self.budget:
+                return
+            if i in busy or (self.bound is not None and self.done[i] > floor + self.bound):
+                continue
+            c = self.done[i]
+            outs = self.group.compute(i, *divmod(c, self.driver.steps_per_epoch))
+            self.running[outs[-1]] = _Running(i, c, self.applied, outs)
+
+    def _step_completed(self, done: int) -> bool:
+        """Book synchronous-equivalent steps (one behind, so the driver rarely waits for
+        a server) and handle epochs and checkpoints. True when the run should stop early."""
+        if not self.driver.at_boundary(done):
+            if len(self.unrecorded) >= 2 * self.n:
+                self._record(self.unrecorded[:self.n])
+                del self.unrecorded[:self.n]
+            return False
+        self._record_all()
+        self.driver.boundary(done)
+        return self.driver._stopped_early()
+
+    def _record_all(self) -> None:
+        """Book every applied gradient, N per step (fewer in the last one only if a run
+        interrupted between steps was resumed)."""
+        while self.unrecorded:
+            self._record(self.unrecorded[:self.n])
+            del self.unrecorded[:self.n]
+
+    def _record(self, grads: list[_Applied]) -> None:
+        k = len(self.group.servers)
+        servers = ray.get([ref for g in grads for ref in g.server_reports])
+        per_grad = [servers[j * k:(j + 1) * k] for j in range(len(grads))]
+        reports = [g.report for g in grads]
+        for g in grads:
+            self.compute_s[g.worker] = g.report.compute_s
+        samples = sum(r.num_samples for r in reports)
+        step_s = self.driver.tick()
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        self.driver.record(StepStats(
+            step=len(self.driver.state.history["loss_history"]),
+            loss=sum(r.loss * r.num_samples for r in reports) / samples,
+            learning_rate=servers[0].learning_rate,
+            grad_norm=math.sqrt(sum(s.grad_sq_norm for s in servers) / len(grads)),
+            samples_per_s=samples / step_s, step_s=step_s, compute_s=list(self.compute_s),
+            server_update_s=sum(max(s.update_s for s in shards) for shards in per_grad),
+            grad_bytes=sum(r.sent_bytes for r in reports),
+            param_bytes=self.driver.param_bytes * len(grads),
+            staleness=[g.staleness for g in grads],
+            steps_per_s=[(d - d0) / elapsed for d, d0 in zip(self.done, self.start_done)]),
+            [(g.worker, g.local_step) for g, shards in zip(grads, per_grad)
+             if all(s.received for s in shards)])
