@@ -148,3 +148,18 @@ def test_validate_config_and_defaults_are_public():
     optim.validate_config("adam", {"learning_rate": 1e-3, "m": None, "t": 3})
     with pytest.raises(ValueError, match="unknown update rule 'adagrad'"):
         optim.validate_config("adagrad", {})
+
+
+@pytest.mark.parametrize("rule", sorted(optim.RULES))
+def test_long_and_strided_arrays(rule):
+    # Long vectors are updated block by block; strided views in one pass, still in place.
+    rng = np.random.default_rng(4)
+    hp = {**EXPECTED_DEFAULTS[rule], "learning_rate": 0.05}
+    for w0 in (rng.standard_normal(2 * optim.BLOCK + 17), rng.standard_normal((6, 8))[:, ::2]):
+        grads = [rng.standard_normal(w0.shape) for _ in range(2)]
+        expected = reference_trajectory(rule, w0, grads, hp)
+        w, config = w0.copy() if w0.flags.c_contiguous else w0, {"learning_rate": 0.05}
+        for g in grads:
+            next_w, config = optim.RULES[rule](w, g, config)
+            assert next_w is w
+        assert np.allclose(w, expected[-1], rtol=1e-12, atol=1e-14)
