@@ -29,9 +29,10 @@ from pathlib import Path
 
 from distnet.errors import DistnetError
 
-# Never uploaded: outputs, caches and VCS data (gitignore syntax, as Ray's `excludes`).
-UPLOAD_EXCLUDES = (".git", "runs/", "checkpoints/", "data/", "test-artifacts/", ".hypothesis/",
-                   ".pytest_cache/", "__pycache__/", "*.egg-info/", "build/")
+# Never uploaded (gitignore syntax, on top of the directory's own .gitignore, which Ray
+# applies too): outputs, datasets and caches at the top, build and VCS leftovers anywhere.
+UPLOAD_EXCLUDES = ("/.git/", "/runs/", "/checkpoints/", "/data/", "/test-artifacts/", "/build/",
+                   "__pycache__/", ".hypothesis/", ".pytest_cache/", "*.egg-info/")
 TOKEN_HELP = ("get it on the head node with `ray get-auth-token` and pass it with --token, "
               "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")

@@ -46,6 +46,12 @@ def workdir(tmp_path):
     return tmp_path
 
 
+# A project directory's outputs and datasets stay home; code in packages named alike goes.
+LEFT_BEHIND = ["data/cifar10/train-0.arrow", "runs/old/events.out", "checkpoints/c.npz",
+               ".git/HEAD", "lib/__pycache__/m.pyc"]
+UPLOADED = ["jobs/submit_test.toml", "lib/data/reader.py", "lib/runs.py"]
+
+
 def submit(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "distnet", "submit", *args], cwd=workdir,
                           env=env, capture_output=True, text=True, timeout=300)
@@ -67,6 +73,9 @@ def wait_until_done(client: JobSubmissionClient, job_id: str) -> str:
 
 
 def test_submit_with_the_token_runs_distnet_train_on_the_uploaded_dir(cluster, client, workdir):
+    for name in LEFT_BEHIND + UPLOADED:
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / name).touch()
     result = submit(workdir, cluster.client_env(token=None), "jobs/submit_test.toml",
                     "--address", cluster.dashboard_url, "--token", cluster.token,
                     "--set", "train.workers=2", "--set", "optim.learning_rate=5e-3",
@@ -84,6 +93,10 @@ def test_submit_with_the_token_runs_distnet_train_on_the_uploaded_dir(cluster, c
                             env=documented, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and job_id in status.stdout + status.stderr
     wait_until_done(client, job_id)
+    # What the head unpacked for the job (raycluster.py: the head's Ray temp dir is n0/).
+    [unpacked] = (cluster.root / "n0").glob("session_latest/runtime_resources/working_dir_files/*/")
+    assert all((unpacked / name).is_file() for name in UPLOADED)
+    assert not any((unpacked / name).exists() for name in LEFT_BEHIND)
 
 
 def test_rays_own_submit_works_as_the_readme_says(cluster, client, workdir):
