@@ -1,8 +1,9 @@
 """Submit a job file to a running Ray cluster through the Ray Jobs API.
 
-Validates the job file here first, uploads the working directory (without runs/,
-checkpoints/, data/, .git), runs `distnet train JOB [--set ...]` on the cluster, prints the
-job id and follows its logs until the job ends (exit 0 if it succeeded, 1 if not).
+Validates the job file here first, uploads the working directory (without what its
+.gitignore lists, nor runs/, checkpoints/, data/, .git at its top), runs
+`distnet train JOB [--set ...]` on the cluster, prints the job id and follows its logs
+until the job ends (exit 0 if it succeeded, 1 if not).
 Status, logs and stop afterwards: `ray job status|logs|stop JOB_ID`.
 
 The cluster's token (Ray 2.60 token authentication) is taken from --token, else
