@@ -108,3 +108,14 @@ def test_fresh_run_refuses_an_earlier_runs_checkpoints_and_resume_checks_the_job
               resume=True)
     resumed = train(tiny_job(train={"max_steps": 4}), progress=False, resume=True)
     assert resumed.steps == 4 and len(resumed.loss_history) == 4
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(ray_session, tiny_job):
+    # A learning rate too small to move the validation accuracy: it never improves after
+    # the first epoch, so training stops after 1 + patience epochs, not 6.
+    job = tiny_job(optim={"update_rule": "sgd", "learning_rate": 1e-12},
+                   train={"num_epochs": 6, "early_stopping_patience": 2})
+    result = train(job, progress=False, overwrite=True)
+    assert len(result.val_acc_history) == 3
+    assert len(set(result.val_acc_history)) == 1
+    assert result.steps == 3 * (240 // 40) and result.epochs == 3
