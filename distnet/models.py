@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -64,7 +65,11 @@ class FullyConnectedNet:
         init_seed: int | None = None,
     ):
         hidden = [_positive_int(f"hidden_dims[{i}]", d) for i, d in enumerate(hidden_dims)]
-        dims = [_positive_int("input_dim", input_dim), *hidden, _positive_int("num_classes", num_classes)]
+        dims = [
+            _positive_int("input_dim", input_dim),
+            *hidden,
+            _positive_int("num_classes", num_classes),
+        ]
         if not 0 <= dropout < 1:
             raise InvalidInput(f"dropout must be in [0, 1), got {dropout!r}")
         if not (math.isfinite(weight_scale) and weight_scale >= 0):
@@ -79,14 +84,18 @@ class FullyConnectedNet:
         self.reg = reg
 
         shapes: dict[str, tuple[int, ...]] = {}
-        for i, (fan_in, fan_out) in enumerate(zip(dims, dims[1:]), start=1):
+        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(dims), start=1):
             shapes[f"W{i}"], shapes[f"b{i}"] = (fan_in, fan_out), (fan_out,)
             if self.use_batchnorm and i < self.num_layers:
                 shapes[f"gamma{i}"], shapes[f"beta{i}"] = (fan_out,), (fan_out,)
         self._params = FlatParams(shapes, self.dtype)
         rng = np.random.default_rng(init_seed) if init_seed is not None else None
-        for i, (fan_in, fan_out) in enumerate(zip(dims, dims[1:]), start=1):
-            noise = rng.standard_normal((fan_in, fan_out)) if rng is not None else np.random.randn(fan_in, fan_out)
+        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(dims), start=1):
+            noise = (
+                rng.standard_normal((fan_in, fan_out))
+                if rng is not None
+                else np.random.randn(fan_in, fan_out)
+            )
             self._params[f"W{i}"] = weight_scale * noise
             if f"gamma{i}" in self._params:
                 self._params[f"gamma{i}"][:] = 1
@@ -96,7 +105,11 @@ class FullyConnectedNet:
             self.dropout_param["seed"] = seed
         # Running statistics exist from the start, so the batchnorm state has a fixed size.
         self.bn_params: list[dict] = [
-            {"mode": "train", "running_mean": np.zeros(d, self.dtype), "running_var": np.ones(d, self.dtype)}
+            {
+                "mode": "train",
+                "running_mean": np.zeros(d, self.dtype),
+                "running_var": np.ones(d, self.dtype),
+            }
             for d in (hidden if self.use_batchnorm else [])
         ]
 
@@ -133,7 +146,11 @@ class FullyConnectedNet:
     def get_bn_state(self) -> np.ndarray:
         """Running mean then running variance of each batchnorm layer, as one vector."""
         parts = [bp[key] for bp in self.bn_params for key in ("running_mean", "running_var")]
-        return np.concatenate(parts).astype(self.dtype, copy=False) if parts else np.zeros(0, self.dtype)
+        return (
+            np.concatenate(parts).astype(self.dtype, copy=False)
+            if parts
+            else np.zeros(0, self.dtype)
+        )
 
     def set_bn_state(self, state) -> None:
         state = np.asarray(state)
@@ -184,8 +201,12 @@ class FullyConnectedNet:
         for i in range(1, L):
             if self.use_batchnorm:
                 h, cache = affine_bn_relu_forward(
-                    h, params[f"W{i}"], params[f"b{i}"], params[f"gamma{i}"],
-                    params[f"beta{i}"], self.bn_params[i - 1],
+                    h,
+                    params[f"W{i}"],
+                    params[f"b{i}"],
+                    params[f"gamma{i}"],
+                    params[f"beta{i}"],
+                    self.bn_params[i - 1],
                 )
             else:
                 h, cache = affine_relu_forward(h, params[f"W{i}"], params[f"b{i}"])
@@ -209,7 +230,9 @@ class FullyConnectedNet:
                 dh = dropout_backward(dh, drop_cache)
             out = (grads[f"W{i}"], grads[f"b{i}"])
             if self.use_batchnorm:
-                dh, _, _, dgamma, dbeta = affine_bn_relu_backward(dh, cache, input_grad=i > 1, out=out)
+                dh, _, _, dgamma, dbeta = affine_bn_relu_backward(
+                    dh, cache, input_grad=i > 1, out=out
+                )
                 grads[f"gamma{i}"], grads[f"beta{i}"] = dgamma, dbeta
             else:
                 dh, _, _ = affine_relu_backward(dh, cache, input_grad=i > 1, out=out)
@@ -243,6 +266,11 @@ class TwoLayerNet(FullyConnectedNet):
         init_seed: int | None = None,
     ):
         super().__init__(
-            [hidden_dim], input_dim=input_dim, num_classes=num_classes,
-            weight_scale=weight_scale, reg=reg, dtype=dtype, init_seed=init_seed,
+            [hidden_dim],
+            input_dim=input_dim,
+            num_classes=num_classes,
+            weight_scale=weight_scale,
+            reg=reg,
+            dtype=dtype,
+            init_seed=init_seed,
         )

@@ -36,7 +36,13 @@ DEFAULTS: dict[str, dict[str, float]] = {
     "rmsprop": {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8},
     "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
     # PyTorch's AdamW defaults.
-    "adamw": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 1e-2},
+    "adamw": {
+        "learning_rate": 1e-3,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "epsilon": 1e-8,
+        "weight_decay": 1e-2,
+    },
 }
 STATE: dict[str, tuple[str, ...]] = {
     "sgd": (),

@@ -29,19 +29,19 @@ class DivergedError(DistnetError, FloatingPointError):
     """The loss became NaN or infinite: training stops instead of continuing on garbage."""
 
 
-_DEFAULTS = dict(
-    update_rule="sgd",
-    optim_config=None,
-    lr_decay=1.0,
-    batch_size=100,
-    num_epochs=10,
-    num_train_samples=1000,
-    num_val_samples=None,
-    checkpoint_name=None,
-    print_every=10,
-    verbose=True,
-    seed=None,
-)
+_DEFAULTS = {
+    "update_rule": "sgd",
+    "optim_config": None,
+    "lr_decay": 1.0,
+    "batch_size": 100,
+    "num_epochs": 10,
+    "num_train_samples": 1000,
+    "num_val_samples": None,
+    "checkpoint_name": None,
+    "print_every": 10,
+    "verbose": True,
+    "seed": None,
+}
 
 
 class Solver:
@@ -174,13 +174,18 @@ class Solver:
             self.model.params = self.best_params
 
     def _record_accuracies(self) -> None:
-        train_acc = self.check_accuracy(self.X_train, self.y_train, num_samples=self.num_train_samples)
+        train_acc = self.check_accuracy(
+            self.X_train, self.y_train, num_samples=self.num_train_samples
+        )
         val_acc = self.check_accuracy(self.X_val, self.y_val, num_samples=self.num_val_samples)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
         self._save_checkpoint()
         if self.verbose:
-            print(f"(Epoch {self.epoch} / {self.num_epochs}) train acc: {train_acc:f}; val_acc: {val_acc:f}")
+            print(
+                f"(Epoch {self.epoch} / {self.num_epochs}) "
+                f"train acc: {train_acc:f}; val_acc: {val_acc:f}"
+            )
         if val_acc > self.best_val_acc or not self.best_params:
             self.best_val_acc = val_acc
             params = self.model.params

@@ -38,16 +38,26 @@ def test_rel_error():
 
 
 def distnet(*args):
-    return subprocess.run([sys.executable, "-m", "distnet", "gradcheck", *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "distnet", "gradcheck", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
-@pytest.mark.parametrize("args, names", [
-    (["--hidden-dims", "12,8"], ["W1", "b1", "W2", "b2", "W3", "b3"]),
-    (["--hidden-dims", "10", "--batchnorm", "--dropout", "0.3", "--reg", "0.5"],
-     ["W1", "b1", "gamma1", "beta1", "W2", "b2"]),
-    (["--hidden-dims", ""], ["W1", "b1"]),
-])
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--hidden-dims", "12,8"], ["W1", "b1", "W2", "b2", "W3", "b3"]),
+        (
+            ["--hidden-dims", "10", "--batchnorm", "--dropout", "0.3", "--reg", "0.5"],
+            ["W1", "b1", "gamma1", "beta1", "W2", "b2"],
+        ),
+        (["--hidden-dims", ""], ["W1", "b1"]),
+    ],
+)
 def test_gradcheck_passes_and_prints_each_parameter(args, names):
     result = distnet(*args, "--input-dim", "6")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -63,11 +73,14 @@ def test_gradcheck_exits_1_above_the_threshold():
     assert "FAIL" in result.stdout and "above threshold 1e-30 on 3 seeds" in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--dropout", "1.5"], "distnet: error: dropout must be in [0, 1), got 1.5"),
-    (["--batch-size", "1"], "distnet: error: need --batch-size >= 2"),
-    (["no/such/job.toml"], "distnet: error: "),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dropout", "1.5"], "distnet: error: dropout must be in [0, 1), got 1.5"),
+        (["--batch-size", "1"], "distnet: error: need --batch-size >= 2"),
+        (["no/such/job.toml"], "distnet: error: "),
+    ],
+)
 def test_bad_values_give_a_one_line_error(args, message):
     result = distnet("--hidden-dims", "4", *args)
     assert result.returncode == 2

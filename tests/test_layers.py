@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from distnet.gradcheck import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
+from distnet.gradcheck import (
+    eval_numerical_gradient,
+    eval_numerical_gradient_array,
+    rel_error,
+)
 from distnet.layer_utils import (
     affine_bn_relu_backward,
     affine_bn_relu_forward,
@@ -39,7 +43,11 @@ def away_from_zero(rng, shape):
 
 
 def test_affine_forward_flattens_trailing_dims(rng):
-    x, w, b = rng.standard_normal((4, 2, 3, 5)), rng.standard_normal((30, 6)), rng.standard_normal(6)
+    x, w, b = (
+        rng.standard_normal((4, 2, 3, 5)),
+        rng.standard_normal((30, 6)),
+        rng.standard_normal(6),
+    )
     out, _ = affine_forward(x, w, b)
     expected = np.einsum("nd,dm->nm", x.reshape(4, 30), w) + b
     assert out.shape == (4, 6)
@@ -99,8 +107,13 @@ def test_batchnorm_running_statistics_follow_momentum_and_drive_test_mode(rng):
     x = 5 + 3 * rng.standard_normal((50, 3))
     gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
     mean0, var0 = rng.standard_normal(3), rng.uniform(1, 2, 3)
-    bn_param = {"mode": "train", "momentum": 0.8, "eps": 1e-3,
-                "running_mean": mean0.copy(), "running_var": var0.copy()}
+    bn_param = {
+        "mode": "train",
+        "momentum": 0.8,
+        "eps": 1e-3,
+        "running_mean": mean0.copy(),
+        "running_var": var0.copy(),
+    }
     batchnorm_forward(x, gamma, beta, bn_param)
     mu, var = x.sum(axis=0) / 50, ((x - x.sum(axis=0) / 50) ** 2).sum(axis=0) / 50
     assert rel_error(bn_param["running_mean"], 0.8 * mean0 + 0.2 * mu) < 1e-12
@@ -108,7 +121,9 @@ def test_batchnorm_running_statistics_follow_momentum_and_drive_test_mode(rng):
 
     bn_param["mode"] = "test"
     out, _ = batchnorm_forward(x, gamma, beta, bn_param)
-    expected = gamma * (x - bn_param["running_mean"]) / np.sqrt(bn_param["running_var"] + 1e-3) + beta
+    expected = (
+        gamma * (x - bn_param["running_mean"]) / np.sqrt(bn_param["running_var"] + 1e-3) + beta
+    )
     assert rel_error(out, expected) < 1e-12
 
 
@@ -124,7 +139,9 @@ def test_batchnorm_backward_matches_numerical_gradient(rng):
     dx_num = eval_numerical_gradient_array(lambda x: forward(x, gamma, beta), x, dout)
     dg_num = eval_numerical_gradient_array(lambda g: forward(x, g, beta), gamma, dout)
     db_num = eval_numerical_gradient_array(lambda b: forward(x, gamma, b), beta, dout)
-    dx, dgamma, dbeta = batchnorm_backward(dout, batchnorm_forward(x, gamma, beta, {"mode": "train"})[1])
+    dx, dgamma, dbeta = batchnorm_backward(
+        dout, batchnorm_forward(x, gamma, beta, {"mode": "train"})[1]
+    )
     assert rel_error(dx, dx_num) < 1e-6
     assert rel_error(dgamma, dg_num) < 1e-8
     assert rel_error(dbeta, db_num) < 1e-8
@@ -186,12 +203,16 @@ def reference_softmax_loss(x, y):
 
 def reference_svm_loss(x, y):
     return sum(
-        max(0.0, x[i, j] - x[i, y[i]] + 1) for i in range(len(y)) for j in range(x.shape[1]) if j != y[i]
+        max(0.0, x[i, j] - x[i, y[i]] + 1)
+        for i in range(len(y))
+        for j in range(x.shape[1])
+        if j != y[i]
     ) / len(y)
 
 
-@pytest.mark.parametrize("loss_fn, reference", [(softmax_loss, reference_softmax_loss),
-                                                (svm_loss, reference_svm_loss)])
+@pytest.mark.parametrize(
+    "loss_fn, reference", [(softmax_loss, reference_softmax_loss), (svm_loss, reference_svm_loss)]
+)
 def test_losses_match_reference_and_numerical_gradient(rng, loss_fn, reference):
     x, y = rng.standard_normal((20, 7)), rng.integers(7, size=20)
     loss, dx = loss_fn(x, y)
@@ -215,12 +236,15 @@ def test_softmax_is_stable_for_huge_scores(rng):
 
 
 @pytest.mark.parametrize("loss_fn", [softmax_loss, svm_loss])
-@pytest.mark.parametrize("y, message", [
-    ([0, 1, 10], "label 10 is out of range"),
-    ([0, -1, 2], "label -1 is out of range"),
-    ([0.0, 1.0, 2.0], "integers"),
-    ([0, 1], "shape"),
-])
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        ([0, 1, 10], "label 10 is out of range"),
+        ([0, -1, 2], "label -1 is out of range"),
+        ([0.0, 1.0, 2.0], "integers"),
+        ([0, 1], "shape"),
+    ],
+)
 def test_losses_reject_bad_labels(loss_fn, y, message):
     with pytest.raises(ValueError, match=message):
         loss_fn(np.zeros((3, 10)), np.array(y))
@@ -273,7 +297,15 @@ def test_float32_stays_float32_through_every_layer(rng):
     d, c2 = dropout_forward(h, {"mode": "train", "p": np.float64(0.5), "seed": 0})
     loss, dd = softmax_loss(d, rng.integers(5, size=8))
     grads = affine_bn_relu_backward(dropout_backward(dd, c2), c1)
-    arrays = [h, d, dd, *grads, bn_param["running_mean"], bn_param["running_var"],
-              svm_loss(d, np.zeros(8, int))[1], relu_backward(x, relu_forward(x)[1])]
+    arrays = [
+        h,
+        d,
+        dd,
+        *grads,
+        bn_param["running_mean"],
+        bn_param["running_var"],
+        svm_loss(d, np.zeros(8, int))[1],
+        relu_backward(x, relu_forward(x)[1]),
+    ]
     assert all(a.dtype == f32 for a in arrays), [a.dtype for a in arrays]
     assert isinstance(loss, float)

@@ -19,8 +19,14 @@ def batch(seed=0, n=N, d=D):
 
 
 def fc(hidden=(10, 7), **kwargs):
-    kwargs = {"input_dim": D, "num_classes": C, "weight_scale": 0.3, "dtype": np.float64,
-              "init_seed": 0, **kwargs}
+    kwargs = {
+        "input_dim": D,
+        "num_classes": C,
+        "weight_scale": 0.3,
+        "dtype": np.float64,
+        "init_seed": 0,
+        **kwargs,
+    }
     return FullyConnectedNet(list(hidden), **kwargs)
 
 
@@ -34,15 +40,23 @@ def test_fully_connected_net_gradients(batchnorm, dropout, reg):
     model = fc(use_batchnorm=batchnorm, dropout=dropout, reg=reg, seed=123)
     errors = check_model_gradients(model, *batch())
     expected = {"W1", "b1", "W2", "b2", "W3", "b3"} | (
-        {"gamma1", "beta1", "gamma2", "beta2"} if batchnorm else set())
+        {"gamma1", "beta1", "gamma2", "beta2"} if batchnorm else set()
+    )
     assert set(errors) == expected
     assert max(errors.values()) < (1e-5 if batchnorm or dropout else 1e-6), errors
 
 
 @pytest.mark.parametrize("reg", [0.0, 0.5])
 def test_two_layer_net_gradients(reg):
-    model = TwoLayerNet(input_dim=D, hidden_dim=12, num_classes=C, weight_scale=0.3, reg=reg,
-                        dtype=np.float64, init_seed=1)
+    model = TwoLayerNet(
+        input_dim=D,
+        hidden_dim=12,
+        num_classes=C,
+        weight_scale=0.3,
+        reg=reg,
+        dtype=np.float64,
+        init_seed=1,
+    )
     errors = check_model_gradients(model, *batch(1))
     assert set(errors) == {"W1", "b1", "W2", "b2"}
     assert max(errors.values()) < 1e-6, errors
@@ -93,7 +107,9 @@ def test_scores_match_an_independent_forward_pass():
     p = model.params
     h = X
     for i in (1, 2):  # test mode: batchnorm with the initial running stats (0 mean, 1 var)
-        h = np.maximum((h @ p[f"W{i}"] + p[f"b{i}"]) / np.sqrt(1 + 1e-5) * p[f"gamma{i}"] + p[f"beta{i}"], 0)
+        h = np.maximum(
+            (h @ p[f"W{i}"] + p[f"b{i}"]) / np.sqrt(1 + 1e-5) * p[f"gamma{i}"] + p[f"beta{i}"], 0
+        )
     assert rel_error(model.loss(X), h @ p["W3"] + p["b3"]) < 1e-12
 
 
@@ -126,7 +142,9 @@ def test_batchnorm_state_round_trip_and_use():
     model = fc(use_batchnorm=True)
     state = model.get_bn_state()
     assert state.shape == (2 * (10 + 7),) and state.dtype == np.float64
-    assert np.array_equal(state, np.concatenate([np.zeros(10), np.ones(10), np.zeros(7), np.ones(7)]))
+    assert np.array_equal(
+        state, np.concatenate([np.zeros(10), np.ones(10), np.zeros(7), np.ones(7)])
+    )
     X, y = batch(7)
     scores = model.loss(X)
     model.loss(X + 3, y)  # a train step moves the running statistics
@@ -148,27 +166,37 @@ def test_images_and_flat_rows_give_the_same_scores():
     assert np.array_equal(model.loss(images), model.loss(images.reshape(3, -1)))
 
 
-@pytest.mark.parametrize("X", [np.zeros((4, 9)), np.zeros((4, 2, 3)), np.zeros(8), np.zeros((4, 4, 4))])
+@pytest.mark.parametrize(
+    "X", [np.zeros((4, 9)), np.zeros((4, 2, 3)), np.zeros(8), np.zeros((4, 4, 4))]
+)
 def test_wrong_input_shape_is_a_clear_error(X):
     with pytest.raises(ValueError, match=r"X has shape .* takes \(N, 8\)"):
         fc().loss(X)
 
 
-@pytest.mark.parametrize("y, message", [(np.array([0, 1, 2, 3, 4, 10]), "label 10 is out of range"),
-                                        (np.array([0, -1, 2, 3, 4, 5]), "label -1"),
-                                        (np.array([0, 1, 2]), "shape")])
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        (np.array([0, 1, 2, 3, 4, 10]), "label 10 is out of range"),
+        (np.array([0, -1, 2, 3, 4, 5]), "label -1"),
+        (np.array([0, 1, 2]), "shape"),
+    ],
+)
 def test_bad_labels_are_a_clear_error(y, message):
     with pytest.raises(DistnetError, match=message):
         fc().loss(batch()[0], y)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"reg": -0.1}, "reg must be a non-negative"),
-    ({"dropout": 1.0}, "dropout"),
-    ({"hidden": (10, 0)}, r"hidden_dims\[1\]"),
-    ({"dtype": np.int32}, "float32 or float64"),
-    ({"weight_scale": -1.0}, "weight_scale"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"reg": -0.1}, "reg must be a non-negative"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"hidden": (10, 0)}, r"hidden_dims\[1\]"),
+        ({"dtype": np.int32}, "float32 or float64"),
+        ({"weight_scale": -1.0}, "weight_scale"),
+    ],
+)
 def test_bad_hyperparameters_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         fc(**kwargs)
@@ -182,7 +210,12 @@ def test_bad_hyperparameters_are_rejected(kwargs, message):
 def test_init_follows_the_assignment():
     model = TwoLayerNet(input_dim=400, hidden_dim=300, weight_scale=1e-3, init_seed=4)
     p = model.params
-    assert {k: p[k].shape for k in p} == {"W1": (400, 300), "b1": (300,), "W2": (300, 10), "b2": (10,)}
+    assert {k: p[k].shape for k in p} == {
+        "W1": (400, 300),
+        "b1": (300,),
+        "W2": (300, 10),
+        "b2": (10,),
+    }
     assert abs(p["W1"].std() - 1e-3) < 5e-5 and abs(p["W1"].mean()) < 1e-5
     assert np.all(p["b1"] == 0) and np.all(p["b2"] == 0)
     again = TwoLayerNet(input_dim=400, hidden_dim=300, weight_scale=1e-3, init_seed=4)
@@ -192,7 +225,9 @@ def test_init_follows_the_assignment():
 
 
 def test_float32_stays_float32():
-    model = FullyConnectedNet([16, 8], input_dim=D, use_batchnorm=True, dropout=0.2, reg=np.float64(0.1), seed=0)
+    model = FullyConnectedNet(
+        [16, 8], input_dim=D, use_batchnorm=True, dropout=0.2, reg=np.float64(0.1), seed=0
+    )
     X, y = batch(9)
     loss, grads = model.loss(X, y)  # float64 X is converted once, at the input
     assert model.loss(X).dtype == np.float32 and grads.vector.dtype == np.float32

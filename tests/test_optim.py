@@ -28,7 +28,11 @@ def reference_trajectory(rule, w, grads, hp):
             v = hp["beta2"] * state.get("v", 0) + (1 - hp["beta2"]) * g**2
             m_hat, v_hat = m / (1 - hp["beta1"] ** t), v / (1 - hp["beta2"] ** t)
             decay = lr * hp.get("weight_decay", 0) * w
-            w, state["m"], state["v"] = w - decay - lr * m_hat / (np.sqrt(v_hat) + hp["epsilon"]), m, v
+            w, state["m"], state["v"] = (
+                w - decay - lr * m_hat / (np.sqrt(v_hat) + hp["epsilon"]),
+                m,
+                v,
+            )
         out.append(w)
     return out
 
@@ -51,8 +55,13 @@ EXPECTED_DEFAULTS = {
     "sgd_nesterov": {"learning_rate": 1e-2, "momentum": 0.9},
     "rmsprop": {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8},
     "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
-    "adamw": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8,
-              "weight_decay": 1e-2},
+    "adamw": {
+        "learning_rate": 1e-3,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "epsilon": 1e-8,
+        "weight_decay": 1e-2,
+    },
 }
 
 
@@ -66,7 +75,10 @@ def test_rule_matches_reference_trajectory(rule, settings):
     for g, want in zip(grads, expected):
         w, config = optim.RULES[rule](w, g, config)
         assert np.allclose(w, want, rtol=1e-12, atol=1e-14)
-    assert {k: config[k] for k in EXPECTED_DEFAULTS[rule]} == {**EXPECTED_DEFAULTS[rule], **settings}
+    assert {k: config[k] for k in EXPECTED_DEFAULTS[rule]} == {
+        **EXPECTED_DEFAULTS[rule],
+        **settings,
+    }
 
 
 @pytest.mark.parametrize("rule, settings", CASES)
@@ -113,7 +125,9 @@ def test_whole_vector_update_equals_per_parameter_updates(rule):
     flat, flat_config = np.concatenate([p.ravel() for p in parts]), {"learning_rate": 0.05}
     configs = [{"learning_rate": 0.05} for _ in parts]
     for step in grads:
-        flat, flat_config = optim.RULES[rule](flat, np.concatenate([g.ravel() for g in step]), flat_config)
+        flat, flat_config = optim.RULES[rule](
+            flat, np.concatenate([g.ravel() for g in step]), flat_config
+        )
         for i, g in enumerate(step):
             parts[i], configs[i] = optim.RULES[rule](parts[i], g, configs[i])
     assert np.allclose(flat, np.concatenate([p.ravel() for p in parts]), rtol=1e-14, atol=0)
@@ -129,15 +143,18 @@ def test_rules_update_in_place_but_never_touch_dw_or_read_only_weights():
     assert next_w is not frozen and np.all(frozen == 1) and np.all(next_w < 1)
 
 
-@pytest.mark.parametrize("rule, config, message", [
-    ("sgd", {"learning_rate": -1e-3}, "learning_rate must be non-negative"),
-    ("adam", {"learning_rate": float("nan")}, "learning_rate"),
-    ("sgd_momentum", {"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
-    ("adam", {"beta2": -0.1}, "beta2"),
-    ("rmsprop", {"learning_rate": "fast"}, "must be a number"),
-    ("sgd", {"momentum": 0.9}, "unknown sgd setting"),
-    ("adam", {"learnig_rate": 1e-3}, "learnig_rate"),
-])
+@pytest.mark.parametrize(
+    "rule, config, message",
+    [
+        ("sgd", {"learning_rate": -1e-3}, "learning_rate must be non-negative"),
+        ("adam", {"learning_rate": float("nan")}, "learning_rate"),
+        ("sgd_momentum", {"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+        ("adam", {"beta2": -0.1}, "beta2"),
+        ("rmsprop", {"learning_rate": "fast"}, "must be a number"),
+        ("sgd", {"momentum": 0.9}, "unknown sgd setting"),
+        ("adam", {"learnig_rate": 1e-3}, "learnig_rate"),
+    ],
+)
 def test_bad_settings_are_rejected(rule, config, message):
     with pytest.raises(ValueError, match=message):
         optim.RULES[rule](np.zeros(2), np.zeros(2), config)

@@ -29,7 +29,11 @@ def flat():
 def test_layout_is_contiguous_in_insertion_order(flat):
     assert list(flat) == ["W1", "b1", "W2", "b2"]
     assert [tuple(s) for s in flat.layout] == [
-        ("W1", (3, 4), 0, 12), ("b1", (4,), 12, 4), ("W2", (4, 2), 16, 8), ("b2", (2,), 24, 2)]
+        ("W1", (3, 4), 0, 12),
+        ("b1", (4,), 12, 4),
+        ("W2", (4, 2), 16, 8),
+        ("b2", (2,), 24, 2),
+    ]
     assert flat.vector.shape == (26,) and flat.vector.dtype == np.float32
     for name, shape, offset, size in flat.layout:
         assert flat[name].shape == shape and shares(flat[name], flat)
@@ -114,8 +118,10 @@ def test_gradient_vector_has_the_params_layout():
         assert shares(grads[name], grads)
 
 
-@given(st.lists(st.lists(st.integers(0, 4), max_size=3), min_size=1, max_size=6),
-       st.sampled_from([np.float32, np.float64]))
+@given(
+    st.lists(st.lists(st.integers(0, 4), max_size=3), min_size=1, max_size=6),
+    st.sampled_from([np.float32, np.float64]),
+)
 def test_views_partition_the_vector(shapes, dtype):
     flat = FlatParams({f"p{i}": tuple(s) for i, s in enumerate(shapes)}, dtype)
     v = np.arange(flat.vector.size, dtype=dtype)

@@ -12,7 +12,12 @@ def small_data(n_train=50, n_val=20, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n_train + n_val, 3, 4, 4)).astype(np.float32)
     y = rng.integers(10, size=n_train + n_val)
-    return {"X_train": X[:n_train], "y_train": y[:n_train], "X_val": X[n_train:], "y_val": y[n_train:]}
+    return {
+        "X_train": X[:n_train],
+        "y_train": y[:n_train],
+        "X_val": X[n_train:],
+        "y_val": y[n_train:],
+    }
 
 
 def net(**kwargs):
@@ -21,8 +26,16 @@ def net(**kwargs):
 
 def test_small_net_overfits_50_samples():
     data = small_data()
-    solver = Solver(net(), data, update_rule="adam", optim_config={"learning_rate": 1e-2},
-                    num_epochs=20, batch_size=25, verbose=False, seed=0)
+    solver = Solver(
+        net(),
+        data,
+        update_rule="adam",
+        optim_config={"learning_rate": 1e-2},
+        num_epochs=20,
+        batch_size=25,
+        verbose=False,
+        seed=0,
+    )
     solver.train()
     assert solver.train_acc_history[-1] == 1.0
     assert solver.loss_history[-1] < 0.1 * solver.loss_history[0]
@@ -42,8 +55,17 @@ def test_histories_have_the_assignment_lengths():
 def test_best_parameters_are_restored_at_the_end():
     data = small_data()
     model = net()
-    solver = Solver(model, data, update_rule="sgd_momentum", optim_config={"learning_rate": 5e-2},
-                    num_epochs=8, batch_size=10, num_val_samples=None, verbose=False, seed=1)
+    solver = Solver(
+        model,
+        data,
+        update_rule="sgd_momentum",
+        optim_config={"learning_rate": 5e-2},
+        num_epochs=8,
+        batch_size=10,
+        num_val_samples=None,
+        verbose=False,
+        seed=1,
+    )
     solver.train()
     assert solver.best_val_acc == max(solver.val_acc_history)
     assert np.array_equal(model.params.vector, solver.best_params.vector)
@@ -64,8 +86,17 @@ def test_lr_decay_and_custom_update_rule():
         calls.append(config["learning_rate"])
         return optim.sgd(w, dw, config)
 
-    solver = Solver(net(), small_data(), update_rule=halving_sgd, optim_config={"learning_rate": 0.1},
-                    lr_decay=0.5, num_epochs=3, batch_size=25, verbose=False, seed=0)
+    solver = Solver(
+        net(),
+        small_data(),
+        update_rule=halving_sgd,
+        optim_config={"learning_rate": 0.1},
+        lr_decay=0.5,
+        num_epochs=3,
+        batch_size=25,
+        verbose=False,
+        seed=0,
+    )
     solver.train()
     per_step = calls[:: len(solver.optim_configs)]  # one call per parameter per step
     assert per_step == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
@@ -84,8 +115,15 @@ def test_seed_makes_training_reproducible():
 
 def test_nan_loss_stops_training_naming_the_iteration():
     model = TwoLayerNet(input_dim=48, hidden_dim=20, weight_scale=1.0, init_seed=0)
-    solver = Solver(model, small_data(), optim_config={"learning_rate": 1e30}, num_epochs=5,
-                    batch_size=10, verbose=False, seed=0)
+    solver = Solver(
+        model,
+        small_data(),
+        optim_config={"learning_rate": 1e30},
+        num_epochs=5,
+        batch_size=10,
+        verbose=False,
+        seed=0,
+    )
     with pytest.raises(DivergedError) as info, np.errstate(over="ignore", invalid="ignore"):
         solver.train()
     step = len(solver.loss_history) + 1  # the first step whose loss was not finite
@@ -97,12 +135,22 @@ def test_nan_loss_stops_training_naming_the_iteration():
 def test_checkpoints_are_npz_without_pickle(tmp_path):
     data = small_data()
     model = net()
-    solver = Solver(model, data, num_epochs=2, batch_size=25, verbose=False, seed=0,
-                    checkpoint_name=str(tmp_path / "run"))
+    solver = Solver(
+        model,
+        data,
+        num_epochs=2,
+        batch_size=25,
+        verbose=False,
+        seed=0,
+        checkpoint_name=str(tmp_path / "run"),
+    )
     solver.train()
     # Saved after the first iteration (epoch 0) and at the end of each epoch.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "run_epoch_0.npz", "run_epoch_1.npz", "run_epoch_2.npz"]
+        "run_epoch_0.npz",
+        "run_epoch_1.npz",
+        "run_epoch_2.npz",
+    ]
     with np.load(tmp_path / "run_epoch_2.npz", allow_pickle=False) as saved:
         assert str(saved["update_rule"]) == "sgd" and int(saved["epoch"]) == 2
         assert np.array_equal(saved["loss_history"], solver.loss_history)
@@ -110,15 +158,18 @@ def test_checkpoints_are_npz_without_pickle(tmp_path):
         assert set(saved.files) >= {f"params/{name}" for name in model.params}
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"learning_rat": 1e-3}, "Unrecognized arguments learning_rat"),
-    ({"update_rule": "adagrad"}, 'Invalid update_rule "adagrad"'),
-    ({"optim_config": {"learning_rate": -1.0}}, "learning_rate must be non-negative"),
-    ({"optim_config": {"momentum": 0.9}}, "unknown sgd setting"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"num_epochs": 2.5}, "num_epochs"),
-    ({"lr_decay": 0}, "lr_decay"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"learning_rat": 1e-3}, "Unrecognized arguments learning_rat"),
+        ({"update_rule": "adagrad"}, 'Invalid update_rule "adagrad"'),
+        ({"optim_config": {"learning_rate": -1.0}}, "learning_rate must be non-negative"),
+        ({"optim_config": {"momentum": 0.9}}, "unknown sgd setting"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"num_epochs": 2.5}, "num_epochs"),
+        ({"lr_decay": 0}, "lr_decay"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Solver(net(), small_data(), **kwargs)

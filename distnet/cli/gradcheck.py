@@ -26,32 +26,56 @@ def _dims(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "gradcheck", help="check a network's gradients numerically", description=__doc__,
+        "gradcheck",
+        help="check a network's gradients numerically",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("job", nargs="?", help="job file (TOML): check the network of its [model]")
-    parser.add_argument("--hidden-dims", type=_dims, default=[100, 50], metavar="H1,H2,...",
-                        help="hidden layer sizes (default 100,50; '' for a linear classifier)")
-    parser.add_argument("--batchnorm", action="store_true", help="batchnorm after each hidden affine")
+    parser.add_argument(
+        "--hidden-dims",
+        type=_dims,
+        default=[100, 50],
+        metavar="H1,H2,...",
+        help="hidden layer sizes (default 100,50; '' for a linear classifier)",
+    )
+    parser.add_argument(
+        "--batchnorm", action="store_true", help="batchnorm after each hidden affine"
+    )
     parser.add_argument("--dropout", type=float, default=0.0, metavar="P", help="drop probability")
     parser.add_argument("--reg", type=float, default=0.0, metavar="R", help="L2 regularization")
-    parser.add_argument("--weight-scale", type=float, default=None, metavar="S",
-                        help="std of the initial weights (default 0.2, or the job's)")
+    parser.add_argument(
+        "--weight-scale",
+        type=float,
+        default=None,
+        metavar="S",
+        help="std of the initial weights (default 0.2, or the job's)",
+    )
     parser.add_argument("--input-dim", type=int, default=15, metavar="D")
     parser.add_argument("--num-classes", type=int, default=10, metavar="C")
     parser.add_argument("--batch-size", type=int, default=5, metavar="N")
-    parser.add_argument("--max-checks", type=int, default=200, metavar="K",
-                        help="entries checked per parameter, drawn at random when it has more "
-                             "(default 200)")
+    parser.add_argument(
+        "--max-checks",
+        type=int,
+        default=200,
+        metavar="K",
+        help="entries checked per parameter, drawn at random when it has more (default 200)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch and dropout")
-    parser.add_argument("--threshold", type=float, default=None, metavar="T",
-                        help="largest acceptable relative error (default 1e-6; 1e-5 with "
-                             "batchnorm or dropout)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="largest acceptable relative error (default 1e-6; 1e-5 with batchnorm or dropout)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -62,10 +86,16 @@ def _build_model(args, seed: int):
 
     if args.job is None:
         return FullyConnectedNet(
-            args.hidden_dims, input_dim=args.input_dim, num_classes=args.num_classes,
-            dropout=args.dropout, use_batchnorm=args.batchnorm, reg=args.reg,
+            args.hidden_dims,
+            input_dim=args.input_dim,
+            num_classes=args.num_classes,
+            dropout=args.dropout,
+            use_batchnorm=args.batchnorm,
+            reg=args.reg,
             weight_scale=0.2 if args.weight_scale is None else args.weight_scale,
-            dtype=np.float64, seed=seed, init_seed=seed,
+            dtype=np.float64,
+            seed=seed,
+            init_seed=seed,
         )
     try:
         from distnet.config import build_model, load_job
@@ -96,7 +126,8 @@ def _check(args, seed: int):
 def run(args) -> int:
     if args.batch_size < 2 or args.input_dim < 1 or args.num_classes < 2 or args.max_checks < 1:
         raise DistnetError(
-            "need --batch-size >= 2, --input-dim >= 1, --num-classes >= 2 and --max-checks >= 1")
+            "need --batch-size >= 2, --input-dim >= 1, --num-classes >= 2 and --max-checks >= 1"
+        )
     model, errors = _check(args, args.seed)
     threshold = args.threshold
     if threshold is None:
@@ -108,7 +139,10 @@ def run(args) -> int:
     )
     width = max(len(name) for name in errors)
     for name, error in errors.items():
-        print(f"{name:<{width}}  max relative error {error:.2e}  {'ok' if error <= threshold else 'FAIL'}")
+        print(
+            f"{name:<{width}}  max relative error {error:.2e}  "
+            f"{'ok' if error <= threshold else 'FAIL'}"
+        )
 
     failed = [name for name, error in errors.items() if not error <= threshold]
     for seed in range(args.seed + 1, args.seed + 1 + RETRIES):
