@@ -104,7 +104,8 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
-            check = subprocess.run(healthcheck_argv(service), env=self.env, capture_output=True)
+            check = subprocess.run(healthcheck_argv(service), env=self.env, capture_output=True,
+                                   check=False)
             if check.returncode == 0 and ready():
                 return
             time.sleep(1)

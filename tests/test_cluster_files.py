@@ -18,8 +18,13 @@ import pytest
 import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
-
-from raycluster import COMPOSE_BINARY, COMPOSE_FILE, REPO, compose_services, container_argv
+from raycluster import (
+    COMPOSE_BINARY,
+    COMPOSE_FILE,
+    REPO,
+    compose_services,
+    container_argv,
+)
 
 CLUSTER = REPO / "cluster"
 KUBERNETES_VERSION = "1.37"
@@ -32,7 +37,7 @@ def compose(*args: str, token: str | None = "t0ken",
     if token is not None:
         env["RAY_AUTH_TOKEN"] = token
     return subprocess.run([COMPOSE_BINARY, "-f", file, *args], env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
 
 
 # --- docker-compose.yml -------------------------------------------------------------------
@@ -106,11 +111,11 @@ def expand(argv: list[str]) -> str:
 
 def test_dockerfile_pins_python_and_the_ray_of_pyproject():
     dockerfile = (CLUSTER / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.MULTILINE)
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert f"ray[default]=={ray.__version__}" in deps
     assert f"ray.__version__ == '{ray.__version__}'" in dockerfile
-    for source in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
+    for source in re.findall(r"^COPY (.+) \S+$", dockerfile, re.MULTILINE):
         for path in source.split():
             assert (REPO / path).exists(), path
 

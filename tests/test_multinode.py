@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ray.job_submission import JobSubmissionClient
-from tensorboardX import SummaryWriter
-
 from browser import ARTIFACTS, CHROMIUM, polylines, render_page
 from datagen import make_prepared_dataset
-from distnet.checkpoint import latest_checkpoint, load_checkpoint
+from ray.job_submission import JobSubmissionClient
 from raycluster import ray_cluster, tensorboard
+from tensorboardX import SummaryWriter
+
+from distnet.checkpoint import latest_checkpoint, load_checkpoint
 
 # Slow enough (worker 0 waits 0.2 s per step, 60 steps) to lose a node in the middle of it;
 # the wait changes no number.

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from ray.job_submission import JobSubmissionClient
+from raycluster import free_port, ray_cluster
 
 from distnet.errors import DistnetError
 from distnet.submit import entrypoint, find_token
-from raycluster import free_port, ray_cluster
 
 # Valid here; on the cluster it fails at once (no dataset, no tarball to prepare it from).
 JOB = """\
@@ -54,7 +54,7 @@ UPLOADED = ["jobs/submit_test.toml", "lib/data/reader.py", "lib/runs.py"]
 
 def submit(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "distnet", "submit", *args], cwd=workdir,
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -90,7 +90,8 @@ def test_submit_with_the_token_runs_distnet_train_on_the_uploaded_dir(cluster, c
     # Ray's own CLI reaches the same job with the environment cluster/README.md documents.
     documented = cluster.client_env() | {"RAY_AUTH_MODE": "token"}
     status = subprocess.run(["ray", "job", "status", job_id, "--address", cluster.dashboard_url],
-                            env=documented, capture_output=True, text=True, timeout=120)
+                            env=documented, capture_output=True, text=True, timeout=120,
+                            check=False)
     assert status.returncode == 0 and job_id in status.stdout + status.stderr
     wait_until_done(client, job_id)
     # What the head unpacked for the job (raycluster.py: the head's Ray temp dir is n0/).
@@ -105,7 +106,7 @@ def test_rays_own_submit_works_as_the_readme_says(cluster, client, workdir):
                              cluster.dashboard_url, "--working-dir", ".", "--",
                              "distnet", "train", "jobs/submit_test.toml"],
                             cwd=workdir, env=documented, capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     job_id = re.search(r"raysubmit_\w+", result.stdout + result.stderr).group(0)
     assert client.get_job_info(job_id).entrypoint == "distnet train jobs/submit_test.toml"
