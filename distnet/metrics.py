@@ -1,4 +1,4 @@
-"""TensorBoard logging (tensorboardX): what a training run shows while it runs.
+"""TensorBoard logging (tensorboardX) and the progress bar: what a run shows while it runs.
 
 Tags:
   train/loss, train/learning_rate, train/samples_per_s, train/grad_norm   per step
@@ -16,6 +16,7 @@ Tags:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,3 +98,22 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def flat_hparams(config: dict) -> dict:
+    """A job's settings as TensorBoard hparams: {"section.key": value}, None left out."""
+    flat = {}
+    for section, values in config.items():
+        if isinstance(values, dict):
+            flat.update({f"{section}.{k}": v for k, v in values.items() if v is not None})
+        else:
+            flat[section] = values
+    return flat
+
+
+def progress_bar(total: int, enabled: bool):
+    """The run's progress bar, on stderr (stdout may carry the --json summary)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="step", file=sys.stderr,
+                dynamic_ncols=True)

@@ -33,7 +33,7 @@ from distnet.dist.group import ActorGroup, ModelState, StepRefs, actor_batch_siz
 from distnet.dist.result import StepEvent, TrainResult
 from distnet.dist.server import StaleServerError
 from distnet.errors import DistnetError
-from distnet.metrics import RunLogger, StepStats
+from distnet.metrics import RunLogger, StepStats, flat_hparams, progress_bar
 from distnet.schedules import Schedule
 
 MAX_RECOVERIES = 20
@@ -100,7 +100,7 @@ class _Run:
                                 schedule)
         self.logger = RunLogger(job.metrics.logdir, job.metrics.log_every_steps,
                                 job.metrics.histograms)
-        self.bar = _progress_bar(self.total_steps, progress)
+        self.bar = progress_bar(self.total_steps, progress)
         self.checkpoint_path = ""
         self.saved_step = -1
 
@@ -332,28 +332,11 @@ class _Run:
             val_acc_history=list(h["val_acc_history"]),
             params=self.group.params(), bn_state=self.group.bn_state(),
             final_params=final.params)
-        self.logger.hparams(_hparams(self.job), {k: v for k, v in result.summary().items()
+        self.logger.hparams(flat_hparams(self.job.to_dict()), {k: v for k, v in result.summary().items()
                                                  if isinstance(v, float)})
         self.logger.close()
         self.bar.close()
         return result
-
-
-def _hparams(job: JobConfig) -> dict:
-    flat = {}
-    for section, values in job.to_dict().items():
-        if isinstance(values, dict):
-            flat.update({f"{section}.{k}": v for k, v in values.items() if v is not None})
-        else:
-            flat[section] = values
-    return flat
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, disable=not enabled, unit="step", file=sys.stderr,
-                dynamic_ncols=True)
 
 
 def _raise_unless_recoverable(err: Exception) -> None:
