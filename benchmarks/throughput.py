@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS),
                    help=f"default: {' '.join(DEFAULT_CONFIGS)}")
     p.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    p.add_argument("--steps", type=int,
+                   help="steps per measurement for every config (default: each config's own)")
     p.add_argument("--no-overhead", action="store_true",
                    help=f"skip the tiny-network overhead probe ({TINY.name})")
     p.add_argument("--data", default=os.path.join(
@@ -74,6 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.configs = args.configs or list(QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
+    if args.steps is not None and args.steps < 10:
+        p.error("--steps must be at least 10 (warm-up and timing)")
     return args
 
 
@@ -107,7 +111,8 @@ def main(argv=None) -> int:
     measurements, todo = [], plan(args)
     for done, (repeat, name, system) in enumerate(todo, 1):
         config = TINY if name == TINY.name else CONFIGS[name]
-        m = measure(system, config, config.steps_for(args.quick), args.data, args.threads,
+        steps = args.steps or config.steps_for(args.quick)
+        m = measure(system, config, steps, args.data, args.threads,
                     repeat, quiet=(args.min_idle, args.max_wait))
         measurements.append(m)
         status = m.error or f"{m.samples_per_s:,.0f} samples/s, step {1e3 * m.median_step_s:.2f} ms"
