@@ -79,10 +79,11 @@ def test_gradcheck_exits_1_above_the_threshold():
         (["--dropout", "1.5"], "distnet: error: dropout must be in [0, 1), got 1.5"),
         (["--batch-size", "1"], "distnet: error: need --batch-size >= 2"),
         (["no/such/job.toml"], "distnet: error: "),
+        (["job.toml", "--reg", "0.1"], "distnet: error: --hidden-dims, --batchnorm, --dropout"),
     ],
 )
 def test_bad_values_give_a_one_line_error(args, message):
-    result = distnet("--hidden-dims", "4", *args)
+    result = distnet("--input-dim", "4", *args)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(message)
     assert "Traceback" not in result.stderr

@@ -42,15 +42,15 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--hidden-dims",
         type=_dims,
-        default=[100, 50],
+        default=None,
         metavar="H1,H2,...",
         help="hidden layer sizes (default 100,50; '' for a linear classifier)",
     )
     parser.add_argument(
         "--batchnorm", action="store_true", help="batchnorm after each hidden affine"
     )
-    parser.add_argument("--dropout", type=float, default=0.0, metavar="P", help="drop probability")
-    parser.add_argument("--reg", type=float, default=0.0, metavar="R", help="L2 regularization")
+    parser.add_argument("--dropout", type=float, default=None, metavar="P", help="drop probability")
+    parser.add_argument("--reg", type=float, default=None, metavar="R", help="L2 regularization")
     parser.add_argument(
         "--weight-scale",
         type=float,
@@ -86,12 +86,12 @@ def _build_model(args, seed: int):
 
     if args.job is None:
         return FullyConnectedNet(
-            args.hidden_dims,
+            [100, 50] if args.hidden_dims is None else args.hidden_dims,
             input_dim=args.input_dim,
             num_classes=args.num_classes,
-            dropout=args.dropout,
+            dropout=args.dropout or 0.0,
             use_batchnorm=args.batchnorm,
-            reg=args.reg,
+            reg=args.reg or 0.0,
             weight_scale=0.2 if args.weight_scale is None else args.weight_scale,
             dtype=np.float64,
             seed=seed,
@@ -124,6 +124,12 @@ def _check(args, seed: int):
 
 
 def run(args) -> int:
+    network = [args.hidden_dims is not None, args.batchnorm, args.dropout is not None]
+    if args.job is not None and (any(network) or args.reg is not None):
+        raise DistnetError(
+            "--hidden-dims, --batchnorm, --dropout and --reg describe a network; "
+            "the job file already does"
+        )
     if args.batch_size < 2 or args.input_dim < 1 or args.num_classes < 2 or args.max_checks < 1:
         raise DistnetError(
             "need --batch-size >= 2, --input-dim >= 1, --num-classes >= 2 and --max-checks >= 1"
