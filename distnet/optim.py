@@ -181,7 +181,17 @@ def adam(w, dw, config=None):
 def adamw(w, dw, config=None):
     """Adam with decoupled weight decay (Loshchilov & Hutter; PyTorch's AdamW):
     w *= 1 - learning_rate * weight_decay, then the Adam step. Unlike the L2 penalty
-    `reg` of the models, the decay does not pass through m and v."""
+    `reg` of the models, the decay does not pass through m and v.
+
+    Weight decay versus L2 `reg`: `reg` adds 0.5 * reg * sum(W**2) to the loss, so reg * W
+    arrives inside dw and Adam divides it by sqrt(v_hat) like the rest of the gradient:
+    weights with large or noisy gradients are barely regularized. weight_decay shrinks every
+    weight by the same factor each step, whatever its gradient history (with plain SGD the
+    two updates coincide for weight_decay = reg). `reg` touches the weight matrices only;
+    weight_decay touches every element the rule is given, so biases and batchnorm gamma and
+    beta decay too (the Solver and the parameter server pass every parameter through the
+    rule). Use one or the other, not both.
+    """
     return _adam("adamw", w, dw, config)
 
 
