@@ -41,6 +41,8 @@ _DEFAULTS = {
     "print_every": 10,
     "verbose": True,
     "seed": None,
+    "lr_schedule": None,  # callable: 0-based iteration -> learning rate (distnet.schedules)
+    "patience": None,  # stop after this many epochs without a better validation accuracy
 }
 
 
@@ -76,6 +78,16 @@ class Solver:
                 raise InvalidInput(f"{name} must be an integer >= {least}, got {value!r}")
         if not (math.isfinite(self.lr_decay) and self.lr_decay > 0):
             raise InvalidInput(f"lr_decay must be a positive number, got {self.lr_decay!r}")
+        self.lr_schedule = settings["lr_schedule"]
+        if self.lr_schedule is not None and not callable(self.lr_schedule):
+            raise InvalidInput("lr_schedule must be a function of the iteration")
+        if self.lr_schedule is not None and self.lr_decay != 1.0:
+            raise InvalidInput("lr_schedule and lr_decay exclude each other")
+        self.patience = settings["patience"]
+        if self.patience is not None and (
+                isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral)
+                or self.patience < 1):
+            raise InvalidInput(f"patience must be an integer >= 1, got {self.patience!r}")
 
         rule = settings["update_rule"]
         if callable(rule):
@@ -103,6 +115,10 @@ class Solver:
 
     def _step(self, iteration: int) -> None:
         """One minibatch gradient step; `iteration` (1-based) names it in errors."""
+        if self.lr_schedule is not None:
+            lr = float(self.lr_schedule(iteration - 1))
+            for config in self.optim_configs.values():
+                config["learning_rate"] = lr
         batch = self._rng.integers(len(self.X_train), size=self.batch_size)
         loss, grads = self.model.loss(self.X_train[batch], self.y_train[batch])
         if not math.isfinite(loss):
@@ -170,8 +186,17 @@ class Solver:
                         config["learning_rate"] *= self.lr_decay
             if t == 0 or t == num_iterations - 1 or epoch_end:
                 self._record_accuracies()
+            if epoch_end and self._no_progress():
+                break
         if self.best_params:
             self.model.params = self.best_params
+
+    def _no_progress(self) -> bool:
+        """Early stopping: no better validation accuracy in the last `patience` epochs."""
+        history, patience = self.val_acc_history, self.patience
+        if patience is None or len(history) <= patience:
+            return False
+        return max(history[-patience:]) <= max(history[:-patience])
 
     def _record_accuracies(self) -> None:
         train_acc = self.check_accuracy(
