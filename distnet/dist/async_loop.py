@@ -119,7 +119,7 @@ class AsyncLoop:
             return False
         self._record_all()
         self.driver.boundary(done)
-        return self.driver._stopped_early()
+        return self.driver.stopped_early()
 
     def _record_all(self) -> None:
         """Book every applied gradient, N per step (fewer in the last one only if a run

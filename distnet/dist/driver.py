@@ -205,7 +205,7 @@ class _Run:
         steps = BackupSteps(self.group, t.workers) if t.backup_workers else self.group
         pending: StepRefs | None = None
         step = self.state.step
-        while step < self.total_steps and not self._stopped_early():
+        while step < self.total_steps and not self.stopped_early():
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
             refs = steps.step(step, epoch, in_epoch)
             if pending:
@@ -296,7 +296,7 @@ class _Run:
                            f"val acc {val_acc:.3f}, best {self.state.best_val_acc:.3f}",
                            file=sys.stderr)
 
-    def _stopped_early(self) -> bool:
+    def stopped_early(self) -> bool:
         patience = self.job.train.early_stopping_patience
         history = self.state.history["val_acc_history"]
         if patience is None or len(history) <= patience:
