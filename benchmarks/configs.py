@@ -24,7 +24,9 @@ class BenchConfig:
     use_batchnorm: bool = False
     dropout: float = 0.0
     weight_scale: float = 1e-2  # distnet's initial weights (PyTorch keeps its own init)
-    steps: int = 200  # timed run length (the first `warmup` of them are discarded)
+    # Timed run length (the first `warmup` of them are discarded); at most one epoch of
+    # 2 workers (49,000 / batch steps), so no evaluation falls inside a distnet run.
+    steps: int = 200
     quick_steps: int = 60
 
     def __post_init__(self):
@@ -33,6 +35,11 @@ class BenchConfig:
                              f"got {self.update_rule!r}")
         if self.steps < 10 or self.quick_steps < 10:
             raise ValueError(f"{self.name}: at least 10 steps, for warm-up and timing")
+        if self.steps > self.steps_per_epoch():
+            raise ValueError(f"{self.name}: {self.steps} steps exceed one epoch")
+
+    def steps_per_epoch(self, train_rows: int = 49_000, workers: int = 2) -> int:
+        return train_rows // workers // -(-self.batch_size // workers)
 
     @property
     def dims(self) -> list[int]:
@@ -89,7 +96,7 @@ CONFIGS: dict[str, BenchConfig] = {c.name: c for c in (
     BenchConfig("five_layer_b25", (100, 100, 100, 100), 25, "adam", 1e-3, weight_scale=5e-2,
                 steps=400, quick_steps=100),
     BenchConfig("five_layer_b256", (100, 100, 100, 100), 256, "adam", 1e-3, weight_scale=5e-2,
-                steps=250, quick_steps=60),
+                steps=180, quick_steps=60),
     # jobs/large.toml: 1024-512-256 with batchnorm and dropout, Adam, global batch 512.
     BenchConfig("large", (1024, 512, 256), 512, "adam", 1e-3, use_batchnorm=True,
                 dropout=0.3, steps=40, quick_steps=15),

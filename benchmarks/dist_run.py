@@ -96,6 +96,9 @@ def run(config: BenchConfig, workers: int, steps: int, data: str) -> DistResult:
         distnet.train(job, progress=False, overwrite=True, on_step=on_step)
         split = _time_split(f"{tmp}/runs", warmup_steps(steps))
     _wait_gone(pids.get("workers", []) + pids.get("servers", []))
+    if len(marks) != steps:
+        raise RuntimeError(f"the run stopped after {len(marks)} of {steps} steps "
+                           f"(an epoch has fewer steps?)")
     per_step = {}
     if len(cpu) == 2:
         used = {pid: t - cpu[0].get(pid, 0.0) for pid, t in cpu[1].items()}
