@@ -167,17 +167,16 @@ class _Run:
 
     def run(self, resume: bool, overwrite: bool) -> TrainResult:
         start = time.perf_counter()
-        self._restore(self._start_state(resume, overwrite))
-        self.bar.update(self.state.step)
-        first_step = self.state.step
-        recoveries, recovering = 0, False
+        restore_from: TrainState | None = self._start_state(resume, overwrite)
+        first_step = restore_from.step
+        recoveries = 0
         while True:
             try:
-                if recovering:  # inside the try: a restarting actor may fail the restore too
-                    self._restore(self._latest_state() or self._fresh_state())
+                if restore_from is not None:  # in the try: a lost node can fail a restore too
+                    self._restore(restore_from)
                     self.bar.reset(self.total_steps)
                     self.bar.update(self.state.step)
-                    recovering = False
+                    restore_from = None
                 self._loop()
                 break
             except KeyboardInterrupt:
@@ -191,7 +190,7 @@ class _Run:
                 recoveries += 1
                 if recoveries > MAX_RECOVERIES:
                     raise DistnetError(f"giving up after {MAX_RECOVERIES} failures: {err}")
-                recovering = True
+                restore_from = self._latest_state() or self._fresh_state()
         if self.saved_step != self.state.step:
             self._save()
         wall = time.perf_counter() - start
