@@ -76,7 +76,9 @@ class BenchConfig:
                       "use_batchnorm": self.use_batchnorm, "dropout": self.dropout,
                       "reg": self.reg, "weight_scale": self.weight_scale, "dtype": "float32"},
             "optim": {"update_rule": self.update_rule, "learning_rate": self.learning_rate},
-            "train": {"num_epochs": 1, "batch_size": self.batch_size, "workers": workers,
+            # Enough epochs for max_steps (a longer run evaluates at each epoch's end).
+            "train": {"num_epochs": -(-max_steps // self.steps_per_epoch(workers=workers)),
+                      "batch_size": self.batch_size, "workers": workers,
                       "max_steps": max_steps},
             "checkpoint": {"dir": f"{tmp}/checkpoints"},
             "metrics": {"logdir": f"{tmp}/runs"},
