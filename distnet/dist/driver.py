@@ -45,15 +45,16 @@ class TrainingDiverged(DistnetError):
 
 
 def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
-          overwrite: bool = False, progress: bool = True, on_step: Callable[[StepEvent], None] | None = None,
-          ) -> TrainResult:
+          overwrite: bool = False, progress: bool = True,
+          on_step: Callable[[StepEvent], None] | None = None) -> TrainResult:
     """Train `job` data-parallel on Ray and return its result.
 
     Joins the Ray cluster at `address` (or RAY_ADDRESS); without one starts a local Ray on
     127.0.0.1 for the run. Prepares the dataset first if needed. `resume` continues from
     the latest checkpoint in `job.checkpoint.dir`; a fresh run refuses a directory that
-    holds an earlier run's checkpoints unless `overwrite` (then deletes them). `on_step(StepEvent)` is called after
-    each step completes (for live plots; the tests inject failures with it).
+    holds an earlier run's checkpoints unless `overwrite` (then deletes them).
+    `on_step(StepEvent)` is called after each step completes (for live plots; the tests
+    inject failures with it).
     """
     from distnet.data.prepare import ensure_dataset
     from distnet.dist.runtime import ray_session
@@ -62,14 +63,16 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
     ensure_dataset(data.path, source=data.source, md5=data.md5, verify=data.verify,
                    shards=data.shards, num_val=data.num_val)
     t = job.train
-    with ray_session(address, num_cpus=math.ceil((t.workers + t.backup_workers) * t.worker_cpus)):
-        return _Run(job, progress, on_step).run(resume, overwrite)
+    cpus = math.ceil((t.workers + t.backup_workers) * t.worker_cpus)
+    with ray_session(address, num_cpus=cpus):
+        return _Run(job, progress, on_step, resume, overwrite).run()
 
 
 class _Run:
     """One call of `train`: the loop and the bookkeeping around it."""
 
-    def __init__(self, job: JobConfig, progress: bool, on_step):
+    def __init__(self, job: JobConfig, progress: bool, on_step, resume: bool,
+                 overwrite: bool):
         from distnet.data.reader import assign_rows, load_manifest
 
         self.job, self.on_step = job, on_step
@@ -87,6 +90,8 @@ class _Run:
         model = build_model(job.model, seed=job.seed)
         self.initial = ModelState(0, model.params.vector.copy(), {}, model.get_bn_state())
         self.layout = model.params.layout
+        # Decided before any actor starts, so a refused start costs nothing.
+        self.start_state = self._start_state(resume, overwrite)
         self.param_bytes = model.params.vector.nbytes  # what each computing worker reads
         o = job.optim
         schedule = Schedule(kind=o.schedule, base_lr=o.learning_rate,
@@ -94,7 +99,7 @@ class _Run:
                             total_steps=self.steps_per_epoch * t.num_epochs,
                             lr_decay=o.lr_decay, warmup_steps=o.warmup_steps,
                             step_size_epochs=o.step_size_epochs,
-                            step_gamma=o.step_gamma if o.step_gamma is not None else 0.1,
+                            step_gamma=o.step_gamma,
                             min_lr=o.min_lr)
         self.group = ActorGroup(job, model.params.vector.size, self.initial.bn_state.size,
                                 schedule)
@@ -165,9 +170,9 @@ class _Run:
             path.unlink()
         return self._fresh_state()
 
-    def run(self, resume: bool, overwrite: bool) -> TrainResult:
+    def run(self) -> TrainResult:
         start = time.perf_counter()
-        restore_from: TrainState | None = self._start_state(resume, overwrite)
+        restore_from: TrainState | None = self.start_state
         first_step = restore_from.step
         recoveries = 0
         while True:

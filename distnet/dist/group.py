@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import ray
 
 from distnet.config import JobConfig, TrainConfig
 from distnet.dist.runtime import remote_class
@@ -50,8 +51,6 @@ def actor_batch_sizes(train: TrainConfig) -> list[int]:
 
 class ActorGroup:
     def __init__(self, job: JobConfig, param_size: int, bn_size: int, schedule):
-        import ray
-
         train = job.train
         self.job = job
         self.has_bn = bn_size > 0
@@ -69,14 +68,12 @@ class ActorGroup:
                 job, i, len(self.weights), int(b), self.bounds)
             for i, b in enumerate(self.weights)
         ]
-        self.rows = ray.get([w.num_rows.remote() for w in self.workers])
+        ray.get([w.num_rows.remote() for w in self.workers])  # all started, shards open
         self.param_refs: list = []
         self.bn_ref = None
 
     def load(self, state: ModelState) -> None:
         """Put `state` into the servers (at start, on resume, after a server restart)."""
-        import ray
-
         refs = []
         for k, ((a, b), server) in enumerate(zip(self.bounds, self.servers)):
             opt = {key: v[a:b] if _is_sliced(v, state.params) else v
@@ -89,8 +86,6 @@ class ActorGroup:
         self.bn_ref = ray.put(state.bn_state) if self.has_bn else None
 
     def state(self) -> ModelState:
-        import ray
-
         shards: list[ShardState] = ray.get([s.get_state.remote() for s in self.servers])
         first = shards[0]
         opt = {key: np.concatenate([s.opt_state[key] for s in shards])
@@ -101,13 +96,9 @@ class ActorGroup:
         return ModelState(first.step, params, opt, bn, first.worker_steps)
 
     def params(self) -> np.ndarray:
-        import ray
-
         return np.concatenate(ray.get(self.param_refs))
 
     def bn_state(self):
-        import ray
-
         return ray.get(self.bn_ref) if self.has_bn else None
 
     def step(self, step: int, epoch: int, step_in_epoch: int) -> StepRefs:
@@ -161,8 +152,6 @@ class ActorGroup:
 
     def evaluate(self, split: str, epoch: int, max_samples: int | None = None) -> float:
         """Accuracy on `split`, each worker scoring its share (at most max_samples in all)."""
-        import ray
-
         per_worker = None if max_samples is None else -(-max_samples // len(self.workers))
         counts = ray.get([w.evaluate.remote(split, per_worker, epoch, self.bn_ref,
                                             *self.param_refs) for w in self.workers])
@@ -170,13 +159,9 @@ class ActorGroup:
         return correct / max(total, 1)
 
     def worker_pids(self) -> list[int]:
-        import ray
-
         return ray.get([w.pid.remote() for w in self.workers])
 
     def server_pids(self) -> list[int]:
-        import ray
-
         return ray.get([s.pid.remote() for s in self.servers])
 
 
