@@ -180,3 +180,23 @@ def test_long_and_strided_arrays(rule):
             next_w, config = optim.RULES[rule](w, g, config)
             assert next_w is w
         assert np.allclose(w, expected[-1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("rule", sorted(optim.RULES))
+def test_threads_split_blocks_without_changing_a_bit(rule):
+    rng = np.random.default_rng(5)
+    w0 = rng.standard_normal(3 * optim.BLOCK + 5).astype(np.float32)
+    grads = [rng.standard_normal(w0.shape).astype(np.float32) for _ in range(2)]
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            optim.set_num_threads(threads)
+            w, config = w0.copy(), {"learning_rate": 0.05}
+            for g in grads:
+                w, config = optim.RULES[rule](w, g, config)
+            results.append(w)
+    finally:
+        optim.set_num_threads(1)
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        optim.set_num_threads(0)

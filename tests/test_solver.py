@@ -1,11 +1,17 @@
 """Solver: overfitting, histories, best parameters, lr decay, checkpoints, errors."""
 
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from distnet import optim
 from distnet.models import FullyConnectedNet, TwoLayerNet
 from distnet.solver import DivergedError, Solver
+
+X86_GLIBC = platform.machine().lower() in ("x86_64", "amd64") and platform.libc_ver()[0] == "glibc"
 
 
 def small_data(n_train=50, n_val=20, seed=0):
@@ -111,6 +117,42 @@ def test_seed_makes_training_reproducible():
         solver.train()
         runs.append((solver.loss_history, model.params.vector.copy()))
     assert runs[0][0] == runs[1][0] and np.array_equal(runs[0][1], runs[1][1])
+
+
+def test_steps_equal_model_loss_plus_update_rule_bitwise():
+    # The Solver reuses one gradient buffer across steps; the arithmetic must be exactly
+    # that of fresh model.loss gradients fed to the rule, step after step.
+    data = small_data()
+    model, reference = net(use_batchnorm=True), net(use_batchnorm=True)
+    solver = Solver(model, data, update_rule="adam", batch_size=10, verbose=False, seed=5)
+    sampler, configs = np.random.default_rng(5), {p: {} for p in reference.params}
+    for iteration in range(1, 6):
+        solver._step(iteration)
+        batch = sampler.integers(len(data["X_train"]), size=10)
+        loss, grads = reference.loss(data["X_train"][batch], data["y_train"][batch])
+        for p in reference.params:
+            optim.adam(reference.params[p], grads[p], configs[p])
+        assert solver.loss_history[-1] == loss
+        assert np.array_equal(model.params.vector, reference.params.vector)
+        assert np.array_equal(model.get_bn_state(), reference.get_bn_state())
+
+
+@pytest.mark.parametrize("flush, expected", [({}, "True"), ({"flush_denormals": False}, "False")])
+def test_solver_flushes_denormals_in_its_thread_unless_told_not_to(flush, expected):
+    # In a child process: the setting would outlive the test in this one.
+    code = f"""
+import numpy as np
+from distnet.fpenv import denormals_flushed
+from distnet.models import TwoLayerNet
+from distnet.solver import Solver
+X = np.zeros((4, 6), np.float32); y = np.zeros(4, np.int64)
+data = {{"X_train": X, "y_train": y, "X_val": X, "y_val": y}}
+Solver(TwoLayerNet(input_dim=6, hidden_dim=3), data, verbose=False, **{flush!r})
+print(denormals_flushed())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.strip()
+    assert out == (expected if X86_GLIBC else "False")
 
 
 def test_nan_loss_stops_training_naming_the_iteration():
