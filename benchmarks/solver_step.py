@@ -1,6 +1,7 @@
 """Time distnet's single-process training step: the Solver's own `_step` (sample a
 minibatch from the in-memory float32 arrays, model.loss forward + backward, the update
-rule applied per parameter), with numpy's BLAS threads as the machine gives them.
+rule applied per parameter), with `--threads` BLAS threads and as many threads for the
+update rule's passes over large parameters (PyTorch gets the same count for everything).
 
     python -m benchmarks.solver_step numpy --config two_layer --steps 200 --data DATASET
 """
@@ -18,6 +19,7 @@ from benchmarks.machine import blas_info
 def run(config_name: str, steps: int, data: str, threads: int) -> child.ChildResult:
     from threadpoolctl import threadpool_limits
 
+    from distnet import optim
     from distnet.config import JobConfig, build_model
     from distnet.solver import Solver
 
@@ -31,6 +33,7 @@ def run(config_name: str, steps: int, data: str, threads: int) -> child.ChildRes
                     update_rule=config.update_rule,
                     optim_config={"learning_rate": config.learning_rate},
                     batch_size=config.batch_size, verbose=False, seed=0)
+    optim.set_num_threads(threads)
     setup = time.perf_counter() - start
     with threadpool_limits(limits=threads, user_api="blas"):
         times, cpu = child.timed_steps(lambda i: solver._step(i + 1), steps)
