@@ -56,6 +56,13 @@ _DEFAULTS = {
 }
 
 
+def _takes_grads_out(model) -> bool:
+    try:
+        return "grads_out" in inspect.signature(model.loss).parameters
+    except (TypeError, ValueError):  # a callable without a signature
+        return False
+
+
 class Solver:
     def __init__(self, model, data, **kwargs):
         unknown = sorted(set(kwargs) - set(_DEFAULTS))
@@ -116,9 +123,9 @@ class Solver:
             flush_denormals()
         # A model whose loss can write into a given gradient buffer (FullyConnectedNet)
         # gets the same one every step instead of a fresh one.
-        takes_buffer = "grads_out" in inspect.signature(model.loss).parameters
         self._grads = (model.params.empty_like()
-                       if takes_buffer and isinstance(model.params, FlatParams) else None)
+                       if _takes_grads_out(model) and isinstance(model.params, FlatParams)
+                       else None)
         self._reset()
 
     def _reset(self) -> None:
