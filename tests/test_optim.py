@@ -185,7 +185,7 @@ def test_long_and_strided_arrays(rule):
 @pytest.mark.parametrize("rule", sorted(optim.RULES))
 def test_threads_split_blocks_without_changing_a_bit(rule):
     rng = np.random.default_rng(5)
-    w0 = rng.standard_normal(3 * optim.BLOCK + 5).astype(np.float32)
+    w0 = rng.standard_normal(3 * optim.MIN_BLOCKS_PER_THREAD * optim.BLOCK + 5).astype(np.float32)
     grads = [rng.standard_normal(w0.shape).astype(np.float32) for _ in range(2)]
     results = []
     try:
