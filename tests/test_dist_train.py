@@ -50,6 +50,25 @@ def test_sharded_servers_give_the_same_run_as_one_server(ray_session, tiny_job):
     assert one.loss_history == three.loss_history
 
 
+@pytest.mark.parametrize("compression", ["none", "fp16"])
+def test_compiled_graph_and_tasks_give_the_same_run(ray_session, tiny_job, compression):
+    """The two transports of a synchronous step make the same calls in the same order."""
+    base = dict(model={"hidden_dims": [16, 8], "use_batchnorm": True, "dropout": 0.2},
+                optim={"update_rule": "adam", "learning_rate": 1e-3})
+    runs = [train(tiny_job(**base, train={"servers": 2, "transport": transport,
+                                          "compression": compression}),
+                  progress=False, overwrite=True) for transport in ("graph", "tasks")]
+    graph, tasks = runs
+    assert (graph.transport, tasks.transport) == ("graph", "tasks")
+    assert graph.steps == tasks.steps > 5
+    np.testing.assert_array_equal(graph.final_params, tasks.final_params)
+    np.testing.assert_array_equal(graph.params, tasks.params)  # best-val parameters
+    np.testing.assert_array_equal(graph.bn_state, tasks.bn_state)
+    assert graph.loss_history == tasks.loss_history
+    assert graph.val_acc_history == tasks.val_acc_history
+    assert graph.test_acc == tasks.test_acc
+
+
 def test_two_runs_of_the_same_job_are_identical(ray_session, tiny_job):
     job = tiny_job(model={"hidden_dims": [16, 8], "use_batchnorm": True, "dropout": 0.3},
                    data={"augment_flip": True, "augment_crop_padding": 2})

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable
 
-import ray
 from ray import exceptions as rex
 
 from distnet.checkpoint import (
@@ -29,6 +28,7 @@ from distnet.config import JobConfig, build_model
 from distnet.dist import sampling
 from distnet.dist.async_loop import AsyncLoop
 from distnet.dist.backup import BackupSteps
+from distnet.dist.compiled import CompiledSteps
 from distnet.dist.group import ActorGroup, ModelState, StepRefs, actor_batch_sizes
 from distnet.dist.result import StepEvent, TrainResult
 from distnet.dist.server import StaleServerError
@@ -101,13 +101,43 @@ class _Run:
                             step_size_epochs=o.step_size_epochs,
                             step_gamma=o.step_gamma,
                             min_lr=o.min_lr)
-        self.group = ActorGroup(job, model.params.vector.size, self.initial.bn_state.size,
-                                schedule)
+        self.schedule = schedule
+        self.uses_graph = t.mode == "sync" and not t.backup_workers and t.transport == "graph"
+        self.graph: CompiledSteps | None = None
+        self.group = self._new_group()
         self.logger = RunLogger(job.metrics.logdir, job.metrics.log_every_steps,
                                 job.metrics.histograms)
         self.bar = progress_bar(self.total_steps, progress)
         self.checkpoint_path = ""
         self.saved_step = -1
+
+    def _new_group(self) -> ActorGroup:
+        return ActorGroup(self.job, self.initial.params.size, self.initial.bn_state.size,
+                          self.schedule)
+
+    def _steps(self):
+        """What submits the synchronous steps: backup workers, a compiled graph or tasks."""
+        t = self.job.train
+        if t.backup_workers:
+            return BackupSteps(self.group, t.workers)
+        if not self.uses_graph:
+            return self.group
+        if self.graph is None:
+            # The largest message: a worker's whole gradient plus batchnorm statistics.
+            message = self.param_bytes + self.initial.bn_state.nbytes + 64 * 1024
+            self.graph = CompiledSteps(self.group, message)
+        return self.graph
+
+    def _replace_actors(self) -> None:
+        """After a failure in a compiled graph: a fresh actor group (see compiled.py)."""
+        self._close_graph()
+        self.group.kill()
+        self.group = self._new_group()
+
+    def _close_graph(self) -> None:
+        if self.graph is not None:
+            graph, self.graph = self.graph, None
+            graph.close()
 
     # --- state -----------------------------------------------------------------------
     def _fresh_state(self) -> TrainState:
@@ -185,42 +215,53 @@ class _Run:
                 self._loop()
                 break
             except KeyboardInterrupt:
+                self._settle()
                 self._save()
                 self.bar.close()
                 print(f"\ninterrupted at step {self.state.step}; checkpoint "
                       f"{self.checkpoint_path} (continue with --resume)", file=sys.stderr)
                 raise
-            except (rex.RayActorError, rex.ObjectLostError, rex.RayTaskError) as err:
+            except (rex.RayActorError, rex.ObjectLostError, rex.RayTaskError,
+                    rex.RayChannelError, rex.RaySystemError) as err:
                 _raise_unless_recoverable(err)
                 recoveries += 1
                 if recoveries > MAX_RECOVERIES:
                     raise DistnetError(f"giving up after {MAX_RECOVERIES} failures: {err}")
                 restore_from = self._latest_state() or self._fresh_state()
+                if self.uses_graph:
+                    self._replace_actors()
         if self.saved_step != self.state.step:
             self._save()
         wall = time.perf_counter() - start
-        return self._finish(wall, self.state.step - first_step)
+        try:
+            return self._finish(wall, self.state.step - first_step)
+        finally:
+            self._close_graph()
 
     def _loop(self) -> None:
         self.step_clock = time.perf_counter()
         if self.job.train.mode != "sync":
             return AsyncLoop(self).run()
-        t = self.job.train
-        steps = BackupSteps(self.group, t.workers) if t.backup_workers else self.group
-        pending: StepRefs | None = None
+        steps = self._steps()
+        self.pending = []  # submitted steps not yet read, oldest first
         step = self.state.step
         while step < self.total_steps and not self.stopped_early():
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
-            refs = steps.step(step, epoch, in_epoch)
-            if pending:
-                self._complete(pending)
-            pending, step = refs, step + 1
+            self.pending.append(steps.step(step, epoch, in_epoch))
+            step += 1
+            if len(self.pending) > 1:
+                self._complete(self.pending.pop(0))
             if self.at_boundary(step):
-                self._complete(pending)
-                pending = None
+                self._settle()
                 self.boundary(step)
-        if pending:
-            self._complete(pending)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Read every submitted step; then the servers' state is the driver's to read."""
+        while getattr(self, "pending", None):
+            self._complete(self.pending.pop(0))
+        if self.graph is not None:
+            self.group.refresh_refs()
 
     def at_boundary(self, done: int) -> bool:
         """Whether `done` completed steps end an epoch or call for a checkpoint."""
@@ -236,8 +277,7 @@ class _Run:
 
     def _complete(self, refs: StepRefs) -> None:
         """Read a finished synchronous step's reports and record it."""
-        reports = ray.get(refs.worker_reports)
-        servers = ray.get(refs.server_reports)
+        reports, servers = refs.fetch()
         n = sum(r.num_samples for r in reports)
         step_s = self.tick()
         self.record(StepStats(
@@ -324,7 +364,7 @@ class _Run:
             steps=s.step, epochs=math.ceil(s.step / self.steps_per_epoch),
             samples_per_s=steps_run * self.job.train.batch_size / wall, wall_s=wall,
             logdir=self.job.metrics.logdir, checkpoint=self.checkpoint_path,
-            mode=self.job.train.mode,
+            mode=self.job.train.mode, transport="graph" if self.uses_graph else "tasks",
             applied_gradients=int(counts.get("applied_gradients", 0)),
             dropped_gradients=int(counts.get("dropped_gradients", 0)),
             bytes_per_step=(counts.get("grad_bytes", 0) + counts.get("param_bytes", 0))
@@ -348,7 +388,8 @@ def _raise_unless_recoverable(err: Exception) -> None:
     if not isinstance(err, rex.RayTaskError):
         return
     cause = err.cause
-    if isinstance(cause, (StaleServerError, rex.RayActorError, rex.ObjectLostError)):
+    if isinstance(cause, (StaleServerError, rex.RayActorError, rex.ObjectLostError,
+                          rex.RayChannelError, rex.RaySystemError)):  # a broken graph
         return
     if isinstance(cause, DistnetError):
         raise cause from None

@@ -29,6 +29,14 @@ class StepRefs:
     server_reports: list
     workers: list[int] = field(default_factory=list)  # whose gradients the step applies
     dropped: int = 0  # late gradients left out (backup workers)
+    graph_refs: list | None = None  # a compiled-graph step: its outputs, one per server
+
+    def fetch(self) -> tuple[list, list]:
+        """Wait for the step: (WorkerReports, ServerReports)."""
+        if self.graph_refs is not None:
+            results = ray.get(self.graph_refs)  # per server: (ServerReport, WorkerReports)
+            return results[0][1], [server_report for server_report, _ in results]
+        return ray.get(self.worker_reports), ray.get(self.server_reports)
 
 
 @dataclass
@@ -94,6 +102,18 @@ class ActorGroup:
         params = np.concatenate([s.params for s in shards])
         bn = first.bn_state if self.has_bn else np.zeros(0, params.dtype)
         return ModelState(first.step, params, opt, bn, first.worker_steps)
+
+    def refresh_refs(self) -> None:
+        """Point the parameter refs at the servers' state (after compiled-graph steps,
+        which do not pass through the object store)."""
+        current = [s.current.options(num_returns=2).remote() for s in self.servers]
+        self.param_refs = [params for params, _ in current]
+        self.bn_ref = current[0][1] if self.has_bn else None
+
+    def kill(self) -> None:
+        """End every actor of the group now (a broken compiled graph, see compiled.py)."""
+        for actor in self.servers + self.workers:
+            ray.kill(actor)
 
     def params(self) -> np.ndarray:
         return np.concatenate(ray.get(self.param_refs))

@@ -120,6 +120,26 @@ class ParameterServer:
             return params, self.state.bn_state, report
         return params, report
 
+    def current(self) -> tuple:
+        """The parameters and batchnorm statistics (None without) as they are now."""
+        self._check_loaded()
+        return self.state.params, self.state.bn_state
+
+    def serve(self, step: int) -> tuple:
+        """Compiled graph: the parameters (and batchnorm statistics) that step `step` reads."""
+        self._check_step(step)
+        return self.current()
+
+    def apply_served(self, step: int, weights: list[float], *worker_outputs) -> tuple:
+        """Compiled graph: `apply_gradients` from whole worker outputs (see
+        GradientWorker.compute_served); returns (ServerReport, the workers' reports)."""
+        k = self.shard_index
+        grads = [out.gradients[k] for out in worker_outputs]
+        bn_states = [out.bn_state for out in worker_outputs] if k == 0 else []
+        report = self.apply_gradients(step, weights, *grads, *(b for b in bn_states
+                                                                if b is not None))[-1]
+        return report, [out.report for out in worker_outputs]
+
     def apply_gradient(self, worker: int, local_step: int, weight: float, grad, bn_state=None):
         """Async/SSP: apply one worker's gradient at once (Hogwild-style parameter server).
 

@@ -32,6 +32,15 @@ class WorkerReport:
     sent_bytes: int = 0  # gradient bytes this step puts on the wire (after compression)
 
 
+@dataclass
+class WorkerOutput:
+    """Everything one worker step sends on (compiled graph: one message per step)."""
+
+    gradients: list  # one (possibly compressed) slice per parameter server
+    bn_state: np.ndarray | None
+    report: WorkerReport
+
+
 class GradientWorker:
     """Computes gradients (and accuracies) on worker `index` of `num_workers`'s shards."""
 
@@ -94,6 +103,16 @@ class GradientWorker:
                               sent)
         self.computed += 1
         return (*outputs, report)
+
+    def compute_served(self, epoch: int, step_in_epoch: int, *served) -> WorkerOutput:
+        """Compiled graph: `compute_gradients` on the servers' `serve` outputs, as one
+        message. The served arrays may live in a channel buffer that the next step
+        overwrites; `_load` copies them into the model."""
+        bn_state = served[0][1]
+        *outputs, report = self.compute_gradients(epoch, step_in_epoch, bn_state,
+                                                  *(params for params, _ in served))
+        k = len(self.bounds)
+        return WorkerOutput(outputs[:k], outputs[k] if bn_state is not None else None, report)
 
     def evaluate(self, split: str, max_samples: int | None, epoch: int, bn_state,
                  *param_slices) -> tuple[int, int]:
