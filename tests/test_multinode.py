@@ -46,6 +46,8 @@ num_train_samples = 100
 worker_delay_s = 0.2
 [checkpoint]
 every_steps = 10
+[metrics]
+log_every_steps = 1
 """
 # What TensorBoard shows of it: 6 cards (4 per step, 2 per epoch), raw and smoothed curves.
 RUN_TAGS = {"train/loss", "train/learning_rate", "train/grad_norm", "train/samples_per_s",
