@@ -23,6 +23,11 @@ import numpy as np
 from distnet import optim
 from distnet.dist.compression import decode
 from distnet.errors import DistnetError
+from distnet.fpenv import flush_denormals
+
+# Threads of the update rule. In synchronous mode the workers wait while the servers update,
+# so the update may use the node's cores.
+UPDATE_THREADS = min(os.cpu_count() or 1, 4)
 
 
 class StaleServerError(DistnetError):
@@ -69,7 +74,9 @@ class ParameterServer:
         self.rule_config = dict(rule_config)
         self.schedule = schedule
         self.state: ShardState | None = None  # None until the driver loads a state
-        self._avg: np.ndarray | None = None
+        self._avg: np.ndarray | None = None  # the averaged gradient
+        self._scratch: np.ndarray | None = None
+        optim.set_num_threads(UPDATE_THREADS)
 
     def pid(self) -> int:
         return os.getpid()
@@ -82,6 +89,7 @@ class ParameterServer:
         self.state = ShardState(state.step, _own(state.params), {}, _own(state.bn_state),
                                 list(state.worker_steps))
         self._avg = np.empty_like(self.state.params)
+        self._scratch = np.empty_like(self.state.params)
         return self.state.params
 
     def get_state(self) -> ShardState:
@@ -99,10 +107,11 @@ class ParameterServer:
         """
         self._check_step(step)
         start = time.perf_counter()
+        flush_denormals()  # per call: MXCSR is per thread, and a compiled graph calls from its own
         n = len(weights)
         bn_states = grads_and_bn[n:]
         grads = [decode(g, self.state.params.dtype) for g in grads_and_bn[:n]]
-        avg = _weighted_mean(grads, weights, out=self._avg)
+        avg = _weighted_mean(grads, weights, out=self._avg, scratch=self._scratch)
         self.config["learning_rate"] = self.schedule(step)
         params, self.config = self.rule(self.state.params, avg, self.config)
         self.state.params = params
@@ -160,6 +169,7 @@ class ParameterServer:
             raise DistnetError(f"parameter server {self.shard_index}: gradient {expected} of "
                                f"worker {worker} was never applied, got {local_step}")
         start = time.perf_counter()
+        flush_denormals()
         grad = decode(grad, s.params.dtype)
         lr = self.schedule(s.step // len(s.worker_steps))
         applied = local_step == expected
@@ -194,10 +204,11 @@ def _own(value):
     return np.array(value) if isinstance(value, np.ndarray) else value
 
 
-def _weighted_mean(vectors, weights, out=None) -> np.ndarray:
+def _weighted_mean(vectors, weights, out=None, scratch=None) -> np.ndarray:
     total = float(sum(weights))
     out = np.multiply(vectors[0], weights[0] / total, out=out)
-    scratch = np.empty_like(out) if len(vectors) > 1 else None
+    if scratch is None and len(vectors) > 1:
+        scratch = np.empty_like(out)
     for vec, w in zip(vectors[1:], weights[1:]):
         out += np.multiply(vec, w / total, out=scratch)
     return out

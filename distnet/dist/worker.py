@@ -19,6 +19,7 @@ import numpy as np
 from distnet.config import JobConfig, build_model
 from distnet.dist import sampling
 from distnet.dist.compression import Encoder, nbytes
+from distnet.fpenv import flush_denormals
 
 
 @dataclass
@@ -56,6 +57,7 @@ class GradientWorker:
         self._eval_splits = {"train": self.train}
         self.model = build_model(job.model, seed=job.seed)
         self._X = None  # reused minibatch buffer
+        self._grads = None  # reused gradient buffer (what is returned is copied out by Ray)
         self.encoder = Encoder(job.train.compression, job.train.topk_ratio)
         self.computed = 0  # gradients computed by this process (work done, kept or dropped)
 
@@ -76,6 +78,7 @@ class GradientWorker:
         worker's updated running statistics, then a WorkerReport.
         """
         start = time.perf_counter()
+        flush_denormals()  # per call: MXCSR is per thread, and a compiled graph calls from its own
         self._load(param_slices, bn_state)
         seed = self.job.seed
         idx = sampling.batch_indices(seed, epoch, step_in_epoch, self.index,
@@ -91,7 +94,8 @@ class GradientWorker:
         if self.job.model.dropout > 0:
             self.model.dropout_param["seed"] = sampling.dropout_seed(
                 seed, epoch, step_in_epoch, self.index)
-        loss, grads = self.model.loss(self._X, y)
+        loss, grads = self.model.loss(self._X, y, grads_out=self._grads)
+        self._grads = grads
         if self.index == 0 and self.job.train.worker_delay_s:  # an injected straggler
             time.sleep(self.job.train.worker_delay_s)
         flat = grads.vector
