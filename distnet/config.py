@@ -245,13 +245,16 @@ class TrainConfig(_Section):
     # "tasks" submits Ray tasks whose arguments go through the object store. Async, SSP and
     # backup workers always use tasks.
     transport: Literal["graph", "tasks"] = "graph"
+    # Threads of each parameter server's update rule; 0 = its node's cores, at most 4 (in
+    # synchronous mode the workers wait while the servers update).
+    server_threads: int = 0
 
     def _validate(self) -> None:
         for name in ("num_epochs", "batch_size", "workers", "servers", "eval_batch_size"):
             self._check(name, lambda v: v >= 1, ">= 1")
         for name in ("early_stopping_patience", "max_steps"):
             self._check(name, lambda v: v >= 1, ">= 1")
-        for name in ("staleness", "backup_workers", "num_train_samples"):
+        for name in ("staleness", "backup_workers", "num_train_samples", "server_threads"):
             self._check(name, lambda v: v >= 0, ">= 0")
         self._check("topk_ratio", lambda v: 0 < v <= 1, "in (0, 1]")
         self._check("worker_cpus", lambda v: v > 0, "> 0")

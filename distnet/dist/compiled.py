@@ -8,8 +8,13 @@ channels between the actors once; a step is then a message into the graph:
     server k: serve(step) -> worker i: compute_served(epoch, step_in_epoch, *served)
               -> server k: apply_served(step, weights, *worker outputs) -> driver
 
-The driver keeps one step in flight while it reads the previous one, as with tasks. The
-result is bit-identical to the task path (same calls, same summation order).
+The driver keeps up to two steps queued behind the one it reads, so the actors never wait
+for it. The result is bit-identical to the task path (same calls, same summation order).
+
+Reading a graph's output in the driver spins: Ray 2.60's PlasmaObjectHeader::ReadAcquire
+loops on sched_yield, which took a whole core on this 2-core machine (the large net's step
+went from 105 to 154 ms). So the driver sleeps through most of a step before it reads
+(`read`); with steps queued behind, a late read delays nothing.
 
 Two limits of Ray 2.60's compiled graphs shape `close`: a torn-down graph whose channels
 carried messages over about 1 MB leaves its actors' loops hanging, and only the process
@@ -19,6 +24,9 @@ failure mid-run is recovered by a fresh actor group (see driver.py).
 
 from __future__ import annotations
 
+import time
+
+import ray
 from ray.dag import DAGContext, InputNode, MultiOutputNode
 
 from distnet.dist.group import ActorGroup, StepRefs
@@ -28,6 +36,7 @@ from distnet.dist.group import ActorGroup, StepRefs
 STEP_TIMEOUT_S = 24 * 3600
 TEARDOWN_TIMEOUT_S = 1
 IN_FLIGHT = 3  # steps the driver may submit before reading the oldest
+SLEEP_SHARE = 0.8  # of the usual step time, slept before reading a step
 
 
 class CompiledSteps:
@@ -48,11 +57,29 @@ class CompiledSteps:
         # Channels sized for the largest message up front (they would grow on demand).
         self.graph = graph.experimental_compile(_buffer_size_bytes=message_bytes,
                                                 _max_inflight_executions=IN_FLIGHT)
+        self.step_s = 0.0  # moving average of the time between two steps' results
+        self.last_read: float | None = None  # when the previous result came, if queued
 
     def step(self, step: int, epoch: int, step_in_epoch: int) -> StepRefs:
         """Submit one synchronous step; returns at once."""
         refs = self.graph.execute(step, epoch, step_in_epoch)
-        return StepRefs(step, [], [], list(range(len(self.group.workers))), graph_refs=refs)
+        return StepRefs(step, [], [], list(range(len(self.group.workers))), graph_refs=refs,
+                        reader=self.read)
+
+    def read(self, refs: list) -> tuple[list, list]:
+        """(WorkerReports, ServerReports) of a submitted step: sleep, then wait for it."""
+        if self.last_read is not None:
+            time.sleep(max(0.0, self.last_read + SLEEP_SHARE * self.step_s - time.perf_counter()))
+        results = ray.get(refs)  # per server: (ServerReport, WorkerReports)
+        now = time.perf_counter()
+        if self.last_read is not None:
+            self.step_s = 0.8 * self.step_s + 0.2 * (now - self.last_read)
+        self.last_read = now
+        return results[0][1], [server_report for server_report, _ in results]
+
+    def paused(self) -> None:
+        """No step is queued (an epoch's end, a checkpoint): the next read must not sleep."""
+        self.last_read = None
 
     def close(self) -> None:
         """Tear the graph down and kill its actors (see the module docstring)."""

@@ -249,7 +249,7 @@ class _Run:
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
             self.pending.append(steps.step(step, epoch, in_epoch))
             step += 1
-            if len(self.pending) > 1:
+            if len(self.pending) > 2:  # two steps queued behind the one read
                 self._complete(self.pending.pop(0))
             if self.at_boundary(step):
                 self._settle()
@@ -261,6 +261,7 @@ class _Run:
         while getattr(self, "pending", None):
             self._complete(self.pending.pop(0))
         if self.graph is not None:
+            self.graph.paused()
             self.group.refresh_refs()
 
     def at_boundary(self, done: int) -> bool:

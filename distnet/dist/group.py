@@ -9,6 +9,7 @@ there are N + b worker actors (see backup.py); async and SSP modes submit one wo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,12 +31,12 @@ class StepRefs:
     workers: list[int] = field(default_factory=list)  # whose gradients the step applies
     dropped: int = 0  # late gradients left out (backup workers)
     graph_refs: list | None = None  # a compiled-graph step: its outputs, one per server
+    reader: Callable[[list], tuple[list, list]] | None = None  # ... and how to read them
 
     def fetch(self) -> tuple[list, list]:
         """Wait for the step: (WorkerReports, ServerReports)."""
-        if self.graph_refs is not None:
-            results = ray.get(self.graph_refs)  # per server: (ServerReport, WorkerReports)
-            return results[0][1], [server_report for server_report, _ in results]
+        if self.reader is not None:
+            return self.reader(self.graph_refs)
         return ray.get(self.worker_reports), ray.get(self.server_reports)
 
 
@@ -68,7 +69,8 @@ class ActorGroup:
         server_cls = remote_class(ParameterServer, num_cpus=0, retry_tasks=False)
         worker_cls = remote_class(GradientWorker, num_cpus=train.worker_cpus, retry_tasks=True)
         self.servers = [
-            server_cls.remote(k, job.optim.update_rule, job.optim.rule_config(), schedule)
+            server_cls.remote(k, job.optim.update_rule, job.optim.rule_config(), schedule,
+                              train.server_threads)
             for k in range(train.servers)
         ]
         self.workers = [

@@ -25,10 +25,6 @@ from distnet.dist.compression import decode
 from distnet.errors import DistnetError
 from distnet.fpenv import flush_denormals
 
-# Threads of the update rule. In synchronous mode the workers wait while the servers update,
-# so the update may use the node's cores.
-UPDATE_THREADS = min(os.cpu_count() or 1, 4)
-
 
 class StaleServerError(DistnetError):
     """The server is not at the step the driver expects (it was restarted): restore it."""
@@ -66,7 +62,8 @@ class ServerReport:
 class ParameterServer:
     """Holds one slice of the flat parameters and applies the update rule to it."""
 
-    def __init__(self, shard_index: int, update_rule: str, rule_config: dict, schedule):
+    def __init__(self, shard_index: int, update_rule: str, rule_config: dict, schedule,
+                 threads: int = 1):
         if update_rule not in optim.RULES:
             raise DistnetError(f"unknown update rule {update_rule!r}")
         self.shard_index = shard_index
@@ -76,7 +73,7 @@ class ParameterServer:
         self.state: ShardState | None = None  # None until the driver loads a state
         self._avg: np.ndarray | None = None  # the averaged gradient
         self._scratch: np.ndarray | None = None
-        optim.set_num_threads(UPDATE_THREADS)
+        optim.set_num_threads(threads or min(os.cpu_count() or 1, 4))
 
     def pid(self) -> int:
         return os.getpid()
