@@ -69,16 +69,23 @@ class _Figures:
 def throughput_table(f: _Figures, configs: list[str], fast: bool = False) -> list[str]:
     """Samples/s per config and system; `fast`: from the 10th-percentile step time."""
     rows = _header("config", "global batch", *LABELS.values(), "Solver / PyTorch",
-                   "distnet 2w / DDP", "scaling 1w→2w")
+                   "distnet 2w / DDP", "scaling 1w→2w", "PyTorch scaling 1p→DDP 2p")
     for name in configs:
         eff = f.rate(name, "distnet2", fast) / (2 * f.rate(name, "distnet1", fast))
+        # The same measure for PyTorch: DDP's 2 processes against one process (meaningful
+        # with --threads 1, where both use one thread per process).
+        torch_eff = f.rate(name, "ddp", fast) / (2 * f.rate(name, "torch", fast))
         rows.append(_row(
             name, CONFIGS[name].batch_size,
             *(_rate(f.summary.get((name, s)), fast) for s in LABELS),
             _ratio(f.rate(name, "numpy", fast), f.rate(name, "torch", fast)),
             _ratio(f.rate(name, "distnet2", fast), f.rate(name, "ddp", fast)),
-            "—" if math.isnan(eff) else f"{100 * eff:.0f}%"))
+            _percent(eff), _percent(torch_eff)))
     return rows
+
+
+def _percent(value: float) -> str:
+    return "—" if math.isnan(value) else f"{100 * value:.0f}%"
 
 
 def split_table(f: _Figures, configs: list[str]) -> list[str]:
