@@ -241,9 +241,9 @@ class TrainConfig(_Section):
     worker_cpus: float = 1.0
     worker_delay_s: float = 0.0  # injected delay per step in worker 0 (straggler benchmarks)
     # How a synchronous step (without backup workers) travels: "graph" compiles it once into
-    # a Ray Compiled Graph (shared-memory channels between the actors, no task per step);
-    # "tasks" submits Ray tasks whose arguments go through the object store. Async, SSP and
-    # backup workers always use tasks.
+    # a Ray Compiled Graph (shared-memory channels between the actors, no task per step) on a
+    # single-node Ray; "tasks" submits Ray tasks whose arguments go through the object store.
+    # Async, SSP, backup workers and multi-node clusters always use tasks.
     transport: Literal["graph", "tasks"] = "graph"
     # Threads of each parameter server's update rule; 0 = its node's cores, at most 4 (in
     # synchronous mode the workers wait while the servers update).

@@ -8,8 +8,8 @@ channels between the actors once; a step is then a message into the graph:
     server k: serve(step) -> worker i: compute_served(epoch, step_in_epoch, *served)
               -> server k: apply_served(step, weights, *worker outputs) -> driver
 
-The driver keeps up to two steps queued behind the one it reads, so the actors never wait
-for it. The result is bit-identical to the task path (same calls, same summation order).
+The driver keeps one step queued behind the one it reads, so the actors never wait for it
+(two queued steps, at IN_FLIGHT = 3, deadlocked a graph whose workers ran on other nodes). The result is bit-identical to the task path (same calls, same summation order).
 
 Reading a graph's output in the driver spins: Ray 2.60's PlasmaObjectHeader::ReadAcquire
 loops on sched_yield, which took a whole core on this 2-core machine (the large net's step

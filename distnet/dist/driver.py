@@ -31,6 +31,7 @@ from distnet.dist.backup import BackupSteps
 from distnet.dist.compiled import CompiledSteps
 from distnet.dist.group import ActorGroup, ModelState, StepRefs, actor_batch_sizes
 from distnet.dist.result import StepEvent, TrainResult
+from distnet.dist.runtime import single_node
 from distnet.dist.server import StaleServerError
 from distnet.errors import DistnetError
 from distnet.metrics import RunLogger, StepStats, flat_hparams, progress_bar
@@ -102,7 +103,8 @@ class _Run:
                             step_gamma=o.step_gamma,
                             min_lr=o.min_lr)
         self.schedule = schedule
-        self.uses_graph = t.mode == "sync" and not t.backup_workers and t.transport == "graph"
+        self.uses_graph = (t.mode == "sync" and not t.backup_workers and t.transport == "graph"
+                           and single_node())
         self.graph: CompiledSteps | None = None
         self.group = self._new_group()
         self.logger = RunLogger(job.metrics.logdir, job.metrics.log_every_steps,
@@ -249,7 +251,7 @@ class _Run:
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
             self.pending.append(steps.step(step, epoch, in_epoch))
             step += 1
-            if len(self.pending) > 2:  # two steps queued behind the one read
+            if len(self.pending) > 1:  # one step queued behind the one read
                 self._complete(self.pending.pop(0))
             if self.at_boundary(step):
                 self._settle()
