@@ -36,14 +36,15 @@ _FENV_SIZE, _MXCSR_OFFSET = 32, 28
 _MXCSR_MASKS = 0x1F80  # every exception masked: how every thread starts on Linux
 
 
-def flush_denormals() -> None:
-    """Set FTZ and DAZ in this thread's MXCSR; a no-op where that is not possible."""
+def flush_denormals(enabled: bool = True) -> None:
+    """Set FTZ and DAZ in this thread's MXCSR (clear them with enabled=False); a no-op
+    where that is not possible."""
     env = _read_env()
     if env is None:
         return
     libm, buffer = env
     mxcsr = ctypes.c_uint32.from_buffer(buffer, _MXCSR_OFFSET)
-    mxcsr.value |= _FTZ | _DAZ
+    mxcsr.value = mxcsr.value | _FTZ | _DAZ if enabled else mxcsr.value & ~(_FTZ | _DAZ)
     libm.fesetenv(buffer)
 
 

@@ -60,3 +60,15 @@ def tiny_job(tiny_dataset, tmp_path):
 
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(autouse=True)
+def ieee_denormals():
+    """Each test starts with IEEE gradual underflow in the main thread: a Solver flushes
+    denormals in its thread (by design), which must not leak into later tests (hypothesis
+    refuses to generate floats when subnormals cannot be represented)."""
+    from distnet.fpenv import flush_denormals
+
+    flush_denormals(False)
+    yield
+    flush_denormals(False)

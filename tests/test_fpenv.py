@@ -35,8 +35,11 @@ def test_denormals_become_zero_after_the_call():
     flush_denormals()
     flush_denormals()  # idempotent
     print(products())
+    flush_denormals(False)  # back to IEEE gradual underflow
+    print(products())
     """)
-    assert out.splitlines() == ["(False, False, False)", "(True, True, True)"]
+    assert out.splitlines() == ["(False, False, False)", "(True, True, True)",
+                                "(False, False, False)"]
 
 
 @needs_x86_glibc
