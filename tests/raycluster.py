@@ -39,6 +39,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 # launcher (`docker-compose` on PATH) drops the exit status.
 COMPOSE_BINARY = Path(importlib.util.find_spec("compose").origin).parent / "docker-compose"
 START_TIMEOUT_S = 120
+START_ATTEMPTS = 3  # a node that lost a race for a port is started again
 # The test's own Ray settings must not leak into the nodes it starts.
 _CLEARED_ENV = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
                 "RAY_AUTH_TOKEN_PATH", "DISTNET_CACHE")
@@ -192,26 +193,37 @@ class RayCluster:
 
     def _start(self, service_name: str, variables: dict[str, str]) -> Node:
         service = self.services[service_name]
-        ip = f"127.0.0.{len(self.nodes) + 2}"
-        # Each node its own temp dir, as each container has its own /tmp: nodes sharing
-        # one would unpack a job's working_dir over each other (and under its driver).
-        env = container_env(service, self.shared) | variables | {
-            "RAY_NODE_IP": ip, "RAY_AGENT_PORT": str(free_port()), "RAY_NUM_CPUS": "1",
-            "RAY_TEMP_DIR": str(self.root / f"n{len(self.nodes)}"),
-            # Ray system config from the environment: a lost node is declared dead after
-            # 5 failed checks 1 s apart instead of 3 s apart, to keep failure tests short.
-            "RAY_health_check_period_ms": "1000"}
-        log = self.root / f"node-{len(self.nodes)}.log"
-        node = Node(start_service(service_name, service, env, log), ip)
-        self.nodes.append(node)
+        index = len(self.nodes)
+        ip = f"127.0.0.{index + 2}"
+        for attempt in range(START_ATTEMPTS):
+            # Each node its own temp dir, as each container has its own /tmp: nodes sharing
+            # one would unpack a job's working_dir over each other (and under its driver).
+            env = container_env(service, self.shared) | variables | {
+                "RAY_NODE_IP": ip, "RAY_AGENT_PORT": str(free_port()), "RAY_NUM_CPUS": "1",
+                "RAY_TEMP_DIR": str(self.root / f"n{index}"),
+                # Ray system config from the environment: a lost node is declared dead after
+                # 5 failed checks 1 s apart instead of 3 s apart, to keep failure tests short.
+                "RAY_health_check_period_ms": "1000"}
+            log = self.root / f"node-{index}-{attempt}.log"
+            node = Node(start_service(service_name, service, env, log), ip)
 
-        def registered() -> bool:
-            ids = [i for i, node_ip in self.node_ids().items() if node_ip == ip]
-            node.node_id = ids[0] if ids else ""
-            return bool(ids)
+            def registered(node=node) -> bool:
+                ids = [i for i, node_ip in self.node_ids().items() if node_ip == ip]
+                node.node_id = ids[0] if ids else ""
+                return bool(ids)
 
-        node.service.wait_healthy(service, registered)
-        return node
+            try:
+                node.service.wait_healthy(service, registered)
+            except RuntimeError as err:
+                node.service.stop()
+                # Ray picks some of its ports at random and refuses to start when two of
+                # them (or one and a port picked here) collide: start the node again.
+                if "trying to use a port number" in str(err) and attempt + 1 < START_ATTEMPTS:
+                    continue
+                raise
+            self.nodes.append(node)
+            return node
+        raise AssertionError("unreachable")
 
     def shutdown(self) -> None:
         for node in reversed(self.nodes):
