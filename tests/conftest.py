@@ -70,5 +70,3 @@ def ieee_denormals():
     from distnet.fpenv import flush_denormals
 
     flush_denormals(False)
-    yield
-    flush_denormals(False)

@@ -9,7 +9,8 @@ channels between the actors once; a step is then a message into the graph:
               -> server k: apply_served(step, weights, *worker outputs) -> driver
 
 The driver keeps one step queued behind the one it reads, so the actors never wait for it
-(two queued steps, at IN_FLIGHT = 3, deadlocked a graph whose workers ran on other nodes). The result is bit-identical to the task path (same calls, same summation order).
+(two queued steps, at IN_FLIGHT = 3, deadlocked a graph whose workers ran on other nodes).
+The result is bit-identical to the task path (same calls, same summation order).
 
 Reading a graph's output in the driver spins: Ray 2.60's PlasmaObjectHeader::ReadAcquire
 loops on sched_yield, which took a whole core on this 2-core machine (the large net's step
@@ -25,6 +26,7 @@ failure mid-run is recovered by a fresh actor group (see driver.py).
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import ray
 from ray.dag import DAGContext, InputNode, MultiOutputNode
@@ -63,13 +65,14 @@ class CompiledSteps:
     def step(self, step: int, epoch: int, step_in_epoch: int) -> StepRefs:
         """Submit one synchronous step; returns at once."""
         refs = self.graph.execute(step, epoch, step_in_epoch)
-        return StepRefs(step, [], [], list(range(len(self.group.workers))), graph_refs=refs,
-                        reader=self.read)
+        return StepRefs(step, [], [], list(range(len(self.group.workers))),
+                        reader=partial(self.read, refs))
 
     def read(self, refs: list) -> tuple[list, list]:
         """(WorkerReports, ServerReports) of a submitted step: sleep, then wait for it."""
         if self.last_read is not None:
-            time.sleep(max(0.0, self.last_read + SLEEP_SHARE * self.step_s - time.perf_counter()))
+            wake = self.last_read + SLEEP_SHARE * self.step_s
+            time.sleep(max(0.0, wake - time.perf_counter()))
         results = ray.get(refs)  # per server: (ServerReport, WorkerReports)
         now = time.perf_counter()
         if self.last_read is not None:

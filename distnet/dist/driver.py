@@ -112,6 +112,7 @@ class _Run:
         self.bar = progress_bar(self.total_steps, progress)
         self.checkpoint_path = ""
         self.saved_step = -1
+        self.pending: list[StepRefs] = []  # submitted synchronous steps not yet read
 
     def _new_group(self) -> ActorGroup:
         return ActorGroup(self.job, self.initial.params.size, self.initial.bn_state.size,
@@ -245,7 +246,7 @@ class _Run:
         if self.job.train.mode != "sync":
             return AsyncLoop(self).run()
         steps = self._steps()
-        self.pending = []  # submitted steps not yet read, oldest first
+        self.pending.clear()  # what a failed attempt left submitted is gone with its actors
         step = self.state.step
         while step < self.total_steps and not self.stopped_early():
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
@@ -260,7 +261,7 @@ class _Run:
 
     def _settle(self) -> None:
         """Read every submitted step; then the servers' state is the driver's to read."""
-        while getattr(self, "pending", None):
+        while self.pending:
             self._complete(self.pending.pop(0))
         if self.graph is not None:
             self.graph.paused()

@@ -30,13 +30,12 @@ class StepRefs:
     server_reports: list
     workers: list[int] = field(default_factory=list)  # whose gradients the step applies
     dropped: int = 0  # late gradients left out (backup workers)
-    graph_refs: list | None = None  # a compiled-graph step: its outputs, one per server
-    reader: Callable[[list], tuple[list, list]] | None = None  # ... and how to read them
+    reader: Callable[[], tuple[list, list]] | None = None  # a compiled-graph step's reports
 
     def fetch(self) -> tuple[list, list]:
         """Wait for the step: (WorkerReports, ServerReports)."""
         if self.reader is not None:
-            return self.reader(self.graph_refs)
+            return self.reader()
         return ray.get(self.worker_reports), ray.get(self.server_reports)
 
 

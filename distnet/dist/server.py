@@ -141,9 +141,9 @@ class ParameterServer:
         GradientWorker.compute_served); returns (ServerReport, the workers' reports)."""
         k = self.shard_index
         grads = [out.gradients[k] for out in worker_outputs]
-        bn_states = [out.bn_state for out in worker_outputs] if k == 0 else []
-        report = self.apply_gradients(step, weights, *grads, *(b for b in bn_states
-                                                                if b is not None))[-1]
+        bn_states = [out.bn_state for out in worker_outputs
+                     if k == 0 and out.bn_state is not None]
+        report = self.apply_gradients(step, weights, *grads, *bn_states)[-1]
         return report, [out.report for out in worker_outputs]
 
     def apply_gradient(self, worker: int, local_step: int, weight: float, grad, bn_state=None):
