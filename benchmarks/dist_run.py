@@ -39,7 +39,7 @@ class DistResult:
 
 
 def start_ray(num_cpus: int) -> None:
-    from distnet.dist.runtime import init_local_ray
+    from distnet.distributed.runtime import init_local_ray
 
     init_local_ray(num_cpus=num_cpus, log_to_driver=False)
 

@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write every run (with its curve) here as JSON")
     args = parser.parse_args(argv)
 
-    from distnet.dist.runtime import init_local_ray
+    from distnet.distributed.runtime import init_local_ray
 
     init_local_ray(num_cpus=4, log_to_driver=False)
     runs = []

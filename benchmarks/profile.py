@@ -36,7 +36,7 @@ FOCUS = {
                "store_task_outputs", "get_objects"],
     "server": ["apply_gradients", "_weighted_mean", "adam (distnet", "sgd (distnet",
                "_own", "serializ", "deserializ", "main_loop", "store_task_outputs"],
-    "driver": ["_loop", "_complete", "step (distnet/dist/group", "RunLogger.step",
+    "driver": ["_loop", "_complete", "step (distnet/distributed/group", "RunLogger.step",
                "add_scalar", "ray.get", "get_objects", "remote", "on_step", "set_postfix",
                "_submit"],
 }

@@ -103,7 +103,7 @@ def main() -> None:
 
     from ray.dag import DAGContext
 
-    from distnet.dist.runtime import init_local_ray
+    from distnet.distributed.runtime import init_local_ray
 
     init_local_ray(2, log_to_driver=False)
     DAGContext.get_current().teardown_timeout = 1

@@ -20,7 +20,8 @@ def run(config_name: str, steps: int, data: str, threads: int) -> child.ChildRes
     from threadpoolctl import threadpool_limits
 
     from distnet import optim
-    from distnet.config import JobConfig, build_model
+    from distnet.config import JobConfig
+    from distnet.models import build_model
     from distnet.solver import Solver
 
     start = time.perf_counter()

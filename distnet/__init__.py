@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Lazy: the distributed trainer pulls in ray, the model code must not.
     if name == "train":
-        from distnet.dist.driver import train
+        from distnet.distributed.driver import train
 
         return train
     raise AttributeError(f"module 'distnet' has no attribute {name!r}")

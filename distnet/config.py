@@ -7,7 +7,7 @@ integer; an integer is fine where a number is expected) or an impossible value r
 ConfigError naming the key as `section.key` and the file:
 
     job = load_job("jobs/two_layer.toml", ["train.workers=4"])
-    model = build_model(job.model)
+    model = distnet.models.build_model(job.model)  # the network it describes
 
 `{name}` in `checkpoint.dir` and `metrics.logdir` is replaced by the job's name.
 """
@@ -35,7 +35,6 @@ from typing import (
     get_type_hints,
 )
 
-import numpy as np
 
 import tomllib
 
@@ -403,31 +402,6 @@ def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
             raise ConfigError(f"{section} must be a table, got {_show(result[section])}")
         (result.setdefault(section, {}) if section else result)[name] = value
     return result
-
-
-def build_model(
-    model_cfg: ModelConfig,
-    input_dim: int = 3 * 32 * 32,
-    num_classes: int = 10,
-    dtype: str | None = None,
-    seed: int | None = None,
-):
-    """The network `model_cfg` describes, its initial weights drawn from `seed` (None:
-    NumPy's global generator); `dtype` overrides model.dtype (float64 for gradient checks)."""
-    from distnet.models import FullyConnectedNet, TwoLayerNet
-
-    common = {
-        "input_dim": input_dim,
-        "num_classes": num_classes,
-        "reg": model_cfg.reg,
-        "weight_scale": model_cfg.weight_scale,
-        "dtype": np.dtype(dtype or model_cfg.dtype),
-        "init_seed": seed,
-    }
-    if model_cfg.kind == "two_layer":
-        return TwoLayerNet(hidden_dim=model_cfg.hidden_dims[0], **common)
-    return FullyConnectedNet(list(model_cfg.hidden_dims), dropout=model_cfg.dropout,
-                             use_batchnorm=model_cfg.use_batchnorm, **common)
 
 
 def _reject_unknown(table: dict, known: list[str], prefix: str) -> None:

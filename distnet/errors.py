@@ -7,3 +7,7 @@ bug and keeps its traceback. Library modules subclass it for their own area.
 
 class DistnetError(Exception):
     """A user mistake or bad input (bad file, bad config, bad checksum ...)."""
+
+
+class InvalidInput(DistnetError, ValueError):
+    """Bad input to the network library: shapes, labels, hyperparameters."""

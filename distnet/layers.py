@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distnet.errors import DistnetError
-
-
-class InvalidInput(DistnetError, ValueError):
-    """Bad input to the network library: shapes, labels, hyperparameters."""
+from distnet.errors import InvalidInput
 
 
 def affine_forward(x, w, b):

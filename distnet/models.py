@@ -13,6 +13,7 @@ import itertools
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,8 +23,8 @@ from distnet.layer_utils import (
     affine_relu_backward,
     affine_relu_forward,
 )
+from distnet.errors import InvalidInput
 from distnet.layers import (
-    InvalidInput,
     affine_backward,
     affine_forward,
     dropout_backward,
@@ -31,6 +32,9 @@ from distnet.layers import (
     softmax_loss,
 )
 from distnet.params import FlatParams
+
+if TYPE_CHECKING:
+    from distnet.config import ModelConfig
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -274,3 +278,26 @@ class TwoLayerNet(FullyConnectedNet):
             dtype=dtype,
             init_seed=init_seed,
         )
+
+
+def build_model(
+    model_cfg: "ModelConfig",
+    input_dim: int = 3 * 32 * 32,
+    num_classes: int = 10,
+    dtype: str | None = None,
+    seed: int | None = None,
+):
+    """The network `model_cfg` describes, its initial weights drawn from `seed` (None:
+    NumPy's global generator); `dtype` overrides model.dtype (float64 for gradient checks)."""
+    common = {
+        "input_dim": input_dim,
+        "num_classes": num_classes,
+        "reg": model_cfg.reg,
+        "weight_scale": model_cfg.weight_scale,
+        "dtype": np.dtype(dtype or model_cfg.dtype),
+        "init_seed": seed,
+    }
+    if model_cfg.kind == "two_layer":
+        return TwoLayerNet(hidden_dim=model_cfg.hidden_dims[0], **common)
+    return FullyConnectedNet(list(model_cfg.hidden_dims), dropout=model_cfg.dropout,
+                             use_batchnorm=model_cfg.use_batchnorm, **common)

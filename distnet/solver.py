@@ -30,7 +30,7 @@ import numpy as np
 from distnet import optim
 from distnet.errors import DistnetError
 from distnet.fpenv import flush_denormals
-from distnet.layers import InvalidInput
+from distnet.errors import InvalidInput
 from distnet.params import FlatParams
 
 

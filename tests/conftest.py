@@ -17,7 +17,7 @@ SESSION_CPUS = 4
 def ray_session():
     import ray
 
-    from distnet.dist.runtime import init_local_ray
+    from distnet.distributed.runtime import init_local_ray
 
     init_local_ray(num_cpus=SESSION_CPUS, log_to_driver=False)
     yield ray

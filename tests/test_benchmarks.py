@@ -9,7 +9,8 @@ from benchmarks import report
 from benchmarks.configs import CONFIGS, TINY
 from benchmarks.measure import Measurement, summarize
 from benchmarks.throughput import parse_args, plan
-from distnet.config import JobConfig, build_model
+from distnet.config import JobConfig
+from distnet.models import build_model
 
 
 @pytest.mark.parametrize("config", [*CONFIGS.values(), TINY], ids=lambda c: c.name)

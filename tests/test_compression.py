@@ -1,4 +1,4 @@
-"""Gradient codecs (distnet.dist.compression) against independent numpy references."""
+"""Gradient codecs (distnet.distributed.compression) against independent numpy references."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distnet.dist.compression import Encoder, Sparse, decode, nbytes, topk_count
+from distnet.distributed.compression import Encoder, Sparse, decode, nbytes, topk_count
 
 
 def reference_topk(acc: np.ndarray, k: int) -> set[int]:

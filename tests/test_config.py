@@ -19,11 +19,10 @@ from distnet.config import (
     TrainConfig,
     UpdateRule,
     apply_overrides,
-    build_model,
     load_job,
 )
 from distnet.errors import DistnetError
-from distnet.models import FullyConnectedNet, TwoLayerNet
+from distnet.models import FullyConnectedNet, TwoLayerNet, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 JOB_FILES = sorted((REPO / "jobs").glob("*.toml"))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from distnet.checkpoint import latest_checkpoint, load_checkpoint
-from distnet.dist.driver import train
+from distnet.distributed.driver import train
 
 
 def killer(steps, pick):

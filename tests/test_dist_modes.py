@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from test_dist_faults import killer
 
-from distnet.config import build_model
-from distnet.dist.compression import Encoder, topk_count
-from distnet.dist.driver import train
-from distnet.dist.server import ParameterServer, ShardState, shard_bounds
+from distnet.models import build_model
+from distnet.distributed.compression import Encoder, topk_count
+from distnet.distributed.driver import train
+from distnet.distributed.server import ParameterServer, ShardState, shard_bounds
 from distnet.errors import DistnetError
 from distnet.schedules import Schedule
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from distnet import optim
-from distnet.config import build_model
+from distnet.models import build_model
 from distnet.data.reader import assign_rows, open_split
-from distnet.dist import sampling
-from distnet.dist.driver import train
+from distnet.distributed import sampling
+from distnet.distributed.driver import train
 
 
 def global_batch(job, epoch, step):

@@ -16,7 +16,7 @@ from ray.job_submission import JobSubmissionClient
 from raycluster import free_port, ray_cluster
 
 from distnet.errors import DistnetError
-from distnet.submit import entrypoint, find_token
+from distnet.distributed.submit import entrypoint, find_token
 
 # Valid here; on the cluster it fails at once (no dataset, no tarball to prepare it from).
 JOB = """\

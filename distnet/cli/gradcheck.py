@@ -98,7 +98,8 @@ def _build_model(args, seed: int):
             init_seed=seed,
         )
     try:
-        from distnet.config import build_model, load_job
+        from distnet.config import load_job
+        from distnet.models import build_model
     except ImportError:
         raise DistnetError("gradcheck JOB.toml needs distnet.config") from None
     model_config = load_job(args.job).model

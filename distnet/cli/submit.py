@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from distnet.errors import DistnetError
-    from distnet.submit import submit_job
+    from distnet.distributed.submit import submit_job
 
     if not args.address:
         raise DistnetError("submit needs --address http://HEAD:8265 "

@@ -43,7 +43,7 @@ def run(args) -> int:
             overrides.append(f"{key}={json.dumps(value)}")
     job = load_job(args.job, overrides)
 
-    from distnet.dist.driver import train
+    from distnet.distributed.driver import train
 
     if args.resume and args.overwrite:
         raise DistnetError("--resume and --overwrite exclude each other")

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distnet.config import JobConfig, build_model
-from distnet.dist import sampling
-from distnet.dist.compression import Encoder, nbytes
+from distnet.config import JobConfig
+from distnet.distributed import sampling
+from distnet.distributed.compression import Encoder, nbytes
 from distnet.fpenv import flush_denormals
+from distnet.models import build_model
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ray
 
-from distnet.dist.group import ActorGroup, StepRefs
+from distnet.distributed.group import ActorGroup, StepRefs
 
 
 class BackupSteps:

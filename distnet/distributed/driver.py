@@ -24,16 +24,17 @@ from distnet.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from distnet.config import JobConfig, build_model
-from distnet.dist import sampling
-from distnet.dist.async_loop import AsyncLoop
-from distnet.dist.backup import BackupSteps
-from distnet.dist.compiled import CompiledSteps
-from distnet.dist.group import ActorGroup, ModelState, StepRefs, actor_batch_sizes
-from distnet.dist.result import StepEvent, TrainResult
-from distnet.dist.runtime import single_node
-from distnet.dist.server import StaleServerError
+from distnet.config import JobConfig
+from distnet.distributed import sampling
+from distnet.distributed.async_loop import AsyncLoop
+from distnet.distributed.backup import BackupSteps
+from distnet.distributed.compiled import CompiledSteps
+from distnet.distributed.group import ActorGroup, ModelState, StepRefs, actor_batch_sizes
+from distnet.distributed.result import StepEvent, TrainResult
+from distnet.distributed.runtime import single_node
+from distnet.distributed.server import StaleServerError
 from distnet.errors import DistnetError
+from distnet.models import build_model
 from distnet.metrics import RunLogger, StepStats, flat_hparams, progress_bar
 from distnet.schedules import Schedule
 
@@ -58,7 +59,7 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
     inject failures with it).
     """
     from distnet.data.prepare import ensure_dataset
-    from distnet.dist.runtime import ray_session
+    from distnet.distributed.runtime import ray_session
 
     data = job.data
     ensure_dataset(data.path, source=data.source, md5=data.md5, verify=data.verify,

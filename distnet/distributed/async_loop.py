@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING
 
 import ray
 
-from distnet.dist.worker import WorkerReport
+from distnet.distributed.worker import WorkerReport
 from distnet.metrics import StepStats
 
 if TYPE_CHECKING:
-    from distnet.dist.driver import _Run
+    from distnet.distributed.driver import _Run
 
 
 @dataclass

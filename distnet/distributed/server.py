@@ -21,7 +21,7 @@ from itertools import pairwise
 import numpy as np
 
 from distnet import optim
-from distnet.dist.compression import decode
+from distnet.distributed.compression import decode
 from distnet.errors import DistnetError
 from distnet.fpenv import flush_denormals
 

@@ -31,7 +31,7 @@ from functools import partial
 import ray
 from ray.dag import DAGContext, InputNode, MultiOutputNode
 
-from distnet.dist.group import ActorGroup, StepRefs
+from distnet.distributed.group import ActorGroup, StepRefs
 
 # Seconds: how long one step may take (a slow worker, a long straggler delay) and how long
 # teardown waits for an actor's loop before killing it.

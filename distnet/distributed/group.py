@@ -16,9 +16,9 @@ import numpy as np
 import ray
 
 from distnet.config import JobConfig, TrainConfig
-from distnet.dist.runtime import remote_class
-from distnet.dist.server import ParameterServer, ShardState, shard_bounds
-from distnet.dist.worker import GradientWorker
+from distnet.distributed.runtime import remote_class
+from distnet.distributed.server import ParameterServer, ShardState, shard_bounds
+from distnet.distributed.worker import GradientWorker
 
 
 @dataclass

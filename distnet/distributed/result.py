@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from distnet.dist.group import ActorGroup
+from distnet.distributed.group import ActorGroup
 
 
 @dataclass
