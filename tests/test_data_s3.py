@@ -8,6 +8,7 @@ import pytest
 from pyarrow import fs as pafs
 
 from datagen import cifar_members, fake_cifar, md5_of, write_tarball
+from distnet.data.check import check_dataset
 from distnet.data.errors import DataError
 from distnet.data.prepare import prepare_dataset
 from distnet.data.reader import load_manifest, open_split, verify_dataset
@@ -94,3 +95,24 @@ def test_missing_dataset_on_s3(s3):
     _, uri = s3
     with pytest.raises(DataError, match="is not a prepared dataset"):
         load_manifest(uri("nothing-here"))
+
+
+def test_check_dataset_on_s3_reads_train_metadata_and_hashes_val_and_test(s3, on_s3):
+    filesystem, uri = s3
+    prepare_dataset(uri("flipped"), source=str(on_s3), md5=md5_of(on_s3), shards=3,
+                    num_val=NUM_VAL, progress=False)
+    assert check_dataset(uri("flipped"), num_workers=2) == load_manifest(uri("flipped"))
+    for split in ("train", "test"):
+        key = f"datasets/flipped/{split}/shard-00001-of-00003.arrow"
+        with filesystem.open_input_stream(key) as stream:
+            content = bytearray(stream.read())
+        content[len(content) // 2] ^= 0xFF  # pixels: the Arrow metadata still reads
+        with filesystem.open_output_stream(key) as stream:
+            stream.write(bytes(content))
+        if split == "train":  # left to the worker that opens it, not read whole here
+            check_dataset(uri("flipped"))
+            with pytest.raises(DataError, match=f"shard {key} is corrupt"):
+                open_split(uri("flipped"), "train", 0, 2, verify=True)
+    with pytest.raises(DataError, match="shard datasets/flipped/test/shard-00001-of-00003.arrow "
+                                        "is corrupt"):
+        check_dataset(uri("flipped"))

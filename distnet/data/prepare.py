@@ -24,7 +24,7 @@ from distnet.data.cifar import CifarArrays, read_cifar_tarball
 from distnet.data.download import cache_dir, download, file_md5
 from distnet.data.errors import DataError
 from distnet.data.manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SplitInfo
-from distnet.data.reader import verify_dataset
+from distnet.data.reader import load_manifest, verify_dataset
 from distnet.data.shards import encode_shard, sha256
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -75,10 +75,26 @@ def ensure_dataset(path: str, source: str | None = None, md5: str | None = None,
                    verify: bool = True, shards: int = 8, num_val: int = 1000,
                    progress: bool = True) -> Manifest:
     """The manifest at `path` if it holds a complete dataset (all shards present with the
-    right sizes), else prepare it there first (the trainer's entry point)."""
+    right sizes); prepare it there first if `path` holds no dataset yet (the trainer's
+    entry point).
+
+    A dataset that is there but damaged is rebuilt only from the tarball it was made of
+    (same MD5, shards and val size); anything else, and above all an unreadable manifest,
+    is a DataError saying what is wrong: never a download over a user's own dataset."""
+    filesystem, root = fs.resolve(path)
+    if not fs.exists(filesystem, fs.join(root, MANIFEST_NAME)):
+        return prepare_dataset(path, source=source, shards=shards, md5=md5, verify=verify,
+                               num_val=num_val, progress=progress)
+    manifest = load_manifest(path)  # a broken manifest is an error, not a reason to rebuild
     try:
         return verify_dataset(path, checksums=False)
-    except DataError:
+    except DataError as err:
+        expected = (md5 or OFFICIAL_MD5).lower() if verify else None
+        if (manifest.source_md5, manifest.shards_per_split, manifest.num_val) != \
+                (expected, shards, num_val):
+            raise DataError(f"{err}; not rebuilt, since this dataset was made from another "
+                            f"tarball (MD5 {manifest.source_md5}) or with other settings: run "
+                            f"`distnet data prepare --out {path}` with its source") from err
         return prepare_dataset(path, source=source, shards=shards, md5=md5, verify=verify,
                                num_val=num_val, progress=progress)
 

@@ -60,8 +60,7 @@ def open_shard(filesystem: pafs.FileSystem, root: str, info: ShardInfo, verify: 
                         "(its SHA-256 differs from the manifest); run `distnet data prepare` again")
     try:
         reader = pa.ipc.open_file(buffer)
-        if reader.schema != SCHEMA or reader.num_record_batches != 1:
-            raise DataError(f"shard {path} has schema {reader.schema}, expected {SCHEMA}")
+        check_layout(path, reader)
         batch = reader.get_batch(0)
         if batch.num_rows != info.rows:
             raise DataError(f"shard {path} holds {batch.num_rows} rows, manifest says {info.rows}")
@@ -70,5 +69,20 @@ def open_shard(filesystem: pafs.FileSystem, root: str, info: ShardInfo, verify: 
         images = batch.column("image").flatten().to_numpy(zero_copy_only=True)
         labels = batch.column("label").to_numpy(zero_copy_only=True)
     except pa.ArrowException as err:
-        raise DataError(f"shard {path} is not a readable Arrow file ({err})") from err
+        raise DataError(f"shard {path} is not a readable Arrow file ({first_line(err)})") from err
     return Shard(images=images.reshape(batch.num_rows, IMAGE_SIZE), labels=labels)
+
+
+def check_layout(path: str, reader: pa.ipc.RecordBatchFileReader) -> None:
+    """One record batch with SCHEMA, or a DataError naming `path`."""
+    if reader.schema != SCHEMA or reader.num_record_batches != 1:
+        raise DataError(f"shard {path} has {reader.num_record_batches} record batch(es) of "
+                        f"({_columns(reader.schema)}), expected one of ({_columns(SCHEMA)})")
+
+
+def _columns(schema: pa.Schema) -> str:
+    return ", ".join(f"{column.name}: {column.type}" for column in schema)
+
+
+def first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
