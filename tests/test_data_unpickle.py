@@ -2,6 +2,7 @@
 
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,3 +87,23 @@ def test_tarball_with_a_malicious_batch_is_refused_without_side_effect(tmp_path)
                         shards=2, num_val=5, progress=False)
     assert not sentinel.exists()
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_no_other_code_unpickles():
+    """distnet and its benchmarks read pickles only through restricted_loads: no other
+    pickle.load/loads/Unpickler, and no np.load with allow_pickle=True."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for path in [*(root / "distnet").rglob("*.py"), *(root / "benchmarks").rglob("*.py")]:
+        if path == root / "distnet" / "data" / "unpickle.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ("load", "loads", "Unpickler") \
+                    and isinstance(node.value, ast.Name) and "pickle" in node.value.id:
+                found.append(f"{path.relative_to(root)}:{node.lineno} pickle.{node.attr}")
+            if isinstance(node, ast.keyword) and node.arg == "allow_pickle" and not (
+                    isinstance(node.value, ast.Constant) and node.value.value is False):
+                found.append(f"{path.relative_to(root)}:{node.value.lineno} allow_pickle")
+    assert not found, found
