@@ -1,0 +1,202 @@
+"""Seeded random failures for a training run: the failure tests and benchmarks/kill_soak.py.
+
+A schedule is a list of `Kill(at_s, target)` drawn from a seed: `at_s` seconds after the
+run's first worker is alive, SIGKILL one worker, one parameter server, one of each
+('both'), or send the driver SIGINT ('interrupt', then resume). A second kill drawn soon
+after the first tends to land in the recovery from the first, which is the point.
+
+Victims are found by process title (Ray names an actor's process `ray::<Class>`), so the
+killer needs nothing from the driver and works with a driver in another process. The
+driver runs as `python tests/killer.py JOB ADDRESS OUT [--resume]` (`drive`, below): it
+prints one line per completed step, so the watcher bounds the time between steps and
+dumps the driver's stacks with py-spy when it hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+TARGETS = ("worker", "server", "both")
+CLASSES = {"worker": ("GradientWorker",), "server": ("ParameterServer",),
+           "both": ("GradientWorker", "ParameterServer")}
+
+
+@dataclass(frozen=True)
+class Kill:
+    at_s: float
+    target: str  # one of TARGETS, or "interrupt"
+
+
+def random_schedule(seed: int, duration_s: float, max_kills: int = 3,
+                    interrupt: bool = False) -> list[Kill]:
+    """1..max_kills kills spread over `duration_s`; sometimes two close together."""
+    rng = random.Random(seed)
+    times = sorted(rng.uniform(0.3, duration_s) for _ in range(rng.randint(1, max_kills)))
+    if len(times) > 1 and rng.random() < 0.5:
+        times[1] = times[0] + rng.uniform(0.2, 3.0)  # during the recovery from the first
+    kills = [Kill(round(t, 2), rng.choice(TARGETS)) for t in sorted(times)]
+    if interrupt:
+        kills.append(Kill(round(rng.uniform(0.3, duration_s), 2), "interrupt"))
+    return sorted(kills, key=lambda k: k.at_s)
+
+
+def actor_pids(class_name: str) -> list[int]:
+    """Live processes of actors of `class_name` on this machine, sorted."""
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if cmd and cmd[0].startswith(f"ray::{class_name}"):
+            pids.append(proc.info["pid"])
+    return sorted(pids)
+
+
+@dataclass
+class Watch:
+    """What happened to one driver process."""
+
+    returncode: int | None = None
+    steps: int = 0
+    max_gap_s: float = 0.0  # longest wait for a step (start-up excluded)
+    hung: bool = False
+    stacks: str = ""
+    fired: list[tuple[float, str, list[int]]] = field(default_factory=list)
+    interrupt_exit_s: float | None = None  # SIGINT to exit
+    stderr: str = ""
+
+
+def _fire(kill: Kill, rng: random.Random, driver: subprocess.Popen) -> list[int]:
+    if kill.target == "interrupt":
+        driver.send_signal(signal.SIGINT)
+        return [driver.pid]
+    victims = []
+    for cls in CLASSES[kill.target]:
+        pids = actor_pids(cls)
+        if pids:
+            victims.append(pids[rng.randrange(len(pids))])
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return victims
+
+
+def run_driver(job_file: Path, address: str, out: Path, schedule: list[Kill] = (),
+               seed: int = 0, step_bound_s: float = 60.0, exit_bound_s: float = 10.0,
+               resume: bool = False, total_bound_s: float = 900.0) -> Watch:
+    """Run the driver in a child process, fire `schedule`, bound every wait."""
+    cmd = [sys.executable, __file__, str(job_file), address, str(out)]
+    driver = subprocess.Popen(cmd + (["--resume"] if resume else []), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    watch, rng = Watch(), random.Random(seed)
+    last = [time.monotonic(), False]  # time of the last step, whether steps have begun
+    err_lines: list[str] = []
+
+    def read_steps():
+        for line in driver.stdout:
+            if line.startswith("step "):
+                now = time.monotonic()
+                if last[1]:
+                    watch.max_gap_s = max(watch.max_gap_s, now - last[0])
+                last[:] = [now, True]
+                watch.steps += 1
+
+    readers = [threading.Thread(target=read_steps, daemon=True),
+               threading.Thread(target=lambda: err_lines.extend(driver.stderr), daemon=True)]
+    for t in readers:
+        t.start()
+    start = time.monotonic()
+    while not actor_pids("GradientWorker") and driver.poll() is None:
+        if time.monotonic() - start > total_bound_s:
+            break
+        time.sleep(0.05)
+    t0, pending, interrupted_at = time.monotonic(), list(schedule), None
+    while driver.poll() is None:
+        now = time.monotonic()
+        while pending and now - t0 >= pending[0].at_s and interrupted_at is None:
+            kill = pending.pop(0)
+            watch.fired.append((round(now - t0, 2), kill.target, _fire(kill, rng, driver)))
+            if kill.target == "interrupt":
+                interrupted_at = now
+        waited = now - last[0] if last[1] else 0.0
+        overdue = (interrupted_at is not None and now - interrupted_at > exit_bound_s)
+        if waited > step_bound_s or overdue or now - start > total_bound_s:
+            watch.hung = True
+            watch.stacks = _stacks(driver.pid)
+            driver.kill()
+            break
+        time.sleep(0.05)
+    driver.wait(timeout=30)
+    for t in readers:
+        t.join(timeout=5)
+    if interrupted_at is not None and not watch.hung:
+        watch.interrupt_exit_s = round(time.monotonic() - interrupted_at, 2)
+    watch.returncode, watch.stderr = driver.returncode, "".join(err_lines)
+    return watch
+
+
+def _stacks(pid: int) -> str:
+    try:
+        return subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True,
+                              text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"(no stacks: {err})"
+
+
+def write_job_file(raw: dict, path: Path) -> Path:
+    """A job dict (sections as sub-dicts) as a TOML job file."""
+    top = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    for section, values in raw.items():
+        if isinstance(values, dict):
+            top.append(f"[{section}]")
+            top += [f"{k} = {json.dumps(v)}" for k, v in values.items() if v is not None]
+    path.write_text("\n".join(top) + "\n")
+    return path
+
+
+def read_result(out: Path):
+    """The final parameters and histories a `drive` run wrote into `out`."""
+    import numpy as np
+
+    summary = json.loads((out / "result.json").read_text())
+    return np.load(out / "final_params.npy"), np.load(out / "params.npy"), summary
+
+
+def drive(job_file: str, address: str, out: str, resume: bool) -> int:
+    """The driver process: train, print a line per step, write the result into `out`."""
+    import numpy as np
+
+    from distnet.config import load_job
+    from distnet.distributed.driver import train
+
+    job = load_job(job_file)
+    try:
+        result = train(job, address=address, resume=resume, overwrite=not resume,
+                       progress=False,
+                       on_step=lambda e: print(f"step {e.step}", flush=True))
+    except KeyboardInterrupt:
+        return 130
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "final_params.npy", result.final_params)
+    np.save(out_dir / "params.npy", result.params)
+    keep = ("loss_history", "train_acc_history", "val_acc_history")
+    summary = result.summary() | {k: getattr(result, k) for k in keep}
+    (out_dir / "result.json").write_text(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    sys.exit(drive(*args[:3], resume="--resume" in args))
