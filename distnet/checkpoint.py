@@ -10,15 +10,24 @@ never a half-written file under a checkpoint name.
 
     path = save_checkpoint("checkpoints/job", state, keep=3)
     state = load_checkpoint(latest_checkpoint("checkpoints/job"))
+    state = load_latest_checkpoint("checkpoints/job", ModelSpec.like(params, bn_state))
+
+Loading checks the file (zip CRCs, format, types) and, given a ModelSpec, that it fits the
+model it is meant for: shapes, dtypes, finite values, steps in range. A damaged newest
+checkpoint is moved aside by `load_latest_checkpoint`, which continues from the newest
+intact one and says so; a checkpoint that does not fit the model is an error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +46,70 @@ _OPTIONAL = ("best_params", "best_bn_state")  # arrays that may be None
 
 class CheckpointError(DistnetError):
     """A checkpoint cannot be written, or the file is missing, truncated or corrupted."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A checkpoint that reads intact but holds invalid values or does not fit the model
+    it is loaded for."""
+
+
+# Far beyond any real run (10^12 steps), far below where int64 step arithmetic overflows.
+MAX_STEP = 10**12
+_FLOAT32 = np.dtype(np.float32)  # the models' dtype
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a checkpoint must hold to continue a given model: `param_size` parameters and
+    `bn_size` batchnorm statistics of `dtype`, at most `max_step` steps (the job's total;
+    None: only MAX_STEP)."""
+
+    param_size: int
+    bn_size: int
+    dtype: np.dtype = _FLOAT32
+    max_step: int | None = None
+
+    @classmethod
+    def like(cls, params: np.ndarray, bn_state: np.ndarray,
+             max_step: int | None = None) -> ModelSpec:
+        """The spec of a model whose flat parameters and statistics look like these."""
+        return cls(params.size, bn_state.size, params.dtype, max_step)
+
+    def check(self, state: TrainState, where: str) -> None:
+        """Raise CheckpointMismatch, naming `where` and the first field that does not fit."""
+        for problem in self._problems(state):
+            raise CheckpointMismatch(f"{where}: {problem}")
+
+    def _problems(self, state: TrainState):
+        limit = MAX_STEP if self.max_step is None else self.max_step
+        if not state.step <= limit:
+            yield f"step {state.step} is beyond this job's {limit} steps"
+        if not state.epoch <= state.step:
+            yield f"epoch {state.epoch} is larger than step {state.step}"
+        arrays = {"params": (state.params, self.param_size),
+                  "bn_state": (state.bn_state, self.bn_size),
+                  "best_params": (state.best_params, self.param_size),
+                  "best_bn_state": (state.best_bn_state, self.bn_size)}
+        arrays |= {f"opt_state[{key!r}]": (value, self.param_size)
+                   for key, value in state.opt_state.items() if _is_array(value)}
+        for name, (value, size) in arrays.items():
+            if value is None:  # no best parameters yet
+                continue
+            if value.shape != (size,) or value.dtype != self.dtype:
+                yield (f"{name} is {value.dtype} of shape {value.shape}, this model needs "
+                       f"{self.dtype} of shape ({size},)")
+            elif not np.isfinite(value).all():
+                yield f"{name} holds NaN or infinite values"
+        for key, value in state.opt_state.items():
+            if not _is_array(value) and not math.isfinite(value):
+                yield f"opt_state[{key!r}] is {value}"
+        if not (state.best_val_acc == -1.0 or 0.0 <= state.best_val_acc <= 1.0):
+            yield f"best_val_acc {state.best_val_acc} is not an accuracy"
+        for key, values in state.history.items():
+            if not all(math.isfinite(v) for v in values):
+                yield f"history {key} holds NaN or infinite values"
+            elif "acc" in key and not all(0.0 <= v <= 1.0 for v in values):
+                yield f"history {key} holds values outside [0, 1]"
 
 
 @dataclass
@@ -62,8 +135,10 @@ class TrainState:
         """Raise ValueError unless every field has a type and shape a checkpoint can hold."""
         for name in ("step", "epoch"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"TrainState.{name} must be an integer >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or not 0 <= value <= MAX_STEP:
+                raise ValueError(f"TrainState.{name} must be an integer in [0, {MAX_STEP}], "
+                                 f"got {value!r}")
         arrays = {"params": self.params, "bn_state": self.bn_state}
         arrays |= {name: value for name in _OPTIONAL if (value := getattr(self, name)) is not None}
         arrays |= {f"opt_state[{k!r}]": v for k, v in self.opt_state.items() if _is_array(v)}
@@ -177,19 +252,27 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | os.PathLike) -> TrainState:
-    """Read a checkpoint written by save_checkpoint; never unpickles anything."""
+def load_checkpoint(path: str | os.PathLike, expected: ModelSpec | None = None) -> TrainState:
+    """Read a checkpoint written by save_checkpoint; never unpickles anything.
+
+    CheckpointError when the file is missing, truncated or corrupted; CheckpointMismatch
+    when it reads but holds invalid values or, given `expected`, does not fit that model."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         meta = json.loads(arrays.pop(_META).tobytes().decode())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: corrupted or truncated checkpoint ({err})") from None
+    try:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError("not a distnet checkpoint")
         if meta["version"] != VERSION:
             raise ValueError(f"format version {meta['version']}, this distnet reads {VERSION}")
         opt_state = {k[len(_OPT):]: v for k, v in arrays.items() if k.startswith(_OPT)}
-        return TrainState(
+        state = TrainState(
             step=meta["step"],
             epoch=meta["epoch"],
             params=arrays["params"],
@@ -202,7 +285,43 @@ def load_checkpoint(path: str | os.PathLike) -> TrainState:
             extra=meta["extra"],
             best_bn_state=arrays.get("best_bn_state"),
         )
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{path}: corrupted or truncated checkpoint ({err})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointMismatch(f"{path}: invalid checkpoint ({err})") from None
+    if expected is not None:
+        expected.check(state, str(path))
+    return state
+
+
+def load_latest_checkpoint(directory: str | os.PathLike, expected: ModelSpec | None = None,
+                           warn: Callable[[str], None] | None = None) -> TrainState | None:
+    """The newest checkpoint in `directory` that reads intact (None when there is none).
+
+    Newer ones that are truncated or corrupted are renamed to `<name>.damaged`, out of the
+    way of later saves and pruning, and reported through `warn` (default: one line each on
+    stderr). One that reads but does not fit `expected` is an error (CheckpointMismatch):
+    older ones would not fit either. CheckpointError when every checkpoint is damaged."""
+    damaged = []
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            state = load_checkpoint(path, expected)
+        except CheckpointMismatch:
+            raise
+        except CheckpointError as err:
+            aside = path.with_name(path.name + ".damaged")
+            try:
+                path.replace(aside)
+                damaged.append(f"{err}; moved aside to {aside.name}")
+            except OSError:
+                damaged.append(str(err))
+            continue
+        for problem in damaged:
+            (warn or _warn)(f"{problem}; continuing from {path.name}")
+        return state
+    if damaged:
+        raise CheckpointError(f"no intact checkpoint in {directory}: {damaged[0]}"
+                              + (f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""))
+    return None
+
+
+def _warn(message: str) -> None:
+    print(f"distnet: warning: {message}", file=sys.stderr)
