@@ -7,6 +7,11 @@ IPs 127.0.0.2, .3, ... (Ray rewrites 127.0.0.1 given to `ray start --node-ip-add
 the machine's network address, other loopback addresses it keeps), free ports, and a short
 temp dir per node. The compose volume /shared is a temp directory here.
 
+All nodes run in one network namespace that has nothing but loopback (loopback.py): Ray
+listens on 0.0.0.0 whatever it is told, and there 0.0.0.0 is loopback only. Clients in the
+tests reach the head's dashboard / Jobs API at `dashboard_url`, a port on this machine's
+127.0.0.1 forwarded into the namespace; `address` (the GCS) is only reachable from inside.
+
 Nodes start one at a time (nodes started together race for ports), each waited for with its
 compose healthcheck. Teardown stops exactly the processes of this cluster: every node's
 process tree, collected before the first signal.
@@ -32,6 +37,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from loopback import LoopbackNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -78,6 +85,7 @@ class ServiceProcess:
     env: dict[str, str]
     process: subprocess.Popen
     log: Path
+    netns: LoopbackNamespace | None = None  # where it runs (None: this namespace)
 
     def processes(self) -> list[int]:
         """The command's process and everything it started (raylet, workers, drivers...)."""
@@ -105,8 +113,9 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
-            check = subprocess.run(healthcheck_argv(service), env=self.env, capture_output=True,
-                                   check=False)
+            argv = healthcheck_argv(service)
+            check = subprocess.run(self.netns.argv(argv) if self.netns else argv, env=self.env,
+                                   capture_output=True, check=False)
             if check.returncode == 0 and ready():
                 return
             time.sleep(1)
@@ -114,11 +123,13 @@ class ServiceProcess:
                            f"{self.log.read_text()[-3000:]}")
 
 
-def start_service(name: str, service: dict, env: dict[str, str], log: Path) -> ServiceProcess:
+def start_service(name: str, service: dict, env: dict[str, str], log: Path,
+                  netns: LoopbackNamespace | None = None) -> ServiceProcess:
+    argv = container_argv(service["command"])
     with open(log, "wb") as out:
-        process = subprocess.Popen(container_argv(service["command"]), env=env, stdout=out,
+        process = subprocess.Popen(netns.argv(argv) if netns else argv, env=env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    return ServiceProcess(name, env, process, log)
+    return ServiceProcess(name, env, process, log, netns)
 
 
 @dataclass
@@ -140,17 +151,23 @@ class RayCluster:
     root: Path  # temp dir: the nodes' Ray temp dirs, their logs and the "shared volume"
     token: str
     services: dict[str, dict]
+    netns: LoopbackNamespace  # where every node runs
     gcs_port: int = field(default_factory=free_port)
-    dashboard_port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)  # inside the namespace
     nodes: list[Node] = field(default_factory=list)
+    dashboard_forward: int = 0  # this namespace's 127.0.0.1 port into the dashboard
 
     @property
     def address(self) -> str:
+        """The GCS, as the nodes see it (inside the namespace)."""
         return f"127.0.0.2:{self.gcs_port}"
 
     @property
     def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
+        """The dashboard / Jobs API, for clients here."""
+        if not self.dashboard_forward:
+            self.dashboard_forward = self.netns.forward(self.dashboard_port)
+        return f"http://127.0.0.1:{self.dashboard_forward}"
 
     @property
     def shared(self) -> Path:
@@ -205,7 +222,7 @@ class RayCluster:
                 # 5 failed checks 1 s apart instead of 3 s apart, to keep failure tests short.
                 "RAY_health_check_period_ms": "1000"}
             log = self.root / f"node-{index}-{attempt}.log"
-            node = Node(start_service(service_name, service, env, log), ip)
+            node = Node(start_service(service_name, service, env, log, self.netns), ip)
 
             def registered(node=node) -> bool:
                 ids = [i for i, node_ip in self.node_ids().items() if node_ip == ip]
@@ -237,7 +254,8 @@ def ray_cluster(workers: int = 2) -> Iterator[RayCluster]:
     root = Path(tempfile.mkdtemp(prefix="dn-", dir="/tmp"))
     (root / "shared").mkdir()
     token = secrets.token_hex(16)
-    cluster = RayCluster(root, token, compose_services(token))
+    netns = LoopbackNamespace()
+    cluster = RayCluster(root, token, compose_services(token), netns)
     try:
         cluster.start_head()
         for _ in range(workers):
@@ -245,6 +263,7 @@ def ray_cluster(workers: int = 2) -> Iterator[RayCluster]:
         yield cluster
     finally:
         cluster.shutdown()
+        netns.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
