@@ -20,16 +20,23 @@ went from 105 to 154 ms). So the driver sleeps through most of a step before it 
 Two limits of Ray 2.60's compiled graphs shape `close`: a torn-down graph whose channels
 carried messages over about 1 MB leaves its actors' loops hanging, and only the process
 that compiled a graph may run it. So a graph is torn down with its actors killed, and a
-failure mid-run is recovered by a fresh actor group (see driver.py).
+failure mid-run is recovered by a fresh actor group (see driver.py). Teardown itself can
+hang: when an actor dies, Ray's failure monitor starts its own teardown without killing
+the actors, holds the teardown lock and waits without a timeout for their loops (seen as a
+driver stuck for 21 minutes; benchmarks/kill_soak.py reproduces it). `close` therefore
+never waits unbounded: it kills the actors (which ends those loops) and abandons a graph
+whose teardown still does not finish, so that neither recovery nor ray.shutdown waits on it.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from functools import partial
 
 import ray
-from ray.dag import DAGContext, InputNode, MultiOutputNode
+from ray.dag import DAGContext, InputNode, MultiOutputNode, compiled_dag_node
 
 from distnet.distributed.group import ActorGroup, StepRefs
 
@@ -37,6 +44,7 @@ from distnet.distributed.group import ActorGroup, StepRefs
 # teardown waits for an actor's loop before killing it.
 STEP_TIMEOUT_S = 24 * 3600
 TEARDOWN_TIMEOUT_S = 1
+CLOSE_TIMEOUT_S = 5  # for each of: a healthy teardown, the teardown after killing actors
 IN_FLIGHT = 3  # steps the driver may submit before reading the oldest
 SLEEP_SHARE = 0.8  # of the usual step time, slept before reading a step
 
@@ -68,12 +76,14 @@ class CompiledSteps:
         return StepRefs(step, [], [], list(range(len(self.group.workers))),
                         reader=partial(self.read, refs))
 
-    def read(self, refs: list) -> tuple[list, list]:
-        """(WorkerReports, ServerReports) of a submitted step: sleep, then wait for it."""
-        if self.last_read is not None:
+    def read(self, refs: list, timeout: float | None = None) -> tuple[list, list]:
+        """(WorkerReports, ServerReports) of a submitted step: sleep, then wait for it.
+
+        A step can be read once: a read interrupted by Ctrl-C loses its reports."""
+        if self.last_read is not None and timeout is None:
             wake = self.last_read + SLEEP_SHARE * self.step_s
             time.sleep(max(0.0, wake - time.perf_counter()))
-        results = ray.get(refs)  # per server: (ServerReport, WorkerReports)
+        results = ray.get(refs, timeout=timeout)  # per server: (ServerReport, WorkerReports)
         now = time.perf_counter()
         if self.last_read is not None:
             self.step_s = 0.8 * self.step_s + 0.2 * (now - self.last_read)
@@ -84,7 +94,25 @@ class CompiledSteps:
         """No step is queued (an epoch's end, a checkpoint): the next read must not sleep."""
         self.last_read = None
 
-    def close(self) -> None:
-        """Tear the graph down and kill its actors (see the module docstring)."""
-        self.graph.teardown(kill_actors=True)
+    def close(self, broken: bool = False) -> None:
+        """Tear the graph down and kill its actors, within 2 x CLOSE_TIMEOUT_S (see the
+        module docstring). A `broken` graph (a failure, an interrupted read) gets its actors
+        killed first."""
+        if broken:
+            # Ray logs each call into a killed actor as an error with its traceback; here
+            # they are expected, and the user has the failure that broke the graph already.
+            logging.getLogger("ray.dag.compiled_dag_node").setLevel(logging.CRITICAL)
+            self.group.kill()
+        teardown = threading.Thread(target=self.graph.teardown, kwargs={"kill_actors": True},
+                                    daemon=True, name="distnet-graph-teardown")
+        teardown.start()
+        teardown.join(CLOSE_TIMEOUT_S)
+        if teardown.is_alive() and not broken:
+            self.group.kill()  # ends the loops that Ray's own teardown may be waiting on
+            teardown.join(CLOSE_TIMEOUT_S)
+        # Abandon it: ray.shutdown and the graph's __del__ would otherwise tear it down
+        # again, unbounded (private Ray 2.60 state; the graph is deprecated upstream).
+        compiled_dag_node._compiled_dags.pop(self.graph.get_id(), None)
+        if teardown.is_alive():
+            self.graph._is_teardown = True
 

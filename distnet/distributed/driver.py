@@ -39,6 +39,7 @@ from distnet.metrics import RunLogger, StepStats, flat_hparams, progress_bar
 from distnet.schedules import Schedule
 
 MAX_RECOVERIES = 20
+INTERRUPT_BUDGET_S = 5  # Ctrl-C: time to book the submitted steps before giving them up
 __all__ = ["StepEvent", "TrainResult", "TrainingDiverged", "train"]
 
 
@@ -134,14 +135,15 @@ class _Run:
 
     def _replace_actors(self) -> None:
         """After a failure in a compiled graph: a fresh actor group (see compiled.py)."""
-        self._close_graph()
+        self._close_graph(broken=True)
         self.group.kill()
         self.group = self._new_group()
 
-    def _close_graph(self) -> None:
+    def _close_graph(self, broken: bool = False) -> None:
+        """Bounded, whatever state the graph is in (see CompiledSteps.close)."""
         if self.graph is not None:
             graph, self.graph = self.graph, None
-            graph.close()
+            graph.close(broken)
 
     # --- state -----------------------------------------------------------------------
     def _fresh_state(self) -> TrainState:
@@ -205,6 +207,18 @@ class _Run:
         return self._fresh_state()
 
     def run(self) -> TrainResult:
+        """Train; whatever ends the run, the compiled graph is closed within a bound."""
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            raise  # _interrupted closed a graph it could not read; a readable one is healthy
+        except BaseException:
+            self._close_graph(broken=True)
+            raise
+        finally:
+            self._close_graph()
+
+    def _run(self) -> TrainResult:
         start = time.perf_counter()
         restore_from: TrainState | None = self.start_state
         first_step = restore_from.step
@@ -219,11 +233,7 @@ class _Run:
                 self._loop()
                 break
             except KeyboardInterrupt:
-                self._settle()
-                self._save()
-                self.bar.close()
-                print(f"\ninterrupted at step {self.state.step}; checkpoint "
-                      f"{self.checkpoint_path} (continue with --resume)", file=sys.stderr)
+                self._interrupted()
                 raise
             except (rex.RayActorError, rex.ObjectLostError, rex.RayTaskError,
                     rex.RayChannelError, rex.RaySystemError) as err:
@@ -237,10 +247,28 @@ class _Run:
         if self.saved_step != self.state.step:
             self._save()
         wall = time.perf_counter() - start
+        return self._finish(wall, self.state.step - first_step)
+
+    def _interrupted(self) -> None:
+        """Ctrl-C: within INTERRUPT_BUDGET_S, book every submitted step and checkpoint;
+        when a step cannot be read (a compiled-graph read that the interrupt cut, a dead
+        actor), the servers are ahead of the books, so the newest checkpoint on disk stays
+        the one to resume from (the run's start state if there is none yet)."""
+        deadline = time.monotonic() + INTERRUPT_BUDGET_S
         try:
-            return self._finish(wall, self.state.step - first_step)
-        finally:
-            self._close_graph()
+            self._settle(deadline)
+            self._save()
+            where = f"checkpoint {self.checkpoint_path}"
+        except (rex.GetTimeoutError, rex.RayError, ValueError):
+            path = latest_checkpoint(self.job.checkpoint.dir)
+            if path is None:
+                cfg = self.job.checkpoint
+                path = save_checkpoint(cfg.dir, self._fresh_state(), keep=cfg.keep)
+            self._close_graph(broken=True)
+            where = f"steps after the checkpoint {path} were not all read; it is kept"
+        self.bar.close()
+        print(f"\ninterrupted at step {self.state.step}; {where} (continue with --resume)",
+              file=sys.stderr)
 
     def _loop(self) -> None:
         self.step_clock = time.perf_counter()
@@ -249,21 +277,36 @@ class _Run:
         steps = self._steps()
         self.pending.clear()  # what a failed attempt left submitted is gone with its actors
         step = self.state.step
+        if step and self._epoch_end_missing(step):  # a Ctrl-C cut its evaluation
+            self.boundary(step)
         while step < self.total_steps and not self.stopped_early():
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
             self.pending.append(steps.step(step, epoch, in_epoch))
             step += 1
             if len(self.pending) > 1:  # one step queued behind the one read
-                self._complete(self.pending.pop(0))
+                self._complete_oldest()
             if self.at_boundary(step):
                 self._settle()
                 self.boundary(step)
         self._settle()
 
-    def _settle(self) -> None:
+    def _complete_oldest(self, deadline: float | None = None) -> None:
+        """Read and book the oldest submitted step; it leaves `pending` only once booked,
+        so that an interrupted read is read again (or known lost), never skipped."""
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self._complete(self.pending[0], timeout)
+        self.pending.pop(0)
+
+    def _epoch_end_missing(self, done: int) -> bool:
+        """Whether `done` ends an epoch whose accuracies are not booked yet."""
+        if not (done % self.steps_per_epoch == 0 or done == self.total_steps):
+            return False
+        return len(self.state.history["val_acc_history"]) < -(-done // self.steps_per_epoch)
+
+    def _settle(self, deadline: float | None = None) -> None:
         """Read every submitted step; then the servers' state is the driver's to read."""
         while self.pending:
-            self._complete(self.pending.pop(0))
+            self._complete_oldest(deadline)
         if self.graph is not None:
             self.graph.paused()
             self.group.refresh_refs()
@@ -280,9 +323,9 @@ class _Run:
             self._end_epoch((done - 1) // self.steps_per_epoch, done)
         self._save()
 
-    def _complete(self, refs: StepRefs) -> None:
+    def _complete(self, refs: StepRefs, timeout: float | None = None) -> None:
         """Read a finished synchronous step's reports and record it."""
-        reports, servers = refs.fetch()
+        reports, servers = refs.fetch(timeout)
         n = sum(r.num_samples for r in reports)
         step_s = self.tick()
         self.record(StepStats(
@@ -328,15 +371,18 @@ class _Run:
         t = self.job.train
         train_acc = self.group.evaluate("train", epoch, t.num_train_samples or None)
         val_acc = self.group.evaluate("val", epoch)
+        best = val_acc > self.state.best_val_acc
+        params = self.group.params()
+        bn_state = self.group.bn_state() if best else None
+        # Booked together after every remote call: a Ctrl-C before here leaves the whole
+        # epoch end to be repeated after --resume (see _epoch_end_missing).
         h = self.state.history
         h["train_acc_history"].append(train_acc)
         h["val_acc_history"].append(val_acc)
-        if val_acc > self.state.best_val_acc:
-            self.state.best_val_acc = val_acc
-            self.state.best_params = self.group.params()
-            self.state.best_bn_state = self.group.bn_state()
+        if best:
+            self.state.best_val_acc, self.state.best_params = val_acc, params
+            self.state.best_bn_state = bn_state
             self.state.extra["best_epoch"] = epoch
-        params = self.group.params()
         self.logger.epoch(done, {"train": train_acc, "val": val_acc},
                           {name: params[off:off + size]
                            for name, _, off, size in self.layout})

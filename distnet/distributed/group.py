@@ -30,13 +30,14 @@ class StepRefs:
     server_reports: list
     workers: list[int] = field(default_factory=list)  # whose gradients the step applies
     dropped: int = 0  # late gradients left out (backup workers)
-    reader: Callable[[], tuple[list, list]] | None = None  # a compiled-graph step's reports
+    reader: Callable[..., tuple[list, list]] | None = None  # a compiled-graph step's reports
 
-    def fetch(self) -> tuple[list, list]:
-        """Wait for the step: (WorkerReports, ServerReports)."""
+    def fetch(self, timeout: float | None = None) -> tuple[list, list]:
+        """Wait for the step (at most `timeout` s): (WorkerReports, ServerReports)."""
         if self.reader is not None:
-            return self.reader()
-        return ray.get(self.worker_reports), ray.get(self.server_reports)
+            return self.reader(timeout=timeout)
+        return (ray.get(self.worker_reports, timeout=timeout),
+                ray.get(self.server_reports, timeout=timeout))
 
 
 @dataclass
