@@ -12,7 +12,9 @@ cluster is reachable from the network, nor from this machine's own loopback:
 `forward` is how the tests' clients (Jobs API, dashboard HTTP) reach the head: a process
 that accepts on a socket made here, in this namespace, on 127.0.0.1, and connects in the
 cluster's namespace (a socket belongs to the namespace it was created in).
-Needs root (CAP_SYS_ADMIN) for `unshare --net` and `nsenter`.
+As root the namespace is a plain network namespace; otherwise it is made inside a new user
+namespace (`unshare --user --map-root-user`, where the kernel allows unprivileged ones) and
+entered through both.
 """
 
 from __future__ import annotations
@@ -29,20 +31,25 @@ class LoopbackNamespace:
     def __init__(self):
         # The namespace lives as long as this holder (and whatever entered it): `cat` ends
         # when its stdin closes, at close() or when the test process dies.
+        as_user = os.geteuid() != 0
         self.holder = subprocess.Popen(
-            ["unshare", "--net", "--", "sh", "-c", "ip link set lo up && echo up && exec cat"],
+            ["unshare", *(["--user", "--map-root-user"] if as_user else []), "--net", "--",
+             "sh", "-c", "ip link set lo up && echo up && exec cat"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)
         if self.holder.stdout.readline() != b"up\n":
             self.holder.wait()
-            raise RuntimeError("cannot create a network namespace (`unshare --net` needs root): "
+            raise RuntimeError("cannot create a network namespace with only loopback: "
                                + self.holder.stderr.read().decode().strip())
         self.path = f"/proc/{self.holder.pid}/ns/net"
+        self._enter = [f"--net={self.path}"]
+        if as_user:
+            self._enter += [f"--user=/proc/{self.holder.pid}/ns/user", "--preserve-credentials"]
         self.forwarders: list[subprocess.Popen] = []
 
     def argv(self, command: list[str]) -> list[str]:
         """`command` run inside the namespace (nsenter execs it: same pid)."""
-        return ["nsenter", f"--net={self.path}", "--", *command]
+        return ["nsenter", *self._enter, "--", *command]
 
     def forward(self, port: int) -> int:
         """A port on this namespace's 127.0.0.1 whose connections go to 127.0.0.1:`port`
