@@ -1,4 +1,4 @@
-"""TensorBoard logging (tensorboardX) and the progress bar: what a run shows while it runs.
+"""TensorBoard logging and the progress bar: what a run shows while it runs.
 
 Tags:
   train/loss, train/learning_rate, train/samples_per_s, train/grad_norm   per step
@@ -11,7 +11,8 @@ Tags:
                                                                           per step, async and SSP
   accuracy/train, accuracy/val                                            per epoch
   weights/<name>                                                          per epoch histograms
-  hparams                                                                 at the end
+  hparam/<metric> and the HParams plugin's session (this run)             at the end
+  custom_scalars__config__: LAYOUT (Custom Scalars view)                  at the start
 """
 
 from __future__ import annotations
@@ -47,57 +48,91 @@ class StepStats:
 
 
 class RunLogger:
-    """Writes one run's TensorBoard event files into `logdir`."""
+    """Writes one run's TensorBoard event file into `logdir` (event_log.py: never blocks,
+    never imports PyTorch; a failed disk is one warning and the end of logging)."""
 
     def __init__(self, logdir: str, log_every_steps: int = 1, histograms: bool = True):
-        from tensorboardX import SummaryWriter
+        from distnet.event_log import EventLog, tensorboardx
 
         self.logdir = logdir
         self.every = log_every_steps
         self.histograms = histograms
-        self.writer = SummaryWriter(logdir=logdir)
+        self._summary = tensorboardx().summary
+        self.log = EventLog(logdir)
+        self.last_step = 0
+        self.log.add(self._summary.custom_scalars(LAYOUT), 0)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """One event holding every value of `values` (tag -> number) at `step`."""
+        Summary = self._summary.Summary
+        self.last_step = max(self.last_step, step)
+        self.log.add(Summary(value=[Summary.Value(tag=tag, simple_value=float(v))
+                                    for tag, v in values.items()]), step)
+
+    def histogram(self, step: int, tag: str, values: np.ndarray) -> None:
+        self.log.add(self._summary.histogram(tag, np.asarray(values, dtype=float), bins=64),
+                     step)
 
     def step(self, s: StepStats) -> None:
-        if s.step % self.every:
+        if s.step % self.every or not self.log.active:
             return
-        w, t = self.writer, s.step
-        w.add_scalar("train/loss", s.loss, t)
-        w.add_scalar("train/learning_rate", s.learning_rate, t)
-        w.add_scalar("train/grad_norm", s.grad_norm, t)
-        w.add_scalar("train/samples_per_s", s.samples_per_s, t)
-        w.add_scalar("time/step_s", s.step_s, t)
-        w.add_scalar("time/compute_max_s", max(s.compute_s), t)
-        w.add_scalar("time/compute_mean_s", float(np.mean(s.compute_s)), t)
-        w.add_scalar("time/server_update_s", s.server_update_s, t)
-        w.add_scalar("time/wait_s", s.wait_s, t)
-        for i, c in enumerate(s.compute_s):
-            w.add_scalar(f"worker/compute_s/{i}", c, t)
-        w.add_scalar("train/bytes_per_step", s.grad_bytes + s.param_bytes, t)
-        w.add_scalar("train/grad_bytes_per_step", s.grad_bytes, t)
+        values = {
+            "train/loss": s.loss,
+            "train/learning_rate": s.learning_rate,
+            "train/grad_norm": s.grad_norm,
+            "train/samples_per_s": s.samples_per_s,
+            "time/step_s": s.step_s,
+            "time/compute_max_s": max(s.compute_s),
+            "time/compute_mean_s": float(np.mean(s.compute_s)),
+            "time/server_update_s": s.server_update_s,
+            "time/wait_s": s.wait_s,
+            **{f"worker/compute_s/{i}": c for i, c in enumerate(s.compute_s)},
+            "train/bytes_per_step": s.grad_bytes + s.param_bytes,
+            "train/grad_bytes_per_step": s.grad_bytes,
+            **{f"worker/steps_per_s/{i}": r for i, r in enumerate(s.steps_per_s or ())},
+        }
         if s.dropped is not None:
-            w.add_scalar("train/dropped_gradients", s.dropped, t)
+            values["train/dropped_gradients"] = s.dropped
         if s.staleness:
-            w.add_histogram("train/staleness", np.asarray(s.staleness, dtype=float), t)
-            w.add_scalar("train/staleness_max", max(s.staleness), t)
-        for i, rate in enumerate(s.steps_per_s or ()):
-            w.add_scalar(f"worker/steps_per_s/{i}", rate, t)
+            values["train/staleness_max"] = max(s.staleness)
+            self.histogram(s.step, "train/staleness", np.asarray(s.staleness))
+        self.scalars(s.step, values)
 
     def epoch(self, step: int, accuracies: dict[str, float], weights: dict[str, np.ndarray]):
-        for split, acc in accuracies.items():
-            self.writer.add_scalar(f"accuracy/{split}", acc, step)
-        if self.histograms:
+        self.scalars(step, {f"accuracy/{split}": acc for split, acc in accuracies.items()})
+        if self.histograms and self.log.active:
             for name, values in weights.items():
-                self.writer.add_histogram(f"weights/{name}", values, step)
-        self.writer.flush()
+                self.histogram(step, f"weights/{name}", values)
+        self.log.flush()
 
     def hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
+        """The run's settings and final metrics for TensorBoard's HParams view, in the run
+        itself (the run is the session; its metrics are the scalars `hparam/<name>`)."""
+        step = self.last_step
         flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
                 for k, v in hparams.items()}
-        self.writer.add_hparams(flat, {f"hparam/{k}": v for k, v in metrics.items()},
-                                name="hparams")
+        tagged = {f"hparam/{k}": v for k, v in metrics.items()}
+        for summary in self._summary.hparams(flat, tagged):  # experiment, start, end
+            self.log.add(summary, step)
+        self.scalars(step, tagged)
 
     def close(self) -> None:
-        self.writer.close()
+        self.log.close()
+
+
+# TensorBoard's Custom Scalars view: related curves in one chart (tags are regexes).
+LAYOUT = {
+    "training": {
+        "loss": ["Multiline", ["train/loss"]],
+        "accuracy": ["Multiline", ["accuracy/train", "accuracy/val"]],
+        "throughput (samples/s)": ["Multiline", ["train/samples_per_s"]],
+    },
+    "time per step (s)": {
+        "split": ["Multiline", ["time/step_s", "time/compute_max_s", "time/server_update_s",
+                                "time/wait_s"]],
+        "compute per worker": ["Multiline", [r"worker/compute_s/\d+"]],
+    },
+}
 
 
 def flat_hparams(config: dict) -> dict:

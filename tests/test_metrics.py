@@ -1,0 +1,182 @@
+"""TensorBoard logging (metrics.py, event_log.py): what the real tensorboard package reads
+back from a run, and a full log disk (a real 64 KiB tmpfs in a private mount namespace)
+that costs a warning, never a hang, for a RunLogger and for a whole `distnet train`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+from distnet.metrics import LAYOUT, RunLogger, StepStats
+
+WARNING = "distnet: warning: TensorBoard logging to "
+
+
+def stats(step: int, workers: int = 2) -> StepStats:
+    return StepStats(step=step, loss=2.0 - step / 100, learning_rate=1e-3, grad_norm=0.5,
+                     samples_per_s=1000.0, step_s=0.02, compute_s=[0.01 + i / 1000
+                                                                  for i in range(workers)],
+                     server_update_s=0.004, grad_bytes=400, param_bytes=800)
+
+
+def read(logdir) -> EventAccumulator:
+    return EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0,
+                                                        "tensors": 0}).Reload()
+
+
+@pytest.fixture
+def written_run(tmp_path):
+    logger = RunLogger(str(tmp_path / "run"), log_every_steps=2)
+    for step in range(10):
+        logger.step(stats(step))
+    logger.epoch(10, {"train": 0.5, "val": 0.25}, {"W1": np.arange(12.0).reshape(3, 4)})
+    logger.hparams({"optim.update_rule": "adam", "train.workers": 2, "model.dims": [4, 2]},
+                   {"test_acc": 0.2, "best_val_acc": 0.25})
+    logger.close()
+    return tmp_path / "run"
+
+
+def test_scalars_and_histograms_read_back(written_run):
+    run = read(written_run)
+    assert [e.step for e in run.Scalars("train/loss")] == [0, 2, 4, 6, 8]
+    assert [e.value for e in run.Scalars("train/loss")] == pytest.approx([2.0, 1.98, 1.96,
+                                                                          1.94, 1.92])
+    assert [e.value for e in run.Scalars("worker/compute_s/1")] == pytest.approx([0.011] * 5)
+    assert run.Scalars("time/wait_s")[0].value == pytest.approx(0.02 - 0.011 - 0.004)
+    assert run.Scalars("train/bytes_per_step")[0].value == 1200
+    assert [(e.step, e.value) for e in run.Scalars("accuracy/val")] == [(10, 0.25)]
+    [histogram] = run.Histograms("weights/W1")
+    assert histogram.step == 10 and histogram.histogram_value.num == 12
+    assert histogram.histogram_value.max == 11
+
+
+def test_hparams_are_a_session_of_the_run_itself(written_run):
+    assert [p.name for p in written_run.parent.iterdir()] == ["run"]  # no <run>/hparams
+    run = read(written_run)
+    content = run.PluginTagToContent("hparams")
+    start = hparams_metadata.parse_session_start_info_plugin_data(
+        content["_hparams_/session_start_info"])
+    assert start.hparams["optim.update_rule"].string_value == "adam"
+    assert start.hparams["train.workers"].number_value == 2
+    assert start.hparams["model.dims"].string_value == "[4, 2]"
+    experiment = hparams_metadata.parse_experiment_plugin_data(
+        content["_hparams_/experiment"])
+    metrics = [m.name.tag for m in experiment.metric_infos]
+    assert metrics == ["hparam/test_acc", "hparam/best_val_acc"]
+    # The HParams view reads each metric as the last value of that scalar in the session.
+    assert [run.Scalars(tag)[-1].value for tag in metrics] == pytest.approx([0.2, 0.25])
+
+
+def test_custom_scalars_layout_groups_the_curves_and_matches_real_tags(written_run):
+    run = read(written_run)
+    [event] = run.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    charts = {(c.title, ch.title): list(ch.multiline.tag)
+              for c in layout.category for ch in c.chart}
+    assert charts == {(category, title): tags for category, group in LAYOUT.items()
+                      for title, (_, tags) in group.items()}
+    import re
+
+    written = run.Tags()["scalars"]
+    for (category, title), patterns in charts.items():  # every chart draws something
+        for pattern in patterns:
+            assert [t for t in written if re.fullmatch(pattern, t)], (title, pattern)
+    per_worker = charts[("time per step (s)", "compute per worker")]
+    assert [t for t in written if re.fullmatch(per_worker[0], t)] == [
+        "worker/compute_s/0", "worker/compute_s/1"]
+
+
+# --- a full log disk -------------------------------------------------------------------------
+
+UNSHARE = shutil.which("unshare")
+needs_mounts = pytest.mark.skipif(
+    UNSHARE is None or subprocess.run([UNSHARE, "-rm", "true"], capture_output=True).returncode,
+    reason="needs util-linux unshare with user and mount namespaces (to mount a small tmpfs)")
+
+
+def on_full_disk(mountpoint, *argv, **popen) -> subprocess.Popen:
+    """Run argv where `mountpoint` is a fresh 64 KiB tmpfs, in a private mount namespace
+    (the mount disappears with the process; nothing to clean up)."""
+    mountpoint.mkdir(exist_ok=True)
+    script = 'mount -t tmpfs -o size=64k distnet-full "$0" && exec "$@"'
+    return subprocess.Popen([UNSHARE, "-rm", "sh", "-c", script, str(mountpoint), *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+LOG_UNTIL_DONE = textwrap.dedent("""
+    import sys, time, numpy as np
+    from distnet.metrics import RunLogger, StepStats
+    logger = RunLogger(sys.argv[1] + "/run")
+    forever = sys.argv[2] == "forever"
+    step = 0
+    while forever or step < 20_000:  # ~4 MB of events on a 64 KiB disk
+        logger.step(StepStats(step, 1.0, 1e-3, 1.0, 1e3, 0.01, [0.005, 0.006], 0.002))
+        if step % 2000 == 1999:
+            logger.epoch(step, {"train": 0.5}, {"W": np.random.randn(100, 100)})
+        step += 1
+        if forever and step % 100 == 0:
+            time.sleep(0.01)  # a training loop that goes on until Ctrl-C
+    logger.hparams({"a": 1}, {"test_acc": 0.5})
+    logger.close()
+    print(step)
+""")
+
+
+@needs_mounts
+def test_a_full_log_disk_is_one_warning_and_logging_stops(tmp_path):
+    process = on_full_disk(tmp_path / "full", sys.executable, "-c", LOG_UNTIL_DONE,
+                           str(tmp_path / "full"), "20000")
+    out, err = process.communicate(timeout=120)  # tensorboardX's writer hung here for good
+    assert process.returncode == 0, err
+    assert out.strip() == "20000"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(WARNING), err
+    assert lines[0].endswith("stopped: No space left on device; training goes on without it")
+
+
+@needs_mounts
+def test_ctrl_c_ends_a_run_whose_log_disk_is_full(tmp_path):
+    process = on_full_disk(tmp_path / "full", sys.executable, "-c", LOG_UNTIL_DONE,
+                           str(tmp_path / "full"), "forever")
+    assert process.stderr.readline().startswith(WARNING)  # the disk is full, logging stopped
+    time.sleep(0.5)  # still "training"
+    assert process.poll() is None
+    started = time.monotonic()
+    os.kill(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert time.monotonic() - started < 10
+    assert process.returncode != 0 and "KeyboardInterrupt" in err
+
+
+@needs_mounts
+def test_distnet_train_with_a_full_log_disk_finishes_with_a_warning(ray_session, tiny_dataset,
+                                                                     tmp_path):
+    address = ray_session.get_runtime_context().gcs_address
+    full = tmp_path / "full"
+    process = on_full_disk(
+        full, sys.executable, "-m", "distnet", "train", "--address", address, "--json",
+        "--set", f"data.path={json.dumps(tiny_dataset)}", "--set", "train.workers=2",
+        "--set", "train.num_epochs=20", "--set", "train.batch_size=40",
+        "--set", "metrics.log_every_steps=1",
+        "--set", f"metrics.logdir={json.dumps(str(full / 'runs'))}",
+        "--set", f"checkpoint.dir={json.dumps(str(tmp_path / 'ck'))}")
+    out, err = process.communicate(timeout=600)  # tensorboardX's queue blocked it for good
+    assert process.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["steps"] == 20 * (240 // 40) and np.isfinite(summary["final_loss"])
+    # tqdm's carriage returns share the warning's line on stderr
+    warnings = [line for line in err.splitlines() if WARNING in line]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0], err
