@@ -358,7 +358,7 @@ class JobConfig(_Section):
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-DEFAULT_JOB = "jobs/default.toml"  # inside the distnet package; a copy of jobs/two_layer.toml
+DEFAULT_JOB = "jobs/two_layer.toml"  # inside the distnet package (distnet/jobs links to jobs/)
 
 
 def load_job(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> JobConfig:

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import sys
 
+from distnet import __version__
 from distnet.errors import DistnetError
 
 COMMANDS = ("gradcheck", "data", "train", "submit")
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="distnet",
         description="Data-parallel training of numpy neural networks on Ray.",
     )
+    parser.add_argument("--version", action="version", version=f"distnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"distnet.cli.{name}").register(subparsers)

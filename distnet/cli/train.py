@@ -1,7 +1,8 @@
 """Train a job data-parallel on Ray (a local Ray on 127.0.0.1 unless --address is given).
 
-With no JOB file, trains the packaged default job (the CS231n two-layer net). The dataset
-is prepared first if it is not there yet (downloaded, or from --source).
+JOB is a job file or the name of a ready job (`distnet train large`; `--list` shows them);
+without one, the ready job two_layer (the CS231n two-layer net). The dataset is prepared
+first if it is not there yet (downloaded, or from --source).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a job on Ray", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("job", nargs="?", help="job file (TOML); default: the packaged two-layer job")
+    p.add_argument("job", nargs="?", help="job file (TOML) or a ready job's name "
+                                          "(default: two_layer)")
+    p.add_argument("--list", action="store_true", help="list the ready jobs and exit")
     p.add_argument("--workers", type=int, metavar="N", help="gradient workers (train.workers)")
     p.add_argument("--address", help="Ray cluster to join (auto, ray://..., host:port); "
                                      "default: $RAY_ADDRESS, else a local Ray")
@@ -35,13 +38,18 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from distnet.config import load_job
     from distnet.errors import DistnetError
+    from distnet.job_files import describe, find_job, ready_jobs
 
+    if args.list:
+        for name, path in ready_jobs().items():
+            print(f"{name:<18} {describe(path)}")
+        return 0
     overrides = list(args.overrides)
     for key, value in (("train.workers", args.workers), ("data.source", args.source),
                        ("data.md5", args.md5)):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
-    job = load_job(args.job, overrides)
+    job = load_job(find_job(args.job) if args.job else None, overrides)
 
     from distnet.distributed.driver import train
 
