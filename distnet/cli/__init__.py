@@ -12,7 +12,7 @@ import sys
 from distnet import __version__
 from distnet.errors import DistnetError
 
-COMMANDS = ("gradcheck", "data", "train", "submit")
+COMMANDS = ("gradcheck", "data", "train", "eval", "predict", "submit")
 
 
 def build_parser() -> argparse.ArgumentParser:
