@@ -18,10 +18,11 @@ from collections.abc import Callable
 from ray import exceptions as rex
 
 from distnet.checkpoint import (
+    ModelSpec,
     TrainState,
     latest_checkpoint,
     list_checkpoints,
-    load_checkpoint,
+    load_latest_checkpoint,
     save_checkpoint,
 )
 from distnet.config import JobConfig
@@ -29,13 +30,18 @@ from distnet.distributed import sampling
 from distnet.distributed.async_loop import AsyncLoop
 from distnet.distributed.backup import BackupSteps
 from distnet.distributed.compiled import CompiledSteps
-from distnet.distributed.group import ActorGroup, ModelState, StepRefs, actor_batch_sizes
+from distnet.distributed.group import (
+    ActorGroup,
+    ModelState,
+    StepRefs,
+    actor_batch_sizes,
+)
 from distnet.distributed.result import StepEvent, TrainResult
 from distnet.distributed.runtime import single_node
 from distnet.distributed.server import StaleServerError
 from distnet.errors import DistnetError
-from distnet.models import build_model
 from distnet.metrics import RunLogger, StepStats, flat_hparams, progress_bar
+from distnet.models import build_model
 from distnet.schedules import Schedule
 
 MAX_RECOVERIES = 20
@@ -59,6 +65,7 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
     `on_step(StepEvent)` is called after each step completes (for live plots; the tests
     inject failures with it).
     """
+    from distnet.data.check import check_dataset
     from distnet.data.prepare import ensure_dataset
     from distnet.distributed.runtime import ray_session
 
@@ -66,6 +73,8 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
     ensure_dataset(data.path, source=data.source, md5=data.md5, verify=data.verify,
                    shards=data.shards, num_val=data.num_val)
     t = job.train
+    # A bad shard or manifest is one line naming the file, before any actor starts.
+    check_dataset(data.path, num_workers=t.workers + t.backup_workers, checksums=data.verify)
     cpus = math.ceil((t.workers + t.backup_workers) * t.worker_cpus)
     with ray_session(address, num_cpus=cpus):
         return _Run(job, progress, on_step, resume, overwrite).run()
@@ -93,6 +102,8 @@ class _Run:
         model = build_model(job.model, seed=job.seed)
         self.initial = ModelState(0, model.params.vector.copy(), {}, model.get_bn_state())
         self.layout = model.params.layout
+        self.model_spec = ModelSpec.like(self.initial.params, self.initial.bn_state,
+                                         max_step=self.total_steps)
         # Decided before any actor starts, so a refused start costs nothing.
         self.start_state = self._start_state(resume, overwrite)
         self.param_bytes = model.params.vector.nbytes  # what each computing worker reads
@@ -169,9 +180,10 @@ class _Run:
         self.group.load(ModelState(applied, state.params, state.opt_state, state.bn_state,
                                    steps))
 
-    def _latest_state(self) -> TrainState | None:
-        path = latest_checkpoint(self.job.checkpoint.dir)
-        return load_checkpoint(path) if path else None
+    def _latest_state(self, checked: bool = True) -> TrainState | None:
+        """The newest intact checkpoint, checked against the model unless not `checked`."""
+        spec = self.model_spec if checked else None
+        return load_latest_checkpoint(self.job.checkpoint.dir, spec)
 
     def _save(self) -> None:
         live = self.group.state()
@@ -190,13 +202,14 @@ class _Run:
     def _start_state(self, resume: bool, overwrite: bool) -> TrainState:
         directory = self.job.checkpoint.dir
         if resume:
-            state = self._latest_state()
+            state = self._latest_state(checked=False)  # another job's is said so first
             if state is None:
                 raise DistnetError(f"--resume: no checkpoint in {directory}")
             for key in ("seed", "model", "optim", "data"):
                 if state.config.get(key) != self.job.to_dict()[key]:
                     raise DistnetError(f"--resume: the checkpoints in {directory} were written "
                                        f"with another [{key}] than this job's")
+            self.model_spec.check(state, f"--resume: {directory}")
             return state
         existing = list_checkpoints(directory)
         if existing and not overwrite:
