@@ -17,12 +17,13 @@ evaluations' own time is taken off it (the trainer's epoch-end evaluations stay 
 Modes run interleaved, `--repeats` times, all on one local Ray instance.
 
     python -m benchmarks.modes --data /tmp/cifar-arrow
-    python -m benchmarks.modes --data /tmp/cifar-arrow --out benchmarks/modes.json
+    python -m benchmarks.modes --data /tmp/cifar-arrow --out benchmarks/modes_results.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import json
 import statistics
@@ -30,6 +31,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from benchmarks.harness.results import append_run
 
 MODES: dict[str, dict] = {
     "sync": {},
@@ -134,8 +137,10 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--max-steps", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--out", help="write every run (with its curve) here as JSON")
+    parser.add_argument("--out", help="append every run (with its curve) to this JSON Lines "
+                        "file (benchmarks/harness/results.py)")
     args = parser.parse_args(argv)
+    started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
 
     from distnet.distributed.runtime import init_local_ray
 
@@ -151,8 +156,8 @@ def main(argv=None) -> int:
                   f"{run.dropped} dropped", flush=True)
     print(table(runs, args.target))
     if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args),
-                                              "runs": [asdict(r) for r in runs]}, indent=1))
+        append_run(Path(args.out), {"date": started, "args": vars(args)},
+                   [asdict(r) for r in runs])
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.configs import CONFIGS, TINY, warmup_steps
+from benchmarks.harness.configs import CONFIGS, TINY, warmup_steps
 
 # Functions whose inclusive share is worth reading, per process kind (substring match on
 # py-spy's "function (file:line)" frames).
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     import distnet
-    from benchmarks import dist_run
+    from benchmarks.harness import dist_run
     from distnet.config import JobConfig
 
     dist_run.start_ray(os.cpu_count() or 2)

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from benchmarks import child
-from benchmarks.machine import blas_info
+from benchmarks.harness import child
+from benchmarks.harness.machine import blas_info
 
 
 def run(config_name: str, steps: int, data: str, threads: int) -> child.ChildResult:

@@ -8,8 +8,8 @@ For each repeat, each config and each system in an order that rotates between re
 one measurement runs a fixed number of training steps and keeps the wall time of each;
 the first fifth are warm-up. A measurement's throughput is the global batch over its
 median step time; the report gives the median over repeats and the spread between them.
---write puts the tables into benchmarks/README.md and the raw step times into
-benchmarks/results.json.
+--write puts the tables into benchmarks/README.md and appends the raw step times to
+benchmarks/results.jsonl; --tables-only renders the tables of the last run recorded there.
 """
 
 from __future__ import annotations
@@ -20,22 +20,22 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python benchmarks/throughput.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import clean_blas_env
+from benchmarks.harness.machine import clean_blas_env
 
 REMOVED_OVERRIDES = clean_blas_env() if __name__ == "__main__" else {}
 
 import argparse
 import datetime
-import json
 import os
 import shlex
 import time
 
-from benchmarks import machine, report
-from benchmarks.configs import CONFIGS, DEFAULT_CONFIGS, QUICK_CONFIGS, TINY
-from benchmarks.measure import SYSTEMS, measure, summarize
+from benchmarks.harness import machine, report, results
+from benchmarks.harness.configs import CONFIGS, DEFAULT_CONFIGS, QUICK_CONFIGS, TINY
+from benchmarks.harness.measure import SYSTEMS, Measurement, measure, summarize
 
 HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results.jsonl"
 SHARED_TARBALL = HERE.parent.parent / "shared" / "data" / "cifar-10-python.tar.gz"
 SHARED_MD5 = "04140a4bf8b940be148901d3b3b8e5fb"
 OVERHEAD_SYSTEMS = ("distnet1", "distnet2", "ddp")
@@ -68,7 +68,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(default 10, 0 with --quick)")
     p.add_argument("--label", default="", help="what was measured, e.g. the distnet commit")
     p.add_argument("--write", action="store_true",
-                   help="write the results into benchmarks/README.md and results.json")
+                   help="write the tables into benchmarks/README.md, append the raw "
+                   "measurements to results.jsonl")
+    p.add_argument("--tables-only", action="store_true",
+                   help="measure nothing: render the last run of results.jsonl (with "
+                   "--write: into the README)")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     if args.max_wait is None:
@@ -96,12 +100,16 @@ def plan(args) -> list[tuple[int, str, str]]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.tables_only:
+        run, records = results.read_runs(RESULTS)[-1]
+        measurements = [Measurement(**r) for r in records]
+        return _report(run, measurements, args.write)
     started, clock = datetime.datetime.now(), time.perf_counter()
     from distnet.data.prepare import ensure_dataset
 
     ensure_dataset(args.data, source=args.source, md5=args.md5, progress=False)
     desc = machine.describe(REMOVED_OVERRIDES)
-    from benchmarks import dist_run
+    from benchmarks.harness import dist_run
 
     if any(s.startswith("distnet") for s in args.systems):
         dist_run.start_ray(os.cpu_count() or 2)
@@ -120,20 +128,21 @@ def main(argv=None) -> int:
               f"(idle before {m.idle_before:.0%}, load {m.load_avg:.1f})",
               file=sys.stderr, flush=True)
 
-    summary = summarize(measurements)
     command = "python -m benchmarks.throughput " + shlex.join(sys.argv[1:])
     run = {"date": started.strftime("%Y-%m-%d %H:%M"), "command": command.strip(),
            "label": args.label,
            "repeats": args.repeats, "configs": args.configs, "machine": desc,
            "actor_threads": probe, "wall_min": (time.perf_counter() - clock) / 60}
-    body = report.render(run, measurements, summary)
-    print(body)
     if args.write:
+        results.append_run(RESULTS, run, [m.to_json() for m in measurements])
+    return _report(run, measurements, args.write)
+
+
+def _report(run: dict, measurements: list[Measurement], write: bool) -> int:
+    body = report.render(run, measurements, summarize(measurements))
+    print(body)
+    if write:
         report.write_readme(HERE / "README.md", body)
-        raw = {**run, "measurements": [m.to_json() for m in measurements]}
-        tmp = HERE / ".results.json.tmp"
-        tmp.write_text(json.dumps(raw, indent=1) + "\n")
-        os.replace(tmp, HERE / "results.json")
     return 1 if all(m.error for m in measurements) else 0
 
 

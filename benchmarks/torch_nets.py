@@ -23,9 +23,9 @@ from itertools import pairwise
 
 import numpy as np
 
-from benchmarks import child
-from benchmarks.configs import BenchConfig
-from benchmarks.machine import blas_info
+from benchmarks.harness import child
+from benchmarks.harness.configs import BenchConfig
+from benchmarks.harness.machine import blas_info
 
 DDP_PROCESSES = 2
 

@@ -1,13 +1,14 @@
 """The benchmark harness's own logic (no timing is asserted): the configs describe the
 networks distnet builds, the run plan interleaves every system, the statistics read the
-step times they are given, and the README keeps its hand-written text."""
+step times they are given, the results file only grows, and the README keeps its
+hand-written text."""
 
 import numpy as np
 import pytest
 
-from benchmarks import report
-from benchmarks.configs import CONFIGS, TINY
-from benchmarks.measure import Measurement, summarize
+from benchmarks.harness import report, results
+from benchmarks.harness.configs import CONFIGS, TINY
+from benchmarks.harness.measure import Measurement, summarize
 from benchmarks.throughput import parse_args, plan
 from distnet.config import JobConfig
 from distnet.models import build_model
@@ -60,3 +61,28 @@ def test_write_readme_replaces_only_the_results(tmp_path):
     report.write_readme(path, "new table\n")
     assert path.read_text() == f"# Title\nintro\n{report.START}\nnew table\n{report.END}\n" \
                                "afterword\n"
+
+
+def test_results_file_appends_runs_and_reads_back_measurements(tmp_path):
+    path = tmp_path / "results.jsonl"
+    first = [Measurement("numpy", "two_layer", 100, r, [0.5, 0.25, 0.125], 1.0, 0.5,
+                         {"split_ms": {"step_s": 2.0}}) for r in range(2)]
+    second = [Measurement("ddp", "large", 512, 0, [], 3.0, 0.1, error="boom")]
+    results.append_run(path, {"date": "2026-01-01 10:00", "label": "a"},
+                        [m.to_json() for m in first])
+    before = path.read_text()
+    results.append_run(path, {"date": "2026-01-01 10:00", "label": "b"},
+                        [m.to_json() for m in second])
+    assert path.read_text().startswith(before)  # earlier runs are not rewritten
+    assert len(path.read_text().splitlines()) == 5  # a header and one line per measurement
+    runs = results.read_runs(path)
+    assert [run["label"] for run, _ in runs] == ["a", "b"]
+    assert [Measurement(**r) for r in runs[0][1]] == first
+    assert [Measurement(**r) for r in runs[1][1]] == second
+
+
+def test_results_file_refuses_a_measurement_without_its_run(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"record": "measurement", "run": "2026-01-01 10:00"}\n')
+    with pytest.raises(ValueError, match=r"results.jsonl:1: not a run header"):
+        results.read_runs(path)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from benchmarks.configs import CONFIGS, TINY, BenchConfig, warmup_steps
+from benchmarks.harness.configs import CONFIGS, TINY, BenchConfig, warmup_steps
 
 
 @dataclass

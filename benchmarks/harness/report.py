@@ -7,8 +7,8 @@ import math
 import os
 from pathlib import Path
 
-from benchmarks.configs import CONFIGS, TINY, BenchConfig
-from benchmarks.measure import Measurement, Summary, median_detail
+from benchmarks.harness.configs import CONFIGS, TINY, BenchConfig
+from benchmarks.harness.measure import Measurement, Summary, median_detail
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 LABELS = {"numpy": "distnet Solver (1 proc)", "torch": "PyTorch (1 proc)",

@@ -19,13 +19,13 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.configs import BenchConfig, warmup_steps
-from benchmarks.machine import wait_until_quiet
+from benchmarks.harness.configs import BenchConfig, warmup_steps
+from benchmarks.harness.machine import wait_until_quiet
 
 SYSTEMS = ("numpy", "torch", "distnet1", "distnet2", "ddp")
 CHILD_MODULES = {"numpy": "benchmarks.solver_step", "torch": "benchmarks.torch_nets",
                  "ddp": "benchmarks.torch_nets"}
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHILD_TIMEOUT_S = 900
 
 
@@ -96,7 +96,7 @@ def measure(system: str, config: BenchConfig, steps: int, data: str, threads: in
 
 
 def _in_process(system: str, config: BenchConfig, steps: int, data: str):
-    from benchmarks import dist_run
+    from benchmarks.harness import dist_run
 
     result = dist_run.run(config, int(system.removeprefix("distnet")), steps, data)
     details = asdict(result)

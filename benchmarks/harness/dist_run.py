@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from benchmarks.child import peak_rss_mb
-from benchmarks.configs import BenchConfig, warmup_steps
-from benchmarks.machine import blas_info, process_threads
+from benchmarks.harness.child import peak_rss_mb
+from benchmarks.harness.configs import BenchConfig, warmup_steps
+from benchmarks.harness.machine import blas_info, process_threads
 
 SPLIT_TAGS = ("step_s", "compute_max_s", "compute_mean_s", "server_update_s", "wait_s")
 
