@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from test_dist_faults import killer
 
-from distnet.models import build_model
 from distnet.distributed.compression import Encoder, topk_count
 from distnet.distributed.driver import train
 from distnet.distributed.server import ParameterServer, ShardState, shard_bounds
 from distnet.errors import DistnetError
+from distnet.models import build_model
 from distnet.schedules import Schedule
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from distnet import optim
-from distnet.models import build_model
 from distnet.data.reader import assign_rows, open_split
 from distnet.distributed import sampling
 from distnet.distributed.driver import train
+from distnet.models import build_model
 
 
 def global_batch(job, epoch, step):
@@ -40,8 +40,8 @@ def test_one_sync_step_equals_single_process_step_on_whole_batch(ray_session, ti
 
 
 def test_sharded_servers_give_the_same_run_as_one_server(ray_session, tiny_job):
-    base = dict(model={"hidden_dims": [16, 8], "use_batchnorm": True},
-                optim={"update_rule": "adam", "learning_rate": 1e-3})
+    base = {"model": {"hidden_dims": [16, 8], "use_batchnorm": True},
+            "optim": {"update_rule": "adam", "learning_rate": 1e-3}}
     one = train(tiny_job(**base, train={"servers": 1}), progress=False, overwrite=True)
     three = train(tiny_job(**base, train={"servers": 3}), progress=False, overwrite=True)
     assert one.steps == three.steps > 5
@@ -53,8 +53,8 @@ def test_sharded_servers_give_the_same_run_as_one_server(ray_session, tiny_job):
 @pytest.mark.parametrize("compression", ["none", "fp16"])
 def test_compiled_graph_and_tasks_give_the_same_run(ray_session, tiny_job, compression):
     """The two transports of a synchronous step make the same calls in the same order."""
-    base = dict(model={"hidden_dims": [16, 8], "use_batchnorm": True, "dropout": 0.2},
-                optim={"update_rule": "adam", "learning_rate": 1e-3})
+    base = {"model": {"hidden_dims": [16, 8], "use_batchnorm": True, "dropout": 0.2},
+            "optim": {"update_rule": "adam", "learning_rate": 1e-3}}
     runs = [train(tiny_job(**base, train={"servers": 2, "transport": transport,
                                           "compression": compression}),
                   progress=False, overwrite=True) for transport in ("graph", "tasks")]

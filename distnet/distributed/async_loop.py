@@ -32,15 +32,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import ray
 
+from distnet.distributed.loop import Loop
 from distnet.distributed.worker import WorkerReport
 from distnet.metrics import StepStats
-
-if TYPE_CHECKING:
-    from distnet.distributed.driver import _Run
 
 
 @dataclass
@@ -64,16 +61,16 @@ class _Applied:
     server_reports: list  # refs, one per server
 
 
-class AsyncLoop:
-    """Runs the rest of `run` (a driver _Run) in async or SSP mode."""
+class AsyncLoop(Loop):
+    """mode = "async" or "ssp": each gradient applied as soon as it arrives."""
 
-    def __init__(self, run: _Run):
-        t = run.job.train
-        self.driver, self.group = run, run.group
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        t = self.ledger.job.train
         self.n = t.workers
         self.bound = t.staleness if t.mode == "ssp" else None
-        self.budget = run.total_steps * self.n  # gradients to apply in the whole run
-        self.done = run.worker_steps(run.state)  # per worker: updates submitted
+        self.budget = self.plan.total_steps * self.n  # gradients to apply in the whole run
+        self.done = self.ledger.worker_steps()  # per worker: updates submitted
         self.applied = sum(self.done)
         self.running: dict = {}  # WorkerReport ref -> _Running
         self.unrecorded: list[_Applied] = []
@@ -106,20 +103,20 @@ class AsyncLoop:
             if i in busy or (self.bound is not None and self.done[i] > floor + self.bound):
                 continue
             c = self.done[i]
-            outs = self.group.compute(i, *divmod(c, self.driver.steps_per_epoch))
+            outs = self.group.compute(i, *self.plan.position(c))
             self.running[outs[-1]] = _Running(i, c, self.applied, outs)
 
     def _step_completed(self, done: int) -> bool:
         """Book synchronous-equivalent steps (one behind, so the driver rarely waits for
         a server) and handle epochs and checkpoints. True when the run should stop early."""
-        if not self.driver.at_boundary(done):
+        if not self.plan.at_boundary(done):
             if len(self.unrecorded) >= 2 * self.n:
                 self._record(self.unrecorded[:self.n])
                 del self.unrecorded[:self.n]
             return False
         self._record_all()
-        self.driver.boundary(done)
-        return self.driver.stopped_early()
+        self.boundary(done)
+        return self.ledger.stopped_early()
 
     def _record_all(self) -> None:
         """Book every applied gradient, N per step (fewer in the last one only if a run
@@ -136,17 +133,17 @@ class AsyncLoop:
         for g in grads:
             self.compute_s[g.worker] = g.report.compute_s
         samples = sum(r.num_samples for r in reports)
-        step_s = self.driver.tick()
+        step_s = self.tick()
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        self.driver.record(StepStats(
-            step=len(self.driver.state.history["loss_history"]),
+        self.book(StepStats(
+            step=len(self.ledger.state.history["loss_history"]),
             loss=sum(r.loss * r.num_samples for r in reports) / samples,
             learning_rate=servers[0].learning_rate,
             grad_norm=math.sqrt(sum(s.grad_sq_norm for s in servers) / len(grads)),
             samples_per_s=samples / step_s, step_s=step_s, compute_s=list(self.compute_s),
             server_update_s=sum(max(s.update_s for s in shards) for shards in per_grad),
             grad_bytes=sum(r.sent_bytes for r in reports),
-            param_bytes=self.driver.param_bytes * len(grads),
+            param_bytes=self.plan.param_bytes * len(grads),
             staleness=[g.staleness for g in grads],
             steps_per_s=[(d - d0) / elapsed for d, d0 in zip(self.done, self.start_done)]),
             [(g.worker, g.local_step) for g, shards in zip(grads, per_grad)

@@ -12,27 +12,31 @@ from __future__ import annotations
 
 import ray
 
-from distnet.distributed.group import ActorGroup, StepRefs
+from distnet.distributed.group import StepRefs
+from distnet.distributed.sync_loop import SyncLoop
 
 
-class BackupSteps:
-    """Submits the synchronous steps of `group`, applying the first `needed` gradients."""
+class BackupLoop(SyncLoop):
+    """mode = "sync" with backup_workers: each step applies the first N gradients."""
 
-    def __init__(self, group: ActorGroup, needed: int):
-        self.group, self.needed = group, needed
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.needed = self.ledger.job.train.workers
         self.late: dict = {}  # report ref of a dropped, still running gradient -> its worker
 
-    def step(self, step: int, epoch: int, step_in_epoch: int) -> StepRefs:
+    def submit(self, step: int) -> StepRefs:
         """Submit step `step`; returns once its first N gradients have arrived."""
-        self._wait_for_late(len(self.group.workers) - self.needed)
+        group = self.group
+        self._wait_for_late(len(group.workers) - self.needed)
         busy = set(self.late.values())
-        free = [i for i in range(len(self.group.workers)) if i not in busy]
-        outs = {i: self.group.compute(i, epoch, step_in_epoch) for i in free}
+        free = [i for i in range(len(group.workers)) if i not in busy]
+        epoch, step_in_epoch = self.plan.position(step)
+        outs = {i: group.compute(i, epoch, step_in_epoch) for i in free}
         worker_of = {out[-1]: i for i, out in outs.items()}
         first, late = ray.wait(list(worker_of), num_returns=self.needed)
         self.late.update({ref: worker_of[ref] for ref in late})
         arrived = sorted(worker_of[ref] for ref in first)  # a fixed summation order
-        refs = self.group.update(step, arrived, [outs[i] for i in arrived])
+        refs = group.update(step, arrived, [outs[i] for i in arrived])
         refs.dropped = len(late)
         return refs
 

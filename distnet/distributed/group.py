@@ -15,9 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import ray
 
-from distnet.config import JobConfig, TrainConfig
+from distnet.config import JobConfig
+from distnet.distributed.plan import actor_batch_sizes
 from distnet.distributed.runtime import remote_class
-from distnet.distributed.server import ParameterServer, ShardState, shard_bounds
+from distnet.distributed.server import (
+    ModelState,
+    ParameterServer,
+    ShardState,
+    shard_bounds,
+)
 from distnet.distributed.worker import GradientWorker
 
 
@@ -38,24 +44,6 @@ class StepRefs:
             return self.reader(timeout=timeout)
         return (ray.get(self.worker_reports, timeout=timeout),
                 ray.get(self.server_reports, timeout=timeout))
-
-
-@dataclass
-class ModelState:
-    """The whole flat state that the servers hold, gathered in one place."""
-
-    step: int
-    params: np.ndarray
-    opt_state: dict
-    bn_state: np.ndarray
-    worker_steps: list[int] = field(default_factory=list)  # async/SSP: applied per worker
-
-
-def actor_batch_sizes(train: TrainConfig) -> list[int]:
-    """Each worker actor's batch. With b backup workers there are N + b actors and any N of
-    them make one global batch, so actor i takes the share of worker i mod N."""
-    shares = train.worker_batch_sizes()
-    return [shares[i % train.workers] for i in range(train.workers + train.backup_workers)]
 
 
 class ActorGroup:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from distnet.distributed.group import ActorGroup
+if TYPE_CHECKING:  # this module stays importable without Ray
+    from distnet.distributed.group import ActorGroup
 
 
 @dataclass

@@ -49,6 +49,18 @@ class ShardState:
 
 
 @dataclass
+class ModelState:
+    """The whole flat state that the servers hold, gathered in one place (the
+    driver's view; each server holds a ShardState of it)."""
+
+    step: int
+    params: np.ndarray
+    opt_state: dict
+    bn_state: np.ndarray
+    worker_steps: list[int] = field(default_factory=list)  # async/SSP: applied per worker
+
+
+@dataclass
 class ServerReport:
     """What one update cost and did; the driver logs it."""
 

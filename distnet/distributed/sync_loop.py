@@ -1,0 +1,74 @@
+"""Synchronous training: every step averages one gradient of each worker (deterministic).
+
+Each step is submitted as ObjectRefs (group.py) or as one message into a compiled graph
+(compiled.py); the driver reads the small reports of step t while step t+1 runs, so it
+never makes the actors wait. With "topk" compression a run stays deterministic only
+while no worker restarts (its error-feedback residual is worker state).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from distnet.distributed.group import StepRefs
+from distnet.distributed.loop import Loop
+from distnet.metrics import StepStats
+
+
+class SyncLoop(Loop):
+    """mode = "sync": one step queued behind the one being read."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pending: list[StepRefs] = []  # submitted steps not booked yet, oldest first
+
+    def run(self) -> None:
+        ledger, plan = self.ledger, self.plan
+        step = ledger.state.step
+        if step and ledger.epoch_end_missing(step):  # an interrupt cut its evaluation
+            self.boundary(step)
+        while step < plan.total_steps and not ledger.stopped_early():
+            self.pending.append(self.submit(step))
+            step += 1
+            if len(self.pending) > 1:
+                self._complete_oldest()
+            if plan.at_boundary(step):
+                self.settle()
+                self.boundary(step)
+        self.settle()
+
+    def submit(self, step: int) -> StepRefs:
+        """Submit step `step`; returns at once."""
+        return (self.graph or self.group).step(step, *self.plan.position(step))
+
+    def settle(self, deadline: float | None = None) -> None:
+        while self.pending:
+            self._complete_oldest(deadline)
+        if self.graph is not None:
+            self.graph.paused()
+            self.group.refresh_refs()
+
+    def _complete_oldest(self, deadline: float | None = None) -> None:
+        """Read and book the oldest submitted step; it leaves `pending` only once booked,
+        so that an interrupted read is read again (or known lost), never skipped."""
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self._complete(self.pending[0], timeout)
+        self.pending.pop(0)
+
+    def _complete(self, refs: StepRefs, timeout: float | None = None) -> None:
+        """Read a finished step's reports and book it."""
+        reports, servers = refs.fetch(timeout)
+        n = sum(r.num_samples for r in reports)
+        step_s = self.tick()
+        self.book(StepStats(
+            step=refs.step, loss=sum(r.loss * r.num_samples for r in reports) / n,
+            learning_rate=servers[0].learning_rate,
+            grad_norm=math.sqrt(sum(s.grad_sq_norm for s in servers)),
+            samples_per_s=n / step_s, step_s=step_s,
+            compute_s=[r.compute_s for r in reports],
+            server_update_s=max(s.update_s for s in servers),
+            grad_bytes=sum(r.sent_bytes for r in reports),
+            param_bytes=self.plan.param_bytes * (len(reports) + refs.dropped),
+            dropped=refs.dropped if self.ledger.job.train.backup_workers else None),
+            [(w, refs.step) for w in refs.workers])
