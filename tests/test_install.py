@@ -23,7 +23,7 @@ JOB_FILES = sorted((REPO / "jobs").glob("*.toml"))
 
 def distnet_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "distnet", *args], capture_output=True,
-                          text=True, timeout=120, cwd=cwd)
+                          text=True, timeout=120, cwd=cwd, check=False)
 
 
 def test_distribution_name_is_not_the_taken_one_and_metadata_is_spdx():
@@ -99,3 +99,13 @@ def test_cli_unknown_job_name_is_one_line(tmp_path):
     out = distnet_cli("train", "two_layr", cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "did you mean two_layer?" in out.stderr
+
+
+def test_the_image_build_context_carries_the_license():
+    # `pip install .` in cluster/Dockerfile builds a wheel whose metadata names LICENSE.
+    import dockerfile
+
+    copied = [path for c in dockerfile.parse_file(str(REPO / "cluster" / "Dockerfile"))
+              if c.cmd == "COPY" for path in c.value[:-1]]
+    assert "LICENSE" in copied
+    assert "!LICENSE" in (REPO / "cluster" / "Dockerfile.dockerignore").read_text().split()
