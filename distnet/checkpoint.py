@@ -25,7 +25,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from distnet.atomic import atomic_write
 from distnet.errors import DistnetError
 
 FORMAT = "distnet-checkpoint"
@@ -191,7 +191,8 @@ def save_checkpoint(directory: str | os.PathLike, state: TrainState, keep: int) 
     state.validate()  # fields may have been reassigned since construction
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, _to_arrays(state))
+        with atomic_write(path) as f:
+            np.savez(f, allow_pickle=False, **_to_arrays(state))
     except OSError as err:
         raise CheckpointError(f"{path}: cannot write checkpoint: {err.strerror or err}") from None
     for old in list_checkpoints(directory)[:-keep]:
@@ -224,32 +225,6 @@ def _to_arrays(state: TrainState) -> dict[str, np.ndarray]:
     # float64 holds float32 values exactly, and a long history is cheaper as an array.
     arrays |= {_HISTORY + k: np.asarray(v, dtype=np.float64) for k, v in state.history.items()}
     return arrays
-
-
-def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            np.savez(tmp, allow_pickle=False, **arrays)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a directory be opened.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | os.PathLike, expected: ModelSpec | None = None) -> TrainState:

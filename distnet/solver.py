@@ -22,15 +22,13 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-import os
-import tempfile
 
 import numpy as np
 
 from distnet import optim
-from distnet.errors import DistnetError
+from distnet.atomic import atomic_write
+from distnet.errors import DistnetError, InvalidInput
 from distnet.fpenv import flush_denormals
-from distnet.errors import InvalidInput
 from distnet.params import FlatParams
 
 
@@ -161,7 +159,7 @@ class Solver:
             self.model.params[p] = next_w
 
     def _save_checkpoint(self) -> None:
-        """Write <checkpoint_name>_epoch_<n>.npz atomically, without pickle."""
+        """Write <checkpoint_name>_epoch_<n>.npz atomically (fsynced), without pickle."""
         if self.checkpoint_name is None:
             return
         path = f"{self.checkpoint_name}_epoch_{self.epoch}.npz"
@@ -175,15 +173,8 @@ class Solver:
             train_acc_history=np.asarray(self.train_acc_history, dtype=np.float64),
             val_acc_history=np.asarray(self.val_acc_history, dtype=np.float64),
         )
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_write(path) as f:
+            np.savez(f, allow_pickle=False, **arrays)
 
     def check_accuracy(self, X, y, num_samples=None, batch_size=100) -> float:
         """Fraction of correct predictions on (a random subsample of num_samples of) X."""

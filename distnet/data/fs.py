@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import posixpath
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 import pyarrow as pa
 from pyarrow import fs as pafs
 
+from distnet.atomic import atomic_write
 from distnet.data.errors import DataError
 
 
@@ -77,7 +77,7 @@ def delete_file(filesystem: pafs.FileSystem, path: str) -> None:
 def write_atomic(filesystem: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:
     """Write `data` to `path` so that readers see either the old file or the whole new one.
 
-    Locally: a temporary name in the same directory, fsync, then rename. Object stores
+    Locally: distnet.atomic.atomic_write (a temporary file, fsync, rename). Object stores
     publish an object only when its upload completes, so one upload is atomic; but pyarrow
     completes an upload even when a write fails, so a failed write deletes what it left.
     """
@@ -91,13 +91,5 @@ def write_atomic(filesystem: pafs.FileSystem, path: str, data: bytes | pa.Buffer
                     filesystem.delete_file(path)
                 raise
             return
-        temp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        finally:
-            if os.path.exists(temp):
-                os.remove(temp)
+        with atomic_write(path) as handle:
+            handle.write(data)
