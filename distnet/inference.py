@@ -16,13 +16,18 @@ trained on (`data`, default: the job's data.path). Plain numpy: no ray here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from distnet.checkpoint import CheckpointError, TrainState, latest_checkpoint, load_checkpoint
-from distnet.config import ConfigError, JobConfig
+from distnet.checkpoint import (
+    CheckpointError,
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+)
+from distnet.config import SECTIONS, ConfigError, JobConfig
 from distnet.images import InputRow
 from distnet.models import build_model
 
@@ -52,10 +57,27 @@ def load_trained(path: str | os.PathLike) -> Trained:
     path = find_checkpoint(path)
     state = load_checkpoint(path)
     try:
-        job = JobConfig.from_dict(state.config, source=f"{path} (its job)")
+        job = JobConfig.from_dict(_settings_we_know(state.config), source=f"{path} (its job)")
     except ConfigError as err:
         raise CheckpointError(f"{err}") from None
     return Trained(path, job, _model(job, state))
+
+
+def _settings_we_know(config: dict) -> dict:
+    """The checkpoint's job without run settings this distnet no longer has: a model
+    outlives the knobs of the version that trained it. [model] is kept whole, so a network
+    this version cannot build is still an error naming the key."""
+    if not isinstance(config, dict):
+        return config  # from_dict says what is wrong
+    kept = {}
+    for key, value in config.items():
+        section = SECTIONS.get(key)
+        if section is None or key == "model" or not isinstance(value, dict):
+            kept[key] = value
+        else:
+            known = {f.name for f in fields(section)}
+            kept[key] = {k: v for k, v in value.items() if k in known}
+    return kept
 
 
 def load_model(checkpoint: str | os.PathLike):

@@ -15,8 +15,15 @@ from distnet.errors import DistnetError
 COMMANDS = ("gradcheck", "data", "train", "eval", "predict", "submit")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line, like every other bad input (sub-commands inherit this)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="distnet",
         description="Data-parallel training of numpy neural networks on Ray.",
     )
@@ -28,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run `distnet ARGV...` and return its exit status (--help and usage errors too)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:
+        return done.code or 0
     try:
         return args.run(args) or 0
     except DistnetError as err:

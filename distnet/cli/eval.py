@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 
 def register(subparsers) -> None:
@@ -39,15 +40,15 @@ def run(args) -> int:
 
 
 def _floats(values) -> list[float | None]:
-    return [None if v != v else float(v) for v in values]  # NaN (class absent) -> null
+    return [None if math.isnan(v) else float(v) for v in values]  # NaN: class absent
 
 
 def describe(ev) -> str:
     width = max(6, *(len(name) for name in ev.label_names))
-    lines = [f"{ev.split}: accuracy {ev.accuracy:.4f} ({int(ev.confusion.trace())} of "
-             f"{ev.count} images)", "", f"{'class':<{width}}  accuracy  images"]
+    lines = [(f"{ev.split}: accuracy {ev.accuracy:.4f} ({int(ev.confusion.trace())} of "
+              f"{ev.count} images)"), "", f"{'class':<{width}}  accuracy  images"]
     for name, acc, n in zip(ev.label_names, ev.per_class, ev.confusion.sum(axis=1)):
-        lines.append(f"{name:<{width}}  {'-' if acc != acc else f'{acc:.4f}':>8}  {n:>6}")
+        lines.append(f"{name:<{width}}  {'-' if math.isnan(acc) else f'{acc:.4f}':>8}  {n:>6}")
     cell = max(5, len(str(ev.confusion.max())) + 1)
     lines += ["", "confusion (rows: true class, columns: predicted)",
               " " * width + "".join(f"{name[:cell - 1]:>{cell}}" for name in ev.label_names)]
