@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from distnet.errors import InvalidInput
 from distnet.layer_utils import (
     affine_bn_relu_backward,
     affine_bn_relu_forward,
     affine_relu_backward,
     affine_relu_forward,
 )
-from distnet.errors import InvalidInput
 from distnet.layers import (
     affine_backward,
     affine_forward,
@@ -281,7 +281,7 @@ class TwoLayerNet(FullyConnectedNet):
 
 
 def build_model(
-    model_cfg: "ModelConfig",
+    model_cfg: ModelConfig,
     input_dim: int = 3 * 32 * 32,
     num_classes: int = 10,
     dtype: str | None = None,
