@@ -9,7 +9,9 @@ contiguous slice of it: every rule is elementwise); dw: the gradient, same shape
 config: a dict of hyperparameters (learning_rate, ...) and of the rule's state (velocity,
 cache, m, v, t). Missing hyperparameters are filled in with `config.setdefault` from
 DEFAULTS, the state is created on the first call and kept in config, and the rule returns
-config so the caller keeps passing it back.
+config so the caller keeps passing it back. A rule is registered, with its defaults and
+its state, by the `@_rule` line above it; job files (distnet.config) take the rule names,
+their settings and the settings' ranges from here.
 
 To stay fast on large vectors the rules update w (and their state) in place and return w
 itself as next_w, as the assignment's sgd does; pass a copy to keep the old weights. A
@@ -29,38 +31,38 @@ from distnet.errors import InvalidInput
 
 UpdateRule = Callable[[np.ndarray, np.ndarray, "dict | None"], "tuple[np.ndarray, dict]"]
 
-# The assignment's defaults, per rule; together with STATE they are all a config may hold.
-DEFAULTS: dict[str, dict[str, float]] = {
-    "sgd": {"learning_rate": 1e-2},
-    "sgd_momentum": {"learning_rate": 1e-2, "momentum": 0.9},
-    "sgd_nesterov": {"learning_rate": 1e-2, "momentum": 0.9},
-    "rmsprop": {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8},
-    "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
-    # PyTorch's AdamW defaults.
-    "adamw": {
-        "learning_rate": 1e-3,
-        "beta1": 0.9,
-        "beta2": 0.999,
-        "epsilon": 1e-8,
-        "weight_decay": 1e-2,
-    },
-}
-STATE: dict[str, tuple[str, ...]] = {
-    "sgd": (),
-    "sgd_momentum": ("velocity",),
-    "sgd_nesterov": ("velocity",),
-    "rmsprop": ("cache",),
-    "adam": ("m", "v", "t"),
-    "adamw": ("m", "v", "t"),
-}
-# Hyperparameters that are decay factors, hence must lie in [0, 1).
-_FACTORS = {"momentum", "decay_rate", "beta1", "beta2"}
+# Each rule's hyperparameters with the assignment's defaults, and the state it keeps in
+# config: together all that a config may hold. Filled by @_rule beside each rule below.
+RULES: dict[str, UpdateRule] = {}
+DEFAULTS: dict[str, dict[str, float]] = {}
+STATE: dict[str, tuple[str, ...]] = {}
+
+# Where each hyperparameter may lie: decay factors in [0, 1), epsilon (it keeps a divisor
+# off zero) above 0, the others (learning_rate, weight_decay) at 0 or above.
+_FACTOR = ("in [0, 1)", lambda v: 0 <= v < 1)
+_NON_NEGATIVE = ("non-negative", lambda v: v >= 0)
+_RANGES = {"momentum": _FACTOR, "decay_rate": _FACTOR, "beta1": _FACTOR, "beta2": _FACTOR,
+           "epsilon": ("> 0", lambda v: v > 0)}
 
 
-def validate_config(rule: str, config: Mapping) -> None:
-    """Raise InvalidInput (a ValueError) naming any unknown key or out-of-range value."""
+def _rule(state: tuple[str, ...] = (), **defaults: float):
+    """Register the decorated function as the update rule of its name, with the defaults
+    of its hyperparameters and the names of the state it keeps in config."""
+
+    def register(rule: UpdateRule) -> UpdateRule:
+        name = rule.__name__
+        RULES[name], DEFAULTS[name], STATE[name] = rule, defaults, state
+        return rule
+
+    return register
+
+
+def validate_config(rule: str, config: Mapping, prefix: str | None = None) -> None:
+    """Raise InvalidInput (a ValueError) naming any unknown key or out-of-range value.
+    Each key is named as `prefix` + key (by default "<rule> <key>")."""
     if rule not in DEFAULTS:
         raise InvalidInput(f"unknown update rule {rule!r} (known: {', '.join(DEFAULTS)})")
+    prefix = f"{rule} " if prefix is None else prefix
     unknown = sorted(set(config) - set(DEFAULTS[rule]) - set(STATE[rule]))
     if unknown:
         raise InvalidInput(
@@ -71,10 +73,10 @@ def validate_config(rule: str, config: Mapping) -> None:
             continue
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise InvalidInput(f"{rule} {key} must be a number, got {value!r}")
-        if not math.isfinite(value) or value < 0 or (key in _FACTORS and value >= 1):
-            allowed = "in [0, 1)" if key in _FACTORS else "non-negative"
-            raise InvalidInput(f"{rule} {key} must be {allowed}, got {value!r}")
+            raise InvalidInput(f"{prefix}{key} must be a number, got {value!r}")
+        allowed, ok = _RANGES.get(key, _NON_NEGATIVE)
+        if not (math.isfinite(value) and ok(value)):
+            raise InvalidInput(f"{prefix}{key} must be {allowed}, got {value!r}")
 
 
 def _setup(rule: str, w, config: dict | None):
@@ -153,6 +155,7 @@ def _apply(kernel, w, dw, *state) -> None:
     list(_pool.map(run, bounds[:-1], bounds[1:]))
 
 
+@_rule(learning_rate=1e-2)
 def sgd(w, dw, config=None):
     """Vanilla stochastic gradient descent: w -= learning_rate * dw."""
     w, config, hp = _setup("sgd", w, config)
@@ -166,11 +169,13 @@ def sgd(w, dw, config=None):
     return w, config
 
 
+@_rule(("velocity",), learning_rate=1e-2, momentum=0.9)
 def sgd_momentum(w, dw, config=None):
     """SGD with momentum: v = momentum * v - learning_rate * dw; w += v."""
     return _momentum("sgd_momentum", w, dw, config)
 
 
+@_rule(("velocity",), learning_rate=1e-2, momentum=0.9)
 def sgd_nesterov(w, dw, config=None):
     """Nesterov momentum: v = momentum * v - learning_rate * dw;
     w += momentum * v - learning_rate * dw (the look-ahead form of
@@ -197,6 +202,7 @@ def _momentum(rule: str, w, dw, config):
     return w, config
 
 
+@_rule(("cache",), learning_rate=1e-2, decay_rate=0.99, epsilon=1e-8)
 def rmsprop(w, dw, config=None):
     """RMSProp: cache = decay * cache + (1 - decay) * dw**2;
     w -= learning_rate * dw / (sqrt(cache) + epsilon)."""
@@ -218,6 +224,7 @@ def rmsprop(w, dw, config=None):
     return w, config
 
 
+@_rule(("m", "v", "t"), learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8)
 def adam(w, dw, config=None):
     """Adam with bias correction; t counts the updates made so far.
 
@@ -228,6 +235,9 @@ def adam(w, dw, config=None):
     return _adam("adam", w, dw, config)
 
 
+# PyTorch's AdamW defaults.
+@_rule(("m", "v", "t"), learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8,
+       weight_decay=1e-2)
 def adamw(w, dw, config=None):
     """Adam with decoupled weight decay (Loshchilov & Hutter; PyTorch's AdamW):
     w *= 1 - learning_rate * weight_decay, then the Adam step. Unlike the L2 penalty
@@ -275,12 +285,3 @@ def _adam(rule: str, w, dw, config):
     _apply(kernel, w, dw, m, v)
     return w, config
 
-
-RULES: dict[str, UpdateRule] = {
-    "sgd": sgd,
-    "sgd_momentum": sgd_momentum,
-    "sgd_nesterov": sgd_nesterov,
-    "rmsprop": rmsprop,
-    "adam": adam,
-    "adamw": adamw,
-}

@@ -32,7 +32,8 @@ Kinds (e = step // steps_per_epoch is the 0-based epoch of the step):
   Smith takes W around 30% of ``total_steps``.
 
 Fields that a kind does not use must keep their defaults, so a job file cannot set, say,
-``lr_decay`` next to a cosine schedule and believe it has an effect.
+``lr_decay`` next to a cosine schedule and believe it has an effect. `check_settings`
+holds these rules and the ranges; job files (distnet.config) are checked by it too.
 """
 
 from __future__ import annotations
@@ -40,21 +41,22 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Literal, get_args
+from typing import Any, Literal
 
 from distnet.errors import DistnetError
 
-ScheduleKind = Literal["epoch_decay", "step", "cosine", "onecycle"]
-
-# The optional fields each kind reads; any other optional field must stay at its default.
-_FIELDS_USED = {
+# The kinds, and the optional fields each reads; any other optional field must stay at its
+# default.
+FIELDS_USED = {
     "epoch_decay": {"lr_decay"},
     "step": {"step_size_epochs", "step_gamma"},
     "cosine": {"warmup_steps", "min_lr"},
     "onecycle": {"warmup_steps", "min_lr", "div_factor"},
 }
-_ALWAYS_USED = {"kind", "base_lr", "steps_per_epoch", "total_steps"}
+ScheduleKind = Literal[tuple(FIELDS_USED)]
+_REQUIRED = ("kind", "base_lr", "steps_per_epoch", "total_steps")
 
 
 class ScheduleError(DistnetError, ValueError):
@@ -77,46 +79,14 @@ class Schedule:
     div_factor: float = 25.0
 
     def __post_init__(self) -> None:
-        if self.kind not in get_args(ScheduleKind):
+        optional = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _REQUIRED}
+        check_settings(self.kind, self.base_lr, optional)
+        _check("steps_per_epoch", self.steps_per_epoch, lambda v: v >= 1, ">= 1", integer=True)
+        _check("total_steps", self.total_steps, lambda v: v >= 1, ">= 1", integer=True)
+        if self.kind in ("cosine", "onecycle") and self.warmup_steps >= self.total_steps:
             raise ScheduleError(
-                f"schedule kind {self.kind!r} is not one of {', '.join(get_args(ScheduleKind))}"
-            )
-        _check_number("base_lr", self.base_lr, low=0.0)
-        _check_int("steps_per_epoch", self.steps_per_epoch, low=1)
-        _check_int("total_steps", self.total_steps, low=1)
-        _check_number("lr_decay", self.lr_decay, low=0.0)
-        _check_int("warmup_steps", self.warmup_steps, low=0)
-        if self.step_size_epochs is not None:
-            _check_int("step_size_epochs", self.step_size_epochs, low=1)
-        _check_number("step_gamma", self.step_gamma, low=0.0)
-        _check_number("min_lr", self.min_lr, low=0.0, strict=False)
-        _check_number("div_factor", self.div_factor, low=0.0)
-        if self.div_factor < 1:
-            raise ScheduleError(f"div_factor must be >= 1, got {self.div_factor!r}")
-
-        used = _ALWAYS_USED | _FIELDS_USED[self.kind]
-        for f in fields(self):
-            if f.name not in used and getattr(self, f.name) != f.default:
-                raise ScheduleError(
-                    f"{f.name}={getattr(self, f.name)!r} has no effect on a {self.kind!r} "
-                    f"schedule (it uses {', '.join(sorted(_FIELDS_USED[self.kind]))})"
-                )
-
-        if self.kind == "step" and self.step_size_epochs is None:
-            raise ScheduleError("a 'step' schedule needs step_size_epochs")
-        if self.kind in ("cosine", "onecycle"):
-            if self.min_lr > self.base_lr:
-                raise ScheduleError(
-                    f"min_lr={self.min_lr!r} is above base_lr={self.base_lr!r}"
-                )
-            if self.warmup_steps >= self.total_steps:
-                raise ScheduleError(
-                    f"warmup_steps={self.warmup_steps} leaves no steps to anneal: "
-                    f"it must be below total_steps={self.total_steps}"
-                )
-        if self.kind == "onecycle" and self.warmup_steps == 0:
-            raise ScheduleError(
-                "a 'onecycle' schedule needs warmup_steps > 0 (Smith uses ~30% of total_steps)"
+                f"warmup_steps={self.warmup_steps} leaves no steps to anneal: "
+                f"it must be below total_steps={self.total_steps}"
             )
 
     def __call__(self, step: int) -> float:
@@ -144,18 +114,51 @@ def _cos_anneal(start: float, end: float, fraction: float) -> float:
     return float(end + (start - end) * (1.0 + math.cos(math.pi * fraction)) / 2.0)
 
 
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ScheduleError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ScheduleError(f"{name} must be >= {low}, got {value}")
+def check_settings(kind: str, base_lr: float, settings: Mapping[str, Any],
+                   name: Callable[[str], str] = str) -> None:
+    """Raise ScheduleError unless a `kind` schedule from `base_lr` can take `settings` (some
+    of its optional fields; the others keep their defaults): a value out of range, a field
+    the kind does not read set anyway, or one it needs left out. Nothing here depends on
+    the length of the run, so a job file is checked before it is known. `name` spells a
+    field in the messages (a job file calls base_lr "optim.learning_rate")."""
+    if kind not in FIELDS_USED:
+        raise ScheduleError(f"schedule kind {kind!r} is not one of {', '.join(FIELDS_USED)}")
+    _check(name("base_lr"), base_lr, lambda v: v > 0, "> 0")
+    ranges = {
+        "lr_decay": (lambda v: 0 < v <= 1, "in (0, 1]", False),
+        "warmup_steps": (lambda v: v >= 0, ">= 0", True),
+        "step_size_epochs": (lambda v: v >= 1, ">= 1", True),
+        "step_gamma": (lambda v: 0 < v <= 1, "in (0, 1]", False),
+        "min_lr": (lambda v: 0 <= v < base_lr, f"in [0, {name('base_lr')})", False),
+        "div_factor": (lambda v: v >= 1, ">= 1", False),
+    }
+    for field, value in settings.items():
+        ok, rule, integer = ranges[field]
+        if value is not None:  # step_size_epochs may be unset
+            _check(name(field), value, ok, rule, integer)
+    uses = ", ".join(sorted(FIELDS_USED[kind] & set(settings)))
+    for field, value in settings.items():
+        if field not in FIELDS_USED[kind] and value != _DEFAULTS[field]:
+            raise ScheduleError(f'{name(field)} = {value!r} has no effect with schedule = '
+                                f'"{kind}" (it uses {uses})')
+    if kind == "step" and settings.get("step_size_epochs") is None:
+        raise ScheduleError(f'{name("step_size_epochs")} is required with schedule = "step"')
+    if kind == "onecycle" and not settings.get("warmup_steps"):
+        raise ScheduleError(f'{name("warmup_steps")} must be > 0 with schedule = "onecycle" '
+                            "(Smith uses ~30% of the steps)")
 
 
-def _check_number(name: str, value: object, low: float, strict: bool = True) -> None:
-    """A finite real number above `low` (or at least `low` when not strict)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ScheduleError(f"{name} must be a number, got {value!r}")
+_DEFAULTS = {f.name: f.default for f in fields(Schedule)}
+
+
+def _check(name: str, value: object, ok: Callable[[Any], bool], rule: str,
+           integer: bool = False) -> None:
+    """`value` must be a finite number (an integer if `integer`) that satisfies `ok`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer
+                                                 else numbers.Real):
+        raise ScheduleError(f"{name} must be {'an integer' if integer else 'a number'}, "
+                            f"got {value!r}")
     if not math.isfinite(value):
         raise ScheduleError(f"{name} must be finite, got {value!r}")
-    if value < low or (strict and value == low):
-        raise ScheduleError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
+    if not ok(value):
+        raise ScheduleError(f"{name} must be {rule}, got {value!r}")

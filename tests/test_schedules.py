@@ -100,7 +100,7 @@ def annealing_schedules(draw, kind):
     total = draw(st.integers(2, 1500))
     warmup = draw(st.integers(1 if kind == "onecycle" else 0, total - 1))
     base = draw(st.floats(1e-6, 10.0))
-    min_lr = base * draw(st.floats(0.0, 1.0))
+    min_lr = base * draw(st.floats(0.0, 0.999))  # below base_lr, whatever the rounding
     return Schedule(
         kind, base_lr=base, steps_per_epoch=draw(st.integers(1, 300)), total_steps=total,
         warmup_steps=warmup, min_lr=min_lr,
@@ -169,17 +169,21 @@ def test_epoch_based_kinds_are_constant_within_an_epoch(steps_per_epoch, factor,
         ({"steps_per_epoch": 0}, "steps_per_epoch must be >= 1"),
         ({"total_steps": 2.5}, "total_steps must be an integer"),
         ({"total_steps": True}, "total_steps must be an integer"),
-        ({"lr_decay": 0.0}, "lr_decay must be > 0"),
-        ({"kind": "cosine", "lr_decay": 0.95}, "lr_decay=0.95 has no effect on a 'cosine'"),
-        ({"warmup_steps": 10}, "warmup_steps=10 has no effect on a 'epoch_decay'"),
-        ({"kind": "step"}, "a 'step' schedule needs step_size_epochs"),
+        ({"lr_decay": 0.0}, r"lr_decay must be in \(0, 1\], got 0.0"),
+        ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\]"),
+        ({"kind": "cosine", "lr_decay": 0.95},
+         'lr_decay = 0.95 has no effect with schedule = "cosine" \\(it uses min_lr, warmup_steps'),
+        ({"warmup_steps": 10}, 'warmup_steps = 10 has no effect with schedule = "epoch_decay"'),
+        ({"kind": "step"}, 'step_size_epochs is required with schedule = "step"'),
         ({"kind": "step", "step_size_epochs": 0}, "step_size_epochs must be >= 1"),
-        ({"kind": "cosine", "min_lr": -1.0}, "min_lr must be >= 0"),
-        ({"kind": "cosine", "min_lr": 0.2}, "min_lr=0.2 is above base_lr=0.1"),
+        ({"kind": "step", "step_size_epochs": 2, "step_gamma": 2.0},
+         r"step_gamma must be in \(0, 1\]"),
+        ({"kind": "cosine", "min_lr": -1.0}, r"min_lr must be in \[0, base_lr\), got -1.0"),
+        ({"kind": "cosine", "min_lr": 0.1}, r"min_lr must be in \[0, base_lr\), got 0.1"),
         ({"kind": "cosine", "warmup_steps": 100}, "warmup_steps=100 leaves no steps"),
-        ({"kind": "onecycle"}, "'onecycle' schedule needs warmup_steps > 0"),
+        ({"kind": "onecycle"}, 'warmup_steps must be > 0 with schedule = "onecycle"'),
         ({"kind": "onecycle", "warmup_steps": 5, "div_factor": 0.5}, "div_factor must be >= 1"),
-        ({"kind": "cosine", "div_factor": 10.0}, "div_factor=10.0 has no effect"),
+        ({"kind": "cosine", "div_factor": 10.0}, "div_factor = 10.0 has no effect"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
