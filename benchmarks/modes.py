@@ -2,7 +2,7 @@
 
 The seed's two-layer net (jobs/two_layer.toml: SGD 1e-3, global batch 100) on CIFAR-10
 with 2 gradient workers, worker 0 slowed down by `--delay` seconds per step
-(train.worker_delay_s), trained in each mode until its validation accuracy reaches
+(the test hook `Hooks.worker_delay_s`), trained in each mode until its validation accuracy reaches
 `--target`:
 
     sync          every step waits for the straggler
@@ -39,7 +39,7 @@ MODES: dict[str, dict] = {
     "sync+backup": {"backup_workers": 1},
     "async": {"mode": "async"},
     "ssp": {"mode": "ssp"},  # staleness from --staleness
-    "sync-nodelay": {},  # worker_delay_s = 0
+    "sync-nodelay": {},  # no straggler
 }
 
 
@@ -62,11 +62,12 @@ class ModeRun:
 def run_mode(mode: str, args) -> ModeRun:
     import distnet
     from distnet.config import load_job
+    from distnet.distributed.hooks import Hooks
 
     settings = dict(MODES[mode])
     if settings.get("mode") == "ssp":
         settings["staleness"] = args.staleness
-    settings["worker_delay_s"] = 0.0 if mode == "sync-nodelay" else args.delay
+    hooks = Hooks(worker_delay_s=0.0 if mode == "sync-nodelay" else args.delay)
     counts = {"gradients": 0, "dropped": 0}
     clock = {"start": None, "eval_s": 0.0}
     curve: list[tuple[float, int, float]] = []
@@ -94,7 +95,7 @@ def run_mode(mode: str, args) -> ModeRun:
         overrides += [f"train.{k}={json.dumps(v)}" for k, v in settings.items()]
         job = load_job(args.job, overrides)
         try:
-            distnet.train(job, progress=False, overwrite=True, on_step=on_step)
+            distnet.train(job, progress=False, overwrite=True, on_step=on_step, hooks=hooks)
         except TargetReached:
             pass
     gc.collect()  # the aborted run's actors go with their handles

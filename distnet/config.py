@@ -238,7 +238,6 @@ class TrainConfig(_Section):
     early_stopping_patience: int | None = None  # epochs without a better val accuracy
     max_steps: int | None = None  # stop early after this many steps (tests, benchmarks)
     worker_cpus: float = 1.0
-    worker_delay_s: float = 0.0  # injected delay per step in worker 0 (straggler benchmarks)
     # How a synchronous step (without backup workers) travels: "graph" compiles it once into
     # a Ray Compiled Graph (shared-memory channels between the actors, no task per step) on a
     # single-node Ray; "tasks" submits Ray tasks whose arguments go through the object store.
@@ -257,7 +256,6 @@ class TrainConfig(_Section):
             self._check(name, lambda v: v >= 0, ">= 0")
         self._check("topk_ratio", lambda v: 0 < v <= 1, "in (0, 1]")
         self._check("worker_cpus", lambda v: v > 0, "> 0")
-        self._check("worker_delay_s", lambda v: v >= 0, ">= 0")
         self._check("batch_size", lambda v: v >= self.workers,
                     f"at least train.workers ({self.workers})")
         self._only_with("staleness", self.mode == "ssp", 'applies only with mode = "ssp"')

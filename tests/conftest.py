@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/datagen.py and friends
+# The drivers, CLIs and `ray start` nodes that tests launch import the checkout under test,
+# whatever else this environment has installed (an editable install of another checkout).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(Path(__file__).parent.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 # Four logical CPUs on a 2-core machine: enough for 3 workers and the tests' own tasks.
 SESSION_CPUS = 4

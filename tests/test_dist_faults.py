@@ -14,6 +14,7 @@ import pytest
 
 from distnet.checkpoint import latest_checkpoint, load_checkpoint
 from distnet.distributed.driver import train
+from distnet.distributed.hooks import Hooks
 
 
 def killer(steps, pick):
@@ -55,8 +56,15 @@ def test_killed_workers_are_restarted_and_the_result_is_unchanged(ray_session, j
 def test_killed_server_is_restored_from_checkpoint_and_the_result_is_unchanged(
         ray_session, job, clean):
     on_step = killer({6}, lambda group, n: group.server_pids()[1])
-    result = train(job, progress=False, overwrite=True, on_step=on_step)
+    recovery = []
+    result = train(job, progress=False, overwrite=True, on_step=on_step,
+                   hooks=Hooks(on_phase=lambda phase, step: phase.startswith("recover")
+                               and recovery.append((phase, step))))
     assert on_step.fired == {6}
+    # the failure shows at step 7 or 8 (the step queued behind, or step 8's checkpoint); the
+    # epoch end's checkpoint (6 steps), written before step 6 was submitted, holds
+    assert recovery[0][0] == "recovering" and recovery[0][1] in (7, 8)
+    assert recovery[1:] == [("recovered", 6)]
     np.testing.assert_array_equal(result.final_params, clean.final_params)
     np.testing.assert_array_equal(result.bn_state, clean.bn_state)
     assert result.loss_history == clean.loss_history
@@ -106,10 +114,10 @@ def wait_for_checkpoint(directory, proc, timeout=300):
 
 @pytest.fixture
 def slow_job(tiny_job, job):
-    """The same job, slowed down so that a driver can be stopped half way."""
+    """The same job, long enough (180 steps) that a driver can be stopped half way."""
     return tiny_job(model=job.model.__dict__ | {"hidden_dims": [16]},
                     optim={"update_rule": "adam", "learning_rate": 1e-3},
-                    train={"num_epochs": 3, "workers": 2, "servers": 2, "worker_delay_s": 0.1},
+                    train={"num_epochs": 30, "workers": 2, "servers": 2},
                     checkpoint={"every_steps": 4})
 
 

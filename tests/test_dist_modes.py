@@ -11,6 +11,7 @@ from test_dist_faults import killer
 
 from distnet.distributed.compression import Encoder, topk_count
 from distnet.distributed.driver import train
+from distnet.distributed.hooks import Hooks
 from distnet.distributed.server import ParameterServer, ShardState, shard_bounds
 from distnet.errors import DistnetError
 from distnet.models import build_model
@@ -113,9 +114,10 @@ def test_async_resume_continues_each_worker_at_its_count(ray_session, tiny_job):
 def test_ssp_never_lets_a_worker_run_more_than_staleness_steps_ahead(ray_session, tiny_job):
     staleness = 2
     job = tiny_job(train={"mode": "ssp", "staleness": staleness, "workers": 2,
-                          "worker_delay_s": 0.2, "max_steps": 6})
+                          "max_steps": 6})
     events = []
-    result = train(job, progress=False, overwrite=True, on_step=events.append)
+    result = train(job, progress=False, overwrite=True, on_step=events.append,
+                   hooks=Hooks(worker_delay_s=0.2))
     order = applied_order(events)
     assert len(order) == result.applied_gradients == 12
     assert_applied_once_in_order(order, result.worker_steps)
@@ -130,9 +132,10 @@ def test_ssp_never_lets_a_worker_run_more_than_staleness_steps_ahead(ray_session
 
 
 def test_backup_workers_drop_exactly_the_late_gradients(ray_session, tiny_job):
-    job = tiny_job(train={"workers": 2, "backup_workers": 1, "worker_delay_s": 0.5})
+    job = tiny_job(train={"workers": 2, "backup_workers": 1})
     events = []
-    result = train(job, progress=False, overwrite=True, on_step=events.append)
+    result = train(job, progress=False, overwrite=True, on_step=events.append,
+                   hooks=Hooks(worker_delay_s=0.5))
     steps = 2 * (240 // 3 // 20)  # 3 workers own 80 rows each; per-worker batch 40 / 2
     assert result.steps == len(events) == steps
     for event in events:  # the straggler (worker 0) never made it into a step

@@ -138,3 +138,24 @@ def test_early_stopping_after_patience_epochs_without_improvement(ray_session, t
     assert len(result.val_acc_history) == 3
     assert len(set(result.val_acc_history)) == 1
     assert result.steps == 3 * (240 // 40) and result.epochs == 3
+
+
+def test_on_phase_sees_every_phase_of_steps_and_boundaries_in_order(ray_session, tiny_job):
+    from distnet.distributed.hooks import PHASES, Hooks
+
+    phases = []
+    job = tiny_job(train={"max_steps": 8, "transport": "tasks"}, checkpoint={"every_steps": 4})
+    train(job, progress=False, overwrite=True,
+          hooks=Hooks(on_phase=lambda phase, step: phases.append((phase, step))))
+    assert {p for p, _ in phases} <= set(PHASES)
+    # one step queued behind the one read; a boundary reads every step first
+    assert phases[:9] == [("submitted", 0), ("submitted", 1), ("fetched", 0), ("booked", 0),
+                          ("submitted", 2), ("fetched", 1), ("booked", 1), ("submitted", 3),
+                          ("fetched", 2)]
+    boundary = [(p, s) for p, s in phases if p not in ("submitted", "fetched", "booked")]
+    assert boundary == [("checkpointing", 4), ("checkpointed", 4),  # every_steps
+                        ("evaluating", 6), ("evaluated", 6),  # an epoch is 6 steps
+                        ("checkpointing", 6), ("checkpointed", 6),
+                        ("evaluating", 8), ("evaluated", 8),  # the run's last step
+                        ("checkpointing", 8), ("checkpointed", 8)]
+    assert [s for p, s in phases if p == "booked"] == list(range(8))

@@ -105,6 +105,7 @@ class AsyncLoop(Loop):
             c = self.done[i]
             outs = self.group.compute(i, *self.plan.position(c))
             self.running[outs[-1]] = _Running(i, c, self.applied, outs)
+            self.hooks.phase("submitted", c)
 
     def _step_completed(self, done: int) -> bool:
         """Book synchronous-equivalent steps (one behind, so the driver rarely waits for
@@ -128,6 +129,8 @@ class AsyncLoop(Loop):
     def _record(self, grads: list[_Applied]) -> None:
         k = len(self.group.servers)
         servers = ray.get([ref for g in grads for ref in g.server_reports])
+        step = self.ledger.steps_booked
+        self.hooks.phase("fetched", step)
         per_grad = [servers[j * k:(j + 1) * k] for j in range(len(grads))]
         reports = [g.report for g in grads]
         for g in grads:
@@ -136,7 +139,7 @@ class AsyncLoop(Loop):
         step_s = self.tick()
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         self.book(StepStats(
-            step=len(self.ledger.state.history["loss_history"]),
+            step=step,
             loss=sum(r.loss * r.num_samples for r in reports) / samples,
             learning_rate=servers[0].learning_rate,
             grad_norm=math.sqrt(sum(s.grad_sq_norm for s in servers) / len(grads)),

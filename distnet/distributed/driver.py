@@ -32,6 +32,7 @@ from distnet.distributed.async_loop import AsyncLoop
 from distnet.distributed.backup import BackupLoop
 from distnet.distributed.compiled import CompiledSteps
 from distnet.distributed.group import ActorGroup
+from distnet.distributed.hooks import NO_HOOKS, Hooks
 from distnet.distributed.ledger import Ledger, TrainingDiverged, fresh_state
 from distnet.distributed.loop import Loop
 from distnet.distributed.plan import RunPlan
@@ -49,15 +50,17 @@ __all__ = ["StepEvent", "TrainResult", "TrainingDiverged", "train"]
 
 def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
           overwrite: bool = False, progress: bool = True,
-          on_step: Callable[[StepEvent], None] | None = None) -> TrainResult:
+          on_step: Callable[[StepEvent], None] | None = None,
+          hooks: Hooks | None = None) -> TrainResult:
     """Train `job` data-parallel on Ray and return its result.
 
     Joins the Ray cluster at `address` (or RAY_ADDRESS); without one starts a local Ray on
     127.0.0.1 for the run. Prepares the dataset first if needed. `resume` continues from
     the latest checkpoint in `job.checkpoint.dir`; a fresh run refuses a directory that
     holds an earlier run's checkpoints unless `overwrite` (then deletes them).
-    `on_step(StepEvent)` is called after each step completes (for live plots; the tests
-    inject failures with it).
+    `on_step(StepEvent)` is called after each step completes (for live plots). `hooks`
+    are for tests and benchmarks: a straggler, and a callback at each phase of the run
+    (hooks.py lists the phases).
     """
     from distnet.data.check import check_dataset
     from distnet.data.prepare import ensure_dataset
@@ -71,17 +74,17 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
     check_dataset(data.path, num_workers=t.workers + t.backup_workers, checksums=data.verify)
     cpus = math.ceil((t.workers + t.backup_workers) * t.worker_cpus)
     with ray_session(address, num_cpus=cpus):
-        return _Run(job, progress, on_step, resume, overwrite).run()
+        return _Run(job, progress, on_step, resume, overwrite, hooks or NO_HOOKS).run()
 
 
 class _Run:
     """One call of `train`: the start state, the actors, one loop per attempt, recovery."""
 
     def __init__(self, job: JobConfig, progress: bool, on_step, resume: bool,
-                 overwrite: bool):
+                 overwrite: bool, hooks: Hooks):
         from distnet.data.reader import load_manifest
 
-        self.job, self.on_step = job, on_step
+        self.job, self.on_step, self.hooks = job, on_step, hooks
         rows = load_manifest(job.data.path).splits["train"].rows
         model = build_model(job.model, seed=job.seed)
         self.initial = ModelState(0, model.params.vector.copy(), {}, model.get_bn_state())
@@ -98,7 +101,7 @@ class _Run:
     # --- actors ------------------------------------------------------------------------
     def _new_group(self) -> ActorGroup:
         return ActorGroup(self.job, self.initial.params.size, self.initial.bn_state.size,
-                          self.plan.schedule)
+                          self.plan.schedule, self.hooks.worker_delay_s)
 
     def _new_loop(self) -> Loop:
         """The loop of the job's consistency model, on the current actors."""
@@ -113,7 +116,7 @@ class _Run:
                 # The largest message: a worker's whole gradient plus batchnorm statistics.
                 message = self.plan.param_bytes + self.initial.bn_state.nbytes + 64 * 1024
                 self.graph = CompiledSteps(self.group, message)
-        return cls(self.plan, self.ledger, self.group, self.graph, self.on_step)
+        return cls(self.plan, self.ledger, self.group, self.graph, self.on_step, self.hooks)
 
     def _replace_actors(self) -> None:
         """After a failure in a compiled graph: a fresh actor group (see compiled.py)."""
@@ -138,7 +141,7 @@ class _Run:
                 if state.config.get(key) != self.job.to_dict()[key]:
                     raise DistnetError(f"--resume: the checkpoints in {directory} were written "
                                        f"with another [{key}] than this job's")
-            self.model_spec.check(state, str(latest_checkpoint(directory)))
+            self.model_spec.check(state, f"--resume: {directory}")
             return state
         existing = list_checkpoints(directory)
         if existing and not overwrite:
@@ -184,6 +187,8 @@ class _Run:
                 if restore_from is not None:  # in the try: a lost node can fail a restore too
                     self._restore(restore_from)
                     restore_from = None
+                    if recoveries:
+                        self.hooks.phase("recovered", self.ledger.state.step)
                 self.loop.run()
                 break
             except KeyboardInterrupt:
@@ -192,6 +197,7 @@ class _Run:
             except (rex.RayActorError, rex.ObjectLostError, rex.RayTaskError,
                     rex.RayChannelError, rex.RaySystemError) as err:
                 _raise_unless_recoverable(err)
+                self.hooks.phase("recovering", self.ledger.steps_booked)
                 recoveries += 1
                 if recoveries > MAX_RECOVERIES:
                     raise DistnetError(f"giving up after {MAX_RECOVERIES} failures: {err}")
@@ -199,7 +205,7 @@ class _Run:
                 if self.plan.uses_graph:
                     self._replace_actors()
         if self.ledger.unsaved():
-            self.ledger.save(self.group.state())
+            self.loop.save(self.ledger.state.step)
         return self._finish(time.perf_counter() - start, self.ledger.state.step - first_step)
 
     def _interrupted(self) -> None:

@@ -47,7 +47,10 @@ class StepRefs:
 
 
 class ActorGroup:
-    def __init__(self, job: JobConfig, param_size: int, bn_size: int, schedule):
+    """The actors of one run (worker 0 sleeping `worker_delay_s` per step, see hooks.py)."""
+
+    def __init__(self, job: JobConfig, param_size: int, bn_size: int, schedule,
+                 worker_delay_s: float = 0.0):
         train = job.train
         self.job = job
         self.has_bn = bn_size > 0
@@ -63,7 +66,8 @@ class ActorGroup:
         ]
         self.workers = [
             worker_cls.options(scheduling_strategy="SPREAD").remote(
-                job, i, len(self.weights), int(b), self.bounds)
+                job, i, len(self.weights), int(b), self.bounds,
+                worker_delay_s if i == 0 else 0.0)
             for i, b in enumerate(self.weights)
         ]
         ray.get([w.num_rows.remote() for w in self.workers])  # all started, shards open

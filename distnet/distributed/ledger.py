@@ -55,6 +55,11 @@ class Ledger:
         self.bar.reset(self.plan.total_steps)
         self.bar.update(state.step)
 
+    @property
+    def steps_booked(self) -> int:
+        """Steps in the books (the last checkpoint's `state.step` may be older)."""
+        return len(self.state.history["loss_history"])
+
     def worker_steps(self) -> list[int]:
         """Async/SSP: each worker's applied local steps (a synchronous checkpoint at step t
         means t each); [] in sync mode, where the servers count steps."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from distnet.distributed.compiled import CompiledSteps
 from distnet.distributed.group import ActorGroup
+from distnet.distributed.hooks import NO_HOOKS, Hooks
 from distnet.distributed.ledger import Ledger
 from distnet.distributed.plan import RunPlan
 from distnet.distributed.result import StepEvent
@@ -22,13 +23,14 @@ from distnet.metrics import StepStats
 
 class Loop:
     """Runs steps on `group` (synchronous steps through `graph` if the plan uses one) and
-    books them in `ledger`; `on_step(StepEvent)` after each booked step."""
+    books them in `ledger`; `on_step(StepEvent)` after each booked step, `hooks.phase` at
+    each phase (hooks.py)."""
 
     def __init__(self, plan: RunPlan, ledger: Ledger, group: ActorGroup,
                  graph: CompiledSteps | None = None,
-                 on_step: Callable[[StepEvent], None] | None = None):
+                 on_step: Callable[[StepEvent], None] | None = None, hooks: Hooks = NO_HOOKS):
         self.plan, self.ledger, self.group, self.graph = plan, ledger, group, graph
-        self.on_step = on_step
+        self.on_step, self.hooks = on_step, hooks
         self.step_clock = time.perf_counter()
 
     def run(self) -> None:
@@ -48,6 +50,7 @@ class Loop:
     def book(self, stats: StepStats, gradients: list[tuple[int, int]]) -> None:
         """Book a completed step in the ledger and tell on_step."""
         self.ledger.record(stats, gradients)
+        self.hooks.phase("booked", stats.step)
         if self.on_step:
             self.on_step(StepEvent(stats.step, stats.loss, self.group, gradients,
                                    stats.dropped or 0))
@@ -56,14 +59,22 @@ class Loop:
         """After `done` steps (all booked): evaluate if they end an epoch, then checkpoint."""
         if self.plan.ends_epoch(done):
             self.end_epoch(self.plan.epoch_of(done - 1), done)
+        self.save(done)
+
+    def save(self, done: int) -> None:
+        """Checkpoint the books with the servers' state (all `done` steps booked)."""
+        self.hooks.phase("checkpointing", done)
         self.ledger.save(self.group.state())
+        self.hooks.phase("checkpointed", done)
 
     def end_epoch(self, epoch: int, done: int) -> None:
         """Evaluate the end of `epoch`, then book it at once: an interrupt before the books
         leaves the whole epoch end to be repeated after --resume (Ledger.epoch_end_missing)."""
         t = self.ledger.job.train
+        self.hooks.phase("evaluating", done)
         train_acc = self.group.evaluate("train", epoch, t.num_train_samples or None)
         val_acc = self.group.evaluate("val", epoch)
         params = self.group.params()
         bn_state = self.group.bn_state() if self.ledger.improves(val_acc) else None
+        self.hooks.phase("evaluated", done)
         self.ledger.record_epoch(epoch, done, train_acc, val_acc, params, bn_state)

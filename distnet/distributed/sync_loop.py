@@ -30,6 +30,7 @@ class SyncLoop(Loop):
             self.boundary(step)
         while step < plan.total_steps and not ledger.stopped_early():
             self.pending.append(self.submit(step))
+            self.hooks.phase("submitted", step)
             step += 1
             if len(self.pending) > 1:
                 self._complete_oldest()
@@ -59,6 +60,7 @@ class SyncLoop(Loop):
     def _complete(self, refs: StepRefs, timeout: float | None = None) -> None:
         """Read a finished step's reports and book it."""
         reports, servers = refs.fetch(timeout)
+        self.hooks.phase("fetched", refs.step)
         n = sum(r.num_samples for r in reports)
         step_s = self.tick()
         self.book(StepStats(

@@ -44,14 +44,16 @@ class WorkerOutput:
 
 
 class GradientWorker:
-    """Computes gradients (and accuracies) on worker `index` of `num_workers`'s shards."""
+    """Computes gradients (and accuracies) on worker `index` of `num_workers`'s shards;
+    `delay_s` is a test's straggler: a sleep in every gradient step (see hooks.py)."""
 
     def __init__(self, job: JobConfig, index: int, num_workers: int, batch: int,
-                 bounds: list[tuple[int, int]]):
+                 bounds: list[tuple[int, int]], delay_s: float = 0.0):
         from distnet.data.reader import open_split  # pyarrow only where it is used
 
         self.job, self.index, self.num_workers, self.batch = job, index, num_workers, batch
         self.bounds = bounds  # the parameter servers' slices of the flat vector
+        self.delay_s = delay_s
         self._open_split = open_split
         self.train = open_split(job.data.path, "train", index, num_workers,
                                 verify=job.data.verify)
@@ -97,8 +99,8 @@ class GradientWorker:
                 seed, epoch, step_in_epoch, self.index)
         loss, grads = self.model.loss(self._X, y, grads_out=self._grads)
         self._grads = grads
-        if self.index == 0 and self.job.train.worker_delay_s:  # an injected straggler
-            time.sleep(self.job.train.worker_delay_s)
+        if self.delay_s:
+            time.sleep(self.delay_s)
         flat = grads.vector
         outputs = [self.encoder.encode(k, flat[a:b]) for k, (a, b) in enumerate(self.bounds)]
         sent = sum(nbytes(out) for out in outputs)
