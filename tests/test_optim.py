@@ -1,4 +1,5 @@
-"""Update rules against trajectories computed independently, with the textbook formulas."""
+"""Update rules against trajectories computed independently with the textbook formulas,
+values worked out by hand, and the settings they refuse."""
 
 import numpy as np
 import pytest
@@ -47,7 +48,14 @@ CASES = [  # rule, settings (the rest are the assignment's defaults)
     ("rmsprop", {"learning_rate": 1e-3, "decay_rate": 0.9, "epsilon": 1e-6}),
     ("adam", {}),
     ("adam", {"learning_rate": 1e-2, "beta1": 0.5, "beta2": 0.9}),
+    ("adamw", {}),
     ("adamw", {"learning_rate": 1e-2, "weight_decay": 0.1}),
+    ("adamw", {"learning_rate": 5e-2, "beta1": 0.8, "beta2": 0.99, "epsilon": 1e-6,
+               "weight_decay": 5e-2}),
+    ("adamw", {"learning_rate": 1e-2, "beta1": 0.0, "beta2": 0.5, "weight_decay": 0.0}),
+    ("sgd_nesterov", {}),
+    ("sgd_nesterov", {"learning_rate": 0.3, "momentum": 0.5}),
+    ("sgd_nesterov", {"learning_rate": 1e-3, "momentum": 0.99}),
 ]
 EXPECTED_DEFAULTS = {
     "sgd": {"learning_rate": 1e-2},
@@ -72,7 +80,7 @@ def test_rule_matches_reference_trajectory(rule, settings):
     grads = [rng.standard_normal((4, 5)) for _ in range(5)]
     expected = reference_trajectory(rule, w0, grads, {**EXPECTED_DEFAULTS[rule], **settings})
     w, config = w0.copy(), dict(settings)
-    for g, want in zip(grads, expected):
+    for g, want in zip(grads, expected, strict=True):
         w, config = optim.RULES[rule](w, g, config)
         assert np.allclose(w, want, rtol=1e-12, atol=1e-14)
     assert {k: config[k] for k in EXPECTED_DEFAULTS[rule]} == {
@@ -116,6 +124,40 @@ def test_adamw_without_decay_is_adam():
     assert np.array_equal(a, b)
 
 
+def test_adamw_first_step_by_hand():
+    # m = 0.05, m_hat = 0.5, v = 0.00025, v_hat = 0.25: the Adam step is 0.5 / (0.5 + 1e-8)
+    w, config = optim.adamw(np.array([1.0]), np.array([0.5]), {"learning_rate": 0.1})
+    assert w[0] == pytest.approx(1.0 - 0.1 * (0.5 / (0.5 + 1e-8) + 1e-2), rel=1e-12)
+    assert config["t"] == 1
+
+
+def test_adamw_decays_weights_without_a_gradient():
+    # Zero gradient: Adam's part is 0 / (0 + eps) = 0 and only the decoupled decay remains.
+    config = {"learning_rate": 0.1, "weight_decay": 0.5}
+    w, _ = optim.adamw(np.array([2.0, -4.0]), np.zeros(2), config)
+    np.testing.assert_allclose(w, [2.0 * 0.95, -4.0 * 0.95], rtol=1e-12)
+
+
+def test_nesterov_two_steps_by_hand():
+    # v = -0.05, w = 1 - 1.9 * 0.05 = 0.905; then v = -0.095, w = 0.905 + 0.045 - 1.9 * 0.095
+    w, config = optim.sgd_nesterov(np.array([1.0]), np.array([0.5]), {"learning_rate": 0.1})
+    assert w[0] == pytest.approx(0.905, rel=1e-12)
+    w, config = optim.sgd_nesterov(w, np.array([0.5]), config)
+    assert w[0] == pytest.approx(0.7695, rel=1e-12)
+    assert config["velocity"][0] == pytest.approx(-0.095, rel=1e-12)
+
+
+def test_nesterov_without_momentum_is_sgd():
+    rng = np.random.default_rng(6)
+    w, grads = rng.standard_normal(7), [rng.standard_normal(7) for _ in range(6)]
+    a, b, ca, cb = w.copy(), w.copy(), {"learning_rate": 0.1}, {"learning_rate": 0.1,
+                                                                 "momentum": 0.0}
+    for g in grads:
+        a, ca = optim.sgd(a, g, ca)
+        b, cb = optim.sgd_nesterov(b, g, cb)
+    np.testing.assert_allclose(b, a, rtol=1e-12)
+
+
 @pytest.mark.parametrize("rule", sorted(optim.RULES))
 def test_whole_vector_update_equals_per_parameter_updates(rule):
     # The parameter server applies one rule to the flat vector (or a slice of it).
@@ -143,6 +185,23 @@ def test_rules_update_in_place_but_never_touch_dw_or_read_only_weights():
     assert next_w is not frozen and np.all(frozen == 1) and np.all(next_w < 1)
 
 
+@pytest.mark.parametrize("rule", sorted(optim.RULES))
+def test_float32_in_place_and_read_only(rule):
+    w = np.linspace(-1, 1, 5, dtype=np.float32)
+    dw = np.full(5, 0.25, dtype=np.float32)
+    expected, _ = optim.RULES[rule](w.astype(np.float64), dw.astype(np.float64), {})
+    next_w, _ = optim.RULES[rule](w, dw, {})
+    assert next_w is w and w.dtype == np.float32  # updated in place
+    np.testing.assert_allclose(w, expected, rtol=1e-6)
+
+    frozen = np.linspace(-1, 1, 5, dtype=np.float32)
+    frozen.setflags(write=False)
+    next_w, _ = optim.RULES[rule](frozen, dw, {})
+    assert next_w is not frozen
+    np.testing.assert_array_equal(frozen, np.linspace(-1, 1, 5, dtype=np.float32))
+    np.testing.assert_allclose(next_w, expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "rule, config, message",
     [
@@ -153,6 +212,12 @@ def test_rules_update_in_place_but_never_touch_dw_or_read_only_weights():
         ("rmsprop", {"learning_rate": "fast"}, "must be a number"),
         ("sgd", {"momentum": 0.9}, "unknown sgd setting"),
         ("adam", {"learnig_rate": 1e-3}, "learnig_rate"),
+        ("rmsprop", {"epsilon": 0.0}, "rmsprop epsilon must be > 0"),
+        ("adamw", {"weight_decay": -1e-3}, "adamw weight_decay must be non-negative"),
+        ("adamw", {"weight_decay": float("nan")}, "adamw weight_decay must be non-negative"),
+        ("adamw", {"momentum": 0.9}, "unknown adamw setting"),
+        ("sgd_nesterov", {"momentum": 1.0}, r"sgd_nesterov momentum must be in \[0, 1\)"),
+        ("sgd_nesterov", {"weight_decay": 0.1}, "unknown sgd_nesterov setting"),
     ],
 )
 def test_bad_settings_are_rejected(rule, config, message):
@@ -165,6 +230,8 @@ def test_validate_config_and_defaults_are_public():
     optim.validate_config("adam", {"learning_rate": 1e-3, "m": None, "t": 3})
     with pytest.raises(ValueError, match="unknown update rule 'adagrad'"):
         optim.validate_config("adagrad", {})
+    with pytest.raises(ValueError, match=r"^optim\.beta2 must be in \[0, 1\), got 1\.0$"):
+        optim.validate_config("adam", {"beta2": 1.0}, prefix="optim.")
 
 
 @pytest.mark.parametrize("rule", sorted(optim.RULES))
