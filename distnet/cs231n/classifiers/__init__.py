@@ -1,0 +1,1 @@
+"""cs231n/classifiers: fc_net (TwoLayerNet, FullyConnectedNet) and cnn (ThreeLayerConvNet)."""

@@ -1,0 +1,1 @@
+"""cs231n/classifiers of the later editions: fc_net and cnn."""
