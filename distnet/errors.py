@@ -11,3 +11,8 @@ class DistnetError(Exception):
 
 class InvalidInput(DistnetError, ValueError):
     """Bad input to the network library: shapes, labels, hyperparameters."""
+
+
+class TrainingDiverged(DistnetError, FloatingPointError):
+    """The loss became NaN or infinite: training stops instead of continuing on garbage
+    (the Solver and the distributed trainer alike)."""

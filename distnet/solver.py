@@ -27,14 +27,10 @@ import numpy as np
 
 from distnet import optim
 from distnet.atomic import atomic_write
-from distnet.errors import DistnetError, InvalidInput
+from distnet.early_stopping import no_improvement
+from distnet.errors import InvalidInput, TrainingDiverged
 from distnet.fpenv import flush_denormals
 from distnet.params import FlatParams
-
-
-class DivergedError(DistnetError, FloatingPointError):
-    """The loss became NaN or infinite: training stops instead of continuing on garbage."""
-
 
 _DEFAULTS = {
     "update_rule": "sgd",
@@ -149,7 +145,7 @@ class Solver:
         else:
             loss, grads = self.model.loss(X, y)
         if not math.isfinite(loss):
-            raise DivergedError(
+            raise TrainingDiverged(
                 f"loss is {loss} at iteration {iteration} (epoch {self.epoch + 1}); stopping. "
                 "Try a smaller learning rate or weight_scale."
             )
@@ -208,17 +204,10 @@ class Solver:
                         config["learning_rate"] *= self.lr_decay
             if t == 0 or t == num_iterations - 1 or epoch_end:
                 self._record_accuracies()
-            if epoch_end and self._no_progress():
+            if epoch_end and no_improvement(self.val_acc_history, self.patience):
                 break
         if self.best_params:
             self.model.params = self.best_params
-
-    def _no_progress(self) -> bool:
-        """Early stopping: no better validation accuracy in the last `patience` epochs."""
-        history, patience = self.val_acc_history, self.patience
-        if patience is None or len(history) <= patience:
-            return False
-        return max(history[-patience:]) <= max(history[:-patience])
 
     def _record_accuracies(self) -> None:
         train_acc = self.check_accuracy(

@@ -9,7 +9,7 @@ import pytest
 
 from distnet import optim
 from distnet.models import FullyConnectedNet, TwoLayerNet
-from distnet.solver import DivergedError, Solver
+from distnet.solver import Solver, TrainingDiverged
 
 X86_GLIBC = platform.machine().lower() in ("x86_64", "amd64") and platform.libc_ver()[0] == "glibc"
 
@@ -166,7 +166,7 @@ def test_nan_loss_stops_training_naming_the_iteration():
         verbose=False,
         seed=0,
     )
-    with pytest.raises(DivergedError) as info, np.errstate(over="ignore", invalid="ignore"):
+    with pytest.raises(TrainingDiverged) as info, np.errstate(over="ignore", invalid="ignore"):
         solver.train()
     step = len(solver.loss_history) + 1  # the first step whose loss was not finite
     assert f"at iteration {step} " in str(info.value)

@@ -19,12 +19,9 @@ from distnet.config import JobConfig
 from distnet.distributed.plan import RunPlan
 from distnet.distributed.result import TrainResult
 from distnet.distributed.server import ModelState
-from distnet.errors import DistnetError
+from distnet.early_stopping import no_improvement
+from distnet.errors import TrainingDiverged
 from distnet.metrics import RunLogger, StepStats, flat_hparams, progress_bar
-
-
-class TrainingDiverged(DistnetError):
-    """The loss became NaN or infinite."""
 
 
 def fresh_state(job: JobConfig, initial: ModelState) -> TrainState:
@@ -45,6 +42,9 @@ class Ledger:
         self.state: TrainState | None = None
         self.logger = RunLogger(job.metrics.logdir, job.metrics.log_every_steps,
                                 job.metrics.histograms)
+        if progress:  # where to watch the run from its start (the summary says it again)
+            logdir = job.metrics.logdir
+            print(f"logs: {logdir}  (tensorboard --logdir {logdir})", file=sys.stderr)
         self.bar = progress_bar(plan.total_steps, progress)
         self.checkpoint_path = ""
         self.saved_step = -1
@@ -119,11 +119,8 @@ class Ledger:
 
     def stopped_early(self) -> bool:
         """Early stopping: no better validation accuracy in the last `patience` epochs."""
-        patience = self.job.train.early_stopping_patience
-        history = self.state.history["val_acc_history"]
-        if patience is None or len(history) <= patience:
-            return False
-        return max(history[-patience:]) <= max(history[:-patience])
+        return no_improvement(self.state.history["val_acc_history"],
+                              self.job.train.early_stopping_patience)
 
     # --- checkpoints --------------------------------------------------------------------
     def save(self, live: ModelState) -> None:
