@@ -24,6 +24,11 @@ input, so any correct implementation prints them (the 2017 and later copies agre
 
 import numpy as np
 
+from distnet.cs231n.gradient_check import (
+    eval_numerical_gradient,
+    eval_numerical_gradient_array,
+)
+
 
 def rel_error(x, y):
     """The notebooks' own relative error (every notebook defines it in its setup cell)."""
@@ -40,7 +45,7 @@ def below(error, bound, what=""):
     assert error < bound, f"{what} error {error:.3e}, the notebook expects < {bound:.0e}"
 
 
-def model_gradient_errors(model, X, y, eval_numerical_gradient, h=1e-5):
+def model_gradient_errors(model, X, y, h=1e-5):
     """The loop of the notebooks' model gradient-check cells: the initial loss and, per
     parameter, rel_error(numerical, analytic)."""
     loss, grads = model.loss(X, y)
@@ -53,7 +58,7 @@ def model_gradient_errors(model, X, y, eval_numerical_gradient, h=1e-5):
     return loss, errors
 
 
-def backward_errors(forward, backward, args, dout, eval_numerical_gradient_array):
+def backward_errors(forward, backward, args, dout):
     """The notebooks' layer gradient-check cells: rel_error of each input's numerical
     gradient against backward(dout, cache), for forward(*args)."""
     _, cache = forward(*args)
@@ -85,3 +90,11 @@ def fc_check_data():
     X = np.random.randn(N, D)
     y = np.random.randint(C, size=(N,))
     return X, y, {"input_dim": D, "num_classes": C}, [H1, H2]
+
+
+def norm_backward_errors(forward, backward, x_shape, gamma_shape, *params):
+    """A normalisation backward cell: norm_check_inputs, then backward_errors of
+    forward(x, gamma, beta, *params)."""
+    x, gamma, beta, dout = norm_check_inputs(x_shape, gamma_shape)
+    return backward_errors(lambda x, g, b: forward(x, g, b, *params), backward, (x, gamma, beta),
+                           dout)

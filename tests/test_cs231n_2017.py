@@ -14,6 +14,7 @@ from cs231n_notebooks import (
     below,
     fc_check_data,
     model_gradient_errors,
+    norm_backward_errors,
     norm_check_inputs,
     rel_error,
 )
@@ -51,8 +52,7 @@ def test_affine_forward():
 def test_affine_backward(forward, backward, shapes):
     np.random.seed(231)
     x, w, b, dout = (np.random.randn(*shape) for shape in shapes)
-    for error in backward_errors(forward, backward, (x, w, b), dout,
-                                 eval_numerical_gradient_array):
+    for error in backward_errors(forward, backward, (x, w, b), dout):
         about(error, 1e-10)  # "The error should be around 1e-10"
 
 
@@ -69,8 +69,7 @@ def test_relu_backward():
     np.random.seed(231)
     x = np.random.randn(10, 10)
     dout = np.random.randn(*x.shape)
-    [error] = backward_errors(relu_forward, lambda d, c: (relu_backward(d, c),), (x,), dout,
-                              eval_numerical_gradient_array)
+    [error] = backward_errors(relu_forward, lambda d, c: (relu_backward(d, c),), (x,), dout)
     about(error, 3e-12)  # "The error should be around 3e-12"
 
 
@@ -129,7 +128,7 @@ def test_two_layer_net():
 
     for reg in [0.0, 0.7]:
         model.reg = reg
-        _, errors = model_gradient_errors(model, X, y, eval_numerical_gradient)
+        _, errors = model_gradient_errors(model, X, y)
         # No stated tolerance: the notebook's "errors around 1e-6 or less" for gradient checks.
         for name, error in errors.items():
             about(error, 1e-6, name)
@@ -144,7 +143,7 @@ def test_fully_connected_net_gradients():
     for reg in [0, 3.14]:
         model = FullyConnectedNet(hidden_dims, **sizes,
                                   reg=reg, weight_scale=5e-2, dtype=np.float64)
-        loss, errors = model_gradient_errors(model, X, y, eval_numerical_gradient)
+        loss, errors = model_gradient_errors(model, X, y)
         assert loss == pytest.approx(recorded_losses[reg], rel=1e-9)
         for name, error in errors.items():
             # "For gradient checking, you should expect to see errors around 1e-6 or less."
@@ -270,13 +269,9 @@ def test_batchnorm_forward_test_time():
 
 def test_batchnorm_backward():
     N, D = 4, 5
-    x, gamma, beta, dout = norm_check_inputs((N, D), (D,))
-    bn_param = {'mode': 'train'}
     # No stated tolerance; the 2022 copy: "relative errors between 1e-13 and 1e-8".
-    errors = backward_errors(lambda x, g, b: batchnorm_forward(x, g, b, bn_param),
-                             batchnorm_backward, (x, gamma, beta), dout,
-                             eval_numerical_gradient_array)
-    for error in errors:
+    for error in norm_backward_errors(batchnorm_forward, batchnorm_backward, (N, D), (D,),
+                                      {'mode': 'train'}):
         below(error, 1e-8)
 
 
@@ -299,7 +294,7 @@ def test_fully_connected_net_with_batchnorm():
         model = FullyConnectedNet(hidden_dims, **sizes,
                                   reg=reg, weight_scale=5e-2, dtype=np.float64,
                                   use_batchnorm=True)
-        loss, errors = model_gradient_errors(model, X, y, eval_numerical_gradient)
+        loss, errors = model_gradient_errors(model, X, y)
         assert loss == pytest.approx(recorded_losses[reg], rel=1e-10)
         # No stated tolerance; the 2022 copy: "losses between 1e-4~1e-10 for W, between
         # 1e-08~1e-10 for b, and between 1e-08~1e-09 for beta and gammas" (both copies
@@ -349,7 +344,7 @@ def test_fully_connected_net_with_dropout():
         model = FullyConnectedNet(hidden_dims, **sizes,
                                   weight_scale=5e-2, dtype=np.float64,
                                   dropout=dropout, seed=123)
-        loss, errors = model_gradient_errors(model, X, y, eval_numerical_gradient)
+        loss, errors = model_gradient_errors(model, X, y)
         if dropout == 0:
             assert loss == pytest.approx(2.30047908977, rel=1e-10)  # recorded
         # No stated tolerance; the 2022 copy: "Relative errors should be around e-6 or
