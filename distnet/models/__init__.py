@@ -1,9 +1,24 @@
 """Models with a softmax loss (the CS231n assignment-2 networks).
 
-One module per family: fc (FullyConnectedNet, TwoLayerNet, build_model). Every name is
-re-exported here, so `from distnet.models import ...` finds them all.
+One module per family: fc (FullyConnectedNet, TwoLayerNet, build_model), conv (ConvNet,
+ThreeLayerConvNet) with the blocks a ConvNet is described by in blocks; what they share
+is in base. Every name is re-exported here, so `from distnet.models import ...` finds
+them all.
 """
 
+from distnet.models.blocks import Affine, Conv, Dropout, Pool, parse_blocks
+from distnet.models.conv import ConvNet, ThreeLayerConvNet
 from distnet.models.fc import FullyConnectedNet, TwoLayerNet, build_model
 
-__all__ = ["FullyConnectedNet", "TwoLayerNet", "build_model"]
+__all__ = [
+    "Affine",
+    "Conv",
+    "ConvNet",
+    "Dropout",
+    "FullyConnectedNet",
+    "Pool",
+    "ThreeLayerConvNet",
+    "TwoLayerNet",
+    "build_model",
+    "parse_blocks",
+]

@@ -5,14 +5,14 @@
 `model.params` is a `FlatParams` (named views into one flat buffer), and
 `model.loss(X, y)` returns `(loss, grads)` with `grads` in the same layout, so
 `grads.vector` is the whole gradient as one array. `model.loss(X)` returns the scores.
+What all models share (parameters, regularization, batchnorm state) is in base.py.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,21 +31,21 @@ from distnet.layers import (
     dropout_forward,
     softmax_loss,
 )
+from distnet.models.base import (
+    Model,
+    batchnorm_param,
+    check_dtype,
+    check_weight_scale,
+    positive_int,
+    weight_noise,
+)
 from distnet.params import FlatParams
 
 if TYPE_CHECKING:
     from distnet.config import ModelConfig
 
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-class FullyConnectedNet:
+class FullyConnectedNet(Model):
     """A network with any number of hidden layers (none: a linear softmax classifier).
 
     hidden_dims: sizes of the hidden layers; dropout: probability of dropping a hidden unit
@@ -68,23 +68,21 @@ class FullyConnectedNet:
         seed=None,
         init_seed: int | None = None,
     ):
-        hidden = [_positive_int(f"hidden_dims[{i}]", d) for i, d in enumerate(hidden_dims)]
+        hidden = [positive_int(f"hidden_dims[{i}]", d) for i, d in enumerate(hidden_dims)]
         dims = [
-            _positive_int("input_dim", input_dim),
+            positive_int("input_dim", input_dim),
             *hidden,
-            _positive_int("num_classes", num_classes),
+            positive_int("num_classes", num_classes),
         ]
         if not 0 <= dropout < 1:
             raise InvalidInput(f"dropout must be in [0, 1), got {dropout!r}")
-        if not (math.isfinite(weight_scale) and weight_scale >= 0):
-            raise InvalidInput(f"weight_scale must be a non-negative number, got {weight_scale!r}")
-        if np.dtype(dtype) not in _DTYPES:
-            raise InvalidInput(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+        check_weight_scale(weight_scale)
         self.input_dim, self.num_classes = dims[0], dims[-1]
+        self.input_shape = (self.input_dim,)  # of one sample
         self.num_layers = len(dims) - 1
         self.use_batchnorm = bool(use_batchnorm)
         self.use_dropout = dropout > 0
-        self.dtype = np.dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self.reg = reg
 
         shapes: dict[str, tuple[int, ...]] = {}
@@ -95,78 +93,14 @@ class FullyConnectedNet:
         self._params = FlatParams(shapes, self.dtype)
         rng = np.random.default_rng(init_seed) if init_seed is not None else None
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(dims), start=1):
-            noise = (
-                rng.standard_normal((fan_in, fan_out))
-                if rng is not None
-                else np.random.randn(fan_in, fan_out)
-            )
-            self._params[f"W{i}"] = weight_scale * noise
+            self._params[f"W{i}"] = weight_scale * weight_noise(rng, (fan_in, fan_out))
             if f"gamma{i}" in self._params:
                 self._params[f"gamma{i}"][:] = 1
 
         self.dropout_param: dict = {"mode": "train", "p": dropout}
         if seed is not None:
             self.dropout_param["seed"] = seed
-        # Running statistics exist from the start, so the batchnorm state has a fixed size.
-        self.bn_params: list[dict] = [
-            {
-                "mode": "train",
-                "running_mean": np.zeros(d, self.dtype),
-                "running_var": np.ones(d, self.dtype),
-            }
-            for d in (hidden if self.use_batchnorm else [])
-        ]
-
-    # --- parameters and state ---------------------------------------------------------
-
-    @property
-    def params(self) -> FlatParams:
-        return self._params
-
-    @params.setter
-    def params(self, new) -> None:
-        """Adopt a FlatParams of the same layout, or copy a mapping of all parameters in."""
-        if isinstance(new, FlatParams) and new.same_layout(self._params):
-            self._params = new
-            return
-        if not isinstance(new, Mapping) or set(new) != set(self._params):
-            names = sorted(new) if isinstance(new, Mapping) else type(new).__name__
-            raise InvalidInput(f"params must have exactly {list(self._params)}, got {names}")
-        for name in self._params:
-            self._params[name] = new[name]
-
-    @property
-    def reg(self) -> float:
-        return self._reg
-
-    @reg.setter
-    def reg(self, value: float) -> None:
-        # A Python float, so reg * W never upcasts a float32 array.
-        value = float(value)
-        if not (math.isfinite(value) and value >= 0):
-            raise InvalidInput(f"reg must be a non-negative number, got {value!r}")
-        self._reg = value
-
-    def get_bn_state(self) -> np.ndarray:
-        """Running mean then running variance of each batchnorm layer, as one vector."""
-        parts = [bp[key] for bp in self.bn_params for key in ("running_mean", "running_var")]
-        return (
-            np.concatenate(parts).astype(self.dtype, copy=False)
-            if parts
-            else np.zeros(0, self.dtype)
-        )
-
-    def set_bn_state(self, state) -> None:
-        state = np.asarray(state)
-        expected = sum(2 * bp["running_mean"].size for bp in self.bn_params)
-        if state.shape != (expected,):
-            raise InvalidInput(f"batchnorm state has shape {state.shape}, expected ({expected},)")
-        offset = 0
-        for bp in self.bn_params:
-            for key in ("running_mean", "running_var"):
-                size = bp[key].size
-                bp[key] = state[offset : offset + size].astype(self.dtype)  # a copy
-                offset += size
+        self.bn_params = [batchnorm_param(d, self.dtype) for d in hidden if self.use_batchnorm]
 
     # --- forward and backward ---------------------------------------------------------
 
@@ -181,13 +115,6 @@ class FullyConnectedNet:
             raise InvalidInput(f"X must be numeric, got dtype {X.dtype}")
         return X.reshape(X.shape[0], -1).astype(self.dtype, copy=False)
 
-    def _layer_dropout_param(self, layer: int) -> dict:
-        seed = self.dropout_param.get("seed")
-        if seed is None:
-            return self.dropout_param
-        seed = [*seed, layer] if isinstance(seed, (tuple, list)) else [seed, layer]
-        return {**self.dropout_param, "seed": seed}
-
     def loss(self, X, y=None, *, grads_out: FlatParams | None = None):
         """Scores (N, num_classes) without y; with y, (loss, grads) in the params layout.
 
@@ -195,10 +122,7 @@ class FullyConnectedNet:
         (saves allocating a fresh gradient buffer per step).
         """
         X = self._flatten_input(X)
-        mode = "test" if y is None else "train"
-        self.dropout_param["mode"] = mode
-        for bn_param in self.bn_params:
-            bn_param["mode"] = mode
+        self._set_mode("test" if y is None else "train")
         params, L = self._params, self.num_layers
 
         h, caches = X, []
@@ -241,19 +165,7 @@ class FullyConnectedNet:
             else:
                 dh, _, _ = affine_relu_backward(dh, cache, input_grad=i > 1, out=out)
 
-        if self._reg:
-            for i in range(1, L + 1):
-                W = params[f"W{i}"]
-                loss += 0.5 * self._reg * float(np.vdot(W, W))
-                grads[f"W{i}"] += self._reg * W
-        return loss, grads
-
-    def _gradient_buffer(self, grads_out: FlatParams | None) -> FlatParams:
-        if grads_out is None:
-            return self._params.empty_like()  # every entry is written below
-        if not grads_out.same_layout(self._params):
-            raise InvalidInput("grads_out must have the layout and dtype of model.params")
-        return grads_out
+        return self._regularize(loss, grads, L), grads
 
 
 class TwoLayerNet(FullyConnectedNet):
