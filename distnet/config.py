@@ -390,7 +390,12 @@ def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
         key, sep, text = item.partition("=")
         section, _, name = key.strip().rpartition(".")
         if not sep or name not in known.get(section, ()):
-            problem = f"unknown key {key.strip()}" if sep else "expected section.key=value"
+            keys = [f"{s}.{n}" if s else n for s, names in known.items() for n in names]
+            # The key in the section it belongs to, else the closest spelling.
+            close = [k for k in keys if k.rpartition(".")[2] == name][:1] or \
+                difflib.get_close_matches(key.strip(), keys, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problem = f"unknown key {key.strip()}{hint}" if sep else "expected section.key=value"
             raise ConfigError(f"--set {item!r}: {problem}")
         try:
             value = tomllib.loads(f"value = {text.strip()}")["value"]

@@ -3,6 +3,11 @@
 JOB is a job file or the name of a ready job (`distnet train large`; `--list` shows them);
 without one, the ready job two_layer (the CS231n two-layer net). The dataset is prepared
 first if it is not there yet (downloaded, or from --source).
+
+--print-config prints the job as it will run (file, --set and flags resolved) as TOML;
+--dry-run makes every check a run makes before Ray starts (the job, the dataset's shards,
+the checkpoint directory against --resume/--overwrite) and prints the plan, starting,
+preparing and deleting nothing.
 """
 
 from __future__ import annotations
@@ -32,13 +37,16 @@ def register(subparsers) -> None:
                    help="start again, deleting this job's earlier checkpoints")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object on stdout")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved job as TOML and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the job, its dataset and checkpoints, print the plan, and exit")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from distnet.config import load_job
-    from distnet.errors import DistnetError
-    from distnet.job_files import describe, find_job, ready_jobs
+    from distnet.job_files import describe, find_job, job_to_toml, ready_jobs
 
     if args.list:
         for name, path in ready_jobs().items():
@@ -50,12 +58,19 @@ def run(args) -> int:
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
     job = load_job(find_job(args.job) if args.job else None, overrides)
+    if args.print_config:
+        print(job_to_toml(job), end="")
+        return 0
+    start = {"resume": args.resume, "overwrite": args.overwrite}
+    if args.dry_run:
+        from distnet.distributed.preflight import dry_run
+
+        print("\n".join(dry_run(job, address=args.address, **start)))
+        return 0
 
     from distnet.distributed.driver import train
 
-    if args.resume and args.overwrite:
-        raise DistnetError("--resume and --overwrite exclude each other")
-    result = train(job, address=args.address, resume=args.resume, overwrite=args.overwrite)
+    result = train(job, address=args.address, **start)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))
