@@ -5,11 +5,14 @@ run's first worker is alive, SIGKILL one worker, one parameter server, one of ea
 ('both'), or send the driver SIGINT ('interrupt', then resume). A second kill drawn soon
 after the first tends to land in the recovery from the first, which is the point.
 
-Victims are found by process title (Ray names an actor's process `ray::<Class>`), so the
-killer needs nothing from the driver and works with a driver in another process. The
-driver runs as `python tests/killer.py JOB ADDRESS OUT [--resume]` (`drive`, below): it
-prints one line per completed step, so the watcher bounds the time between steps and
-dumps the driver's stacks with py-spy when it hangs.
+Victims are found by process title (Ray names an actor's process `ray::<Class>`) among
+this process's descendants (the Ray it started, never another test's on a shared
+machine), so the killer needs nothing from the driver and works with a driver in another
+process. The driver runs as `python tests/killer.py JOB ADDRESS OUT [--resume]
+[--interrupt-at PHASE:N]` (`drive`, below): it prints one line per completed step and per
+phase of the run (hooks.PHASES), so the watcher bounds the time between steps and dumps
+the driver's stacks with py-spy when it hangs; `--interrupt-at PHASE:N` makes the driver
+send itself SIGINT at the N-th time (1-based) it reaches PHASE, exactly there.
 """
 
 from __future__ import annotations
@@ -52,12 +55,15 @@ def random_schedule(seed: int, duration_s: float, max_kills: int = 3,
 
 
 def actor_pids(class_name: str) -> list[int]:
-    """Live processes of actors of `class_name` on this machine, sorted."""
+    """Live processes of actors of `class_name` that this process's Ray started, sorted."""
     pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = proc.info["cmdline"] or []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmd = proc.cmdline()
+        except psutil.Error:  # ended meanwhile
+            continue
         if cmd and cmd[0].startswith(f"ray::{class_name}"):
-            pids.append(proc.info["pid"])
+            pids.append(proc.pid)
     return sorted(pids)
 
 
@@ -68,10 +74,12 @@ class Watch:
     returncode: int | None = None
     steps: int = 0
     max_gap_s: float = 0.0  # longest wait for a step (start-up excluded)
+    first_step_s: float | None = None  # from the clock's start (see run_driver) to step 1
     hung: bool = False
     stacks: str = ""
     fired: list[tuple[float, str, list[int]]] = field(default_factory=list)
     interrupt_exit_s: float | None = None  # SIGINT to exit
+    phases: list[tuple[str, int]] = field(default_factory=list)  # (phase, step) as reached
     stderr: str = ""
 
 
@@ -94,34 +102,52 @@ def _fire(kill: Kill, rng: random.Random, driver: subprocess.Popen) -> list[int]
 
 def run_driver(job_file: Path, address: str, out: Path, schedule: list[Kill] = (),
                seed: int = 0, step_bound_s: float = 60.0, exit_bound_s: float = 10.0,
-               resume: bool = False, total_bound_s: float = 900.0) -> Watch:
-    """Run the driver in a child process, fire `schedule`, bound every wait."""
+               resume: bool = False, total_bound_s: float = 900.0,
+               interrupt_at: tuple[str, int] | None = None, clock: str = "workers") -> Watch:
+    """Run the driver in a child process, fire `schedule`, bound every wait.
+
+    The schedule's times count from the first gradient worker alive (`clock="workers"`)
+    or from the driver's start (`clock="start"`). `interrupt_at=(phase, n)`: the driver
+    sends itself SIGINT at the n-th time it reaches `phase` (see the module docstring)."""
     cmd = [sys.executable, __file__, str(job_file), address, str(out)]
-    driver = subprocess.Popen(cmd + (["--resume"] if resume else []), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    if resume:
+        cmd.append("--resume")
+    if interrupt_at:
+        cmd += ["--interrupt-at", f"{interrupt_at[0]}:{interrupt_at[1]}"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watch, rng = Watch(), random.Random(seed)
     last = [time.monotonic(), False]  # time of the last step, whether steps have begun
     err_lines: list[str] = []
+    interrupted_at = None  # when SIGINT reached the driver
+    first_step = [None]
 
     def read_steps():
+        nonlocal interrupted_at
         for line in driver.stdout:
             if line.startswith("step "):
                 now = time.monotonic()
                 if last[1]:
                     watch.max_gap_s = max(watch.max_gap_s, now - last[0])
+                else:
+                    first_step[0] = now
                 last[:] = [now, True]
                 watch.steps += 1
+            elif line.startswith("phase "):
+                _, name, step = line.split()
+                watch.phases.append((name, int(step)))
+            elif line.startswith("interrupting ") and interrupted_at is None:
+                interrupted_at = time.monotonic()
 
     readers = [threading.Thread(target=read_steps, daemon=True),
                threading.Thread(target=lambda: err_lines.extend(driver.stderr), daemon=True)]
     for t in readers:
         t.start()
     start = time.monotonic()
-    while not actor_pids("GradientWorker") and driver.poll() is None:
+    while clock == "workers" and not actor_pids("GradientWorker") and driver.poll() is None:
         if time.monotonic() - start > total_bound_s:
             break
         time.sleep(0.05)
-    t0, pending, interrupted_at = time.monotonic(), list(schedule), None
+    t0, pending = time.monotonic(), list(schedule)
     while driver.poll() is None:
         now = time.monotonic()
         while pending and now - t0 >= pending[0].at_s and interrupted_at is None:
@@ -137,11 +163,14 @@ def run_driver(job_file: Path, address: str, out: Path, schedule: list[Kill] = (
             driver.kill()
             break
         time.sleep(0.05)
+    ended = time.monotonic()
     driver.wait(timeout=30)
     for t in readers:
         t.join(timeout=5)
+    if first_step[0] is not None:
+        watch.first_step_s = round(first_step[0] - t0, 2)
     if interrupted_at is not None and not watch.hung:
-        watch.interrupt_exit_s = round(time.monotonic() - interrupted_at, 2)
+        watch.interrupt_exit_s = round(ended - interrupted_at, 2)
     watch.returncode, watch.stderr = driver.returncode, "".join(err_lines)
     return watch
 
@@ -149,7 +178,7 @@ def run_driver(job_file: Path, address: str, out: Path, schedule: list[Kill] = (
 def _stacks(pid: int) -> str:
     try:
         return subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True,
-                              text=True, timeout=30).stdout
+                              text=True, timeout=30, check=False).stdout
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"(no stacks: {err})"
 
@@ -173,17 +202,31 @@ def read_result(out: Path):
     return np.load(out / "final_params.npy"), np.load(out / "params.npy"), summary
 
 
-def drive(job_file: str, address: str, out: str, resume: bool) -> int:
-    """The driver process: train, print a line per step, write the result into `out`."""
+def drive(job_file: str, address: str, out: str, resume: bool,
+          interrupt_at: tuple[str, int] | None = None) -> int:
+    """The driver process: train, print a line per step and per phase, write the result
+    into `out`; SIGINT to itself at `interrupt_at` = (phase, n-th time)."""
     import numpy as np
 
     from distnet.config import load_job
     from distnet.distributed.driver import train
+    from distnet.distributed.hooks import PHASES, Hooks
+
+    reached: dict[str, int] = {}
+
+    def on_phase(phase: str, step: int) -> None:
+        assert phase in PHASES, phase
+        reached[phase] = reached.get(phase, 0) + 1
+        print(f"phase {phase} {step}", flush=True)
+        if interrupt_at == (phase, reached[phase]):
+            print(f"interrupting {phase} {step}", flush=True)
+            os.kill(os.getpid(), signal.SIGINT)  # raised here, in the driver's main thread
+            time.sleep(1)  # not reached: Python runs the handler before the next bytecode
 
     job = load_job(job_file)
     try:
         result = train(job, address=address, resume=resume, overwrite=not resume,
-                       progress=False,
+                       progress=False, hooks=Hooks(on_phase=on_phase),
                        on_step=lambda e: print(f"step {e.step}", flush=True))
     except KeyboardInterrupt:
         return 130
@@ -199,4 +242,6 @@ def drive(job_file: str, address: str, out: str, resume: bool) -> int:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    sys.exit(drive(*args[:3], resume="--resume" in args))
+    at = args[args.index("--interrupt-at") + 1].split(":") if "--interrupt-at" in args else None
+    sys.exit(drive(*args[:3], resume="--resume" in args,
+                   interrupt_at=(at[0], int(at[1])) if at else None))

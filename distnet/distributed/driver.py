@@ -94,9 +94,14 @@ class _Run:
         # Decided before any actor starts, so a refused start costs nothing.
         self.start_state = self._start_state(resume, overwrite)
         self.graph: CompiledSteps | None = None
-        self.group = self._new_group()
-        self.ledger = Ledger(job, self.plan, model.params.layout, progress)
         self.loop: Loop | None = None  # the current attempt's, once its state is restored
+        try:  # starting the actors takes seconds: a Ctrl-C then must still leave a checkpoint
+            self.group = self._new_group()
+            self.ledger = Ledger(job, self.plan, model.params.layout, progress)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted while the actors started; checkpoint "
+                  f"{self._newest_checkpoint()} (continue with --resume)", file=sys.stderr)
+            raise
 
     # --- actors ------------------------------------------------------------------------
     def _new_group(self) -> ActorGroup:
@@ -222,16 +227,21 @@ class _Run:
             self.ledger.save(self.group.state())
             where = f"checkpoint {self.ledger.checkpoint_path}"
         except (rex.GetTimeoutError, rex.RayError, ValueError):
-            path = latest_checkpoint(self.job.checkpoint.dir)
-            if path is None:
-                cfg = self.job.checkpoint
-                path = save_checkpoint(cfg.dir, fresh_state(self.job, self.initial),
-                                       keep=cfg.keep)
+            path = self._newest_checkpoint()
             self._close_graph(broken=True)
             where = f"steps after the checkpoint {path} were not all read; it is kept"
         self.ledger.bar.close()
         print(f"\ninterrupted at step {self.ledger.state.step}; {where} (continue with "
               f"--resume)", file=sys.stderr)
+
+    def _newest_checkpoint(self) -> str:
+        """The newest checkpoint on disk, for --resume; the run's start state, written
+        now, when it has none yet."""
+        path = latest_checkpoint(self.job.checkpoint.dir)
+        if path is None:
+            cfg = self.job.checkpoint
+            path = save_checkpoint(cfg.dir, fresh_state(self.job, self.initial), keep=cfg.keep)
+        return str(path)
 
     def _finish(self, wall: float, steps_run: int) -> TrainResult:
         """Test the kept parameters (as the Solver: the best validation ones) and return

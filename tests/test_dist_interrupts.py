@@ -1,0 +1,89 @@
+"""Ctrl-C at every phase of a run, then --resume: the books come out exact.
+
+A real SIGINT reaches a driver running in its own process (tests/killer.py): at a seeded
+random moment while its actors start, at each phase of hooks.PHASES (the driver sends it
+to itself there, through Hooks(on_phase=...)), and at seeded random moments while it
+trains; in sync mode with backup workers, async and SSP. Each interrupted driver must end
+within 10 s with a checkpoint, and the resumed run must book exactly what an undisturbed
+run books: one loss per step, N applied gradients per step, one accuracy per epoch end
+(the best validation accuracy among them), every worker's steps counted once. Where the
+mode is deterministic (sync without backup workers) the parameters and histories are the
+undisturbed run's bit for bit. Every wait is bounded; a hung driver's stacks are dumped.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from killer import Kill, read_result, run_driver, write_job_file
+
+pytestmark = pytest.mark.slow
+
+STEPS_PER_EPOCH = 3  # 240 train images over 2 workers of 20 (tests/conftest.py's dataset)
+EPOCHS = 3
+
+
+def job(dataset: str, root, **train) -> dict:
+    return {
+        "name": "interrupts", "seed": 7,
+        "data": {"path": dataset},
+        "model": {"kind": "fc", "hidden_dims": [16], "weight_scale": 1e-2,
+                  "use_batchnorm": True},
+        "optim": {"update_rule": "adam", "learning_rate": 1e-3},
+        "train": {"num_epochs": EPOCHS, "batch_size": 80, "workers": 2,
+                  "num_train_samples": 60} | train,
+        "checkpoint": {"dir": str(root / "ckpt"), "every_steps": 2},
+        "metrics": {"logdir": str(root / "runs")},
+    }
+
+
+@pytest.fixture(scope="module")
+def address(ray_session):
+    return ray_session.get_runtime_context().gcs_address
+
+
+def interrupted_then_resumed(job_file, address, out, **interrupt):
+    """Run until the SIGINT `interrupt` describes, then --resume to the end; the watches."""
+    first = run_driver(job_file, address, out, **interrupt)
+    assert not first.hung, f"hung: {first.phases[-5:]}\n{first.stacks}\n{first.stderr[-3000:]}"
+    assert first.returncode == 130, first.stderr[-3000:]
+    assert first.interrupt_exit_s is not None and first.interrupt_exit_s <= 10
+    assert "continue with --resume" in first.stderr
+    second = run_driver(job_file, address, out, resume=True)
+    assert not second.hung, f"{second.stacks}\n{second.stderr[-3000:]}"
+    assert second.returncode == 0, second.stderr[-3000:]
+    return first, second
+
+
+# --- start-up -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sync_run(tiny_dataset, address, tmp_path_factory):
+    """A deterministic job and its undisturbed result, with how long its actors took to
+    start (from the first worker process to the first step)."""
+    root = tmp_path_factory.mktemp("sync")
+    job_file = write_job_file(job(tiny_dataset, root), root / "job.toml")
+    clean = run_driver(job_file, address, root / "clean")
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    return job_file, read_result(root / "clean"), clean.first_step_s
+
+
+@pytest.mark.parametrize("seed", [4, 8, 21])
+def test_ctrl_c_while_the_actors_start_leaves_a_checkpoint(sync_run, address, tmp_path, seed):
+    job_file, clean, startup_s = sync_run
+    at = round(random.Random(seed).uniform(0.0, 0.7 * startup_s), 2)
+    first, _ = interrupted_then_resumed(job_file, address, tmp_path / "run",
+                                        schedule=[Kill(at, "interrupt")])
+    assert first.steps == 0, f"the SIGINT at {at} s came after a step: not start-up"
+    assert_identical(tmp_path / "run", clean)
+
+
+def assert_identical(out, clean):
+    final, kept, summary = read_result(out)
+    np.testing.assert_array_equal(final, clean[0])
+    np.testing.assert_array_equal(kept, clean[1])
+    for key in ("loss_history", "train_acc_history", "val_acc_history", "applied_gradients",
+                "steps", "epochs", "best_val_acc"):
+        assert summary[key] == clean[2][key], key
