@@ -28,6 +28,7 @@ from distnet.checkpoint import (
     save_checkpoint,
 )
 from distnet.config import JobConfig
+from distnet.distributed import budget
 from distnet.distributed.async_loop import AsyncLoop
 from distnet.distributed.backup import BackupLoop
 from distnet.distributed.compiled import CompiledSteps
@@ -66,26 +67,30 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
     from distnet.data.prepare import ensure_dataset
     from distnet.distributed.runtime import ray_session
 
+    # What cannot fit is one line before anything is prepared, allocated or started.
+    budget.estimate(job).check_driver(budget.machine_memory())
     data = job.data
     ensure_dataset(data.path, source=data.source, md5=data.md5, verify=data.verify,
                    shards=data.shards, num_val=data.num_val)
     t = job.train
+    actors = t.workers + t.backup_workers
     # A bad shard or manifest is one line naming the file, before any actor starts.
-    check_dataset(data.path, num_workers=t.workers + t.backup_workers, checksums=data.verify)
-    cpus = math.ceil((t.workers + t.backup_workers) * t.worker_cpus)
-    with ray_session(address, num_cpus=cpus):
-        return _Run(job, progress, on_step, resume, overwrite, hooks or NO_HOOKS).run()
+    manifest = check_dataset(data.path, num_workers=actors, checksums=data.verify)
+    rows = manifest.splits["train"].rows
+    budget.check_batch(job, rows)
+    # The most rows a worker evaluates at once: its share of the largest split.
+    need = budget.estimate(job, max(-(-s.rows // actors) for s in manifest.splits.values()))
+    with ray_session(address, num_cpus=math.ceil(actors * t.worker_cpus)):
+        need.check_cluster(*budget.cluster_memory())
+        return _Run(job, rows, progress, on_step, resume, overwrite, hooks or NO_HOOKS).run()
 
 
 class _Run:
     """One call of `train`: the start state, the actors, one loop per attempt, recovery."""
 
-    def __init__(self, job: JobConfig, progress: bool, on_step, resume: bool,
+    def __init__(self, job: JobConfig, rows: int, progress: bool, on_step, resume: bool,
                  overwrite: bool, hooks: Hooks):
-        from distnet.data.reader import load_manifest
-
         self.job, self.on_step, self.hooks = job, on_step, hooks
-        rows = load_manifest(job.data.path).splits["train"].rows
         model = build_model(job.model, seed=job.seed)
         self.initial = ModelState(0, model.params.vector.copy(), {}, model.get_bn_state())
         self.plan = RunPlan.for_job(job, rows, single_node(), model.params.vector.nbytes)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import ray
+from ray import exceptions as rex
 
 from distnet.config import JobConfig
 from distnet.distributed.plan import actor_batch_sizes
@@ -25,6 +26,7 @@ from distnet.distributed.server import (
     shard_bounds,
 )
 from distnet.distributed.worker import GradientWorker
+from distnet.errors import DistnetError
 
 
 @dataclass
@@ -70,7 +72,13 @@ class ActorGroup:
                 worker_delay_s if i == 0 else 0.0)
             for i, b in enumerate(self.weights)
         ]
-        ray.get([w.num_rows.remote() for w in self.workers])  # all started, shards open
+        try:  # all started, their train shards opened and checked
+            ray.get([w.num_rows.remote() for w in self.workers])
+        except rex.RayTaskError as err:
+            self.kill()
+            if isinstance(err.cause, DistnetError):  # a bad shard: one line naming it
+                raise err.cause from None
+            raise
         self.param_refs: list = []
         self.bn_ref = None
 

@@ -55,9 +55,9 @@ class GradientWorker:
         self.bounds = bounds  # the parameter servers' slices of the flat vector
         self.delay_s = delay_s
         self._open_split = open_split
-        self.train = open_split(job.data.path, "train", index, num_workers,
-                                verify=job.data.verify)
-        self._eval_splits = {"train": self.train}
+        # Opened (and checked) on first use, in a method: a bad shard is then the call's
+        # DataError, which the driver reports in one line, not a dead actor's traceback.
+        self._splits: dict = {}
         self.model = build_model(job.model, seed=job.seed)
         self._X = None  # reused minibatch buffer
         self._grads = None  # reused gradient buffer (what is returned is copied out by Ray)
@@ -68,7 +68,8 @@ class GradientWorker:
         return os.getpid()
 
     def num_rows(self) -> int:
-        return self.train.num_rows
+        """This worker's training rows (opening its train shards, see `_split`)."""
+        return self._split("train").num_rows
 
     def gradients_computed(self) -> int:
         """How many gradients this process has computed (restarts count from zero)."""
@@ -83,17 +84,17 @@ class GradientWorker:
         start = time.perf_counter()
         flush_denormals()  # per call: MXCSR is per thread, and a compiled graph calls from its own
         self._load(param_slices, bn_state)
-        seed = self.job.seed
+        seed, train = self.job.seed, self._split("train")
         idx = sampling.batch_indices(seed, epoch, step_in_epoch, self.index,
-                                     self.train.num_rows, self.batch)
-        images, y = self.train.take(idx)
+                                     train.num_rows, self.batch)
+        images, y = train.take(idx)
         aug = self.job.data
         if aug.augment_flip or aug.augment_crop_padding:
             from distnet.data.augment import augment
 
             rng = sampling.augment_rng(seed, epoch, step_in_epoch, self.index)
             images = augment(images, rng, aug.augment_flip, aug.augment_crop_padding)
-        self._X = self.train.normalize(images, out=self._buffer(len(idx)))
+        self._X = train.normalize(images, out=self._buffer(len(idx)))
         if self.job.model.dropout > 0:
             self.model.dropout_param["seed"] = sampling.dropout_seed(
                 seed, epoch, step_in_epoch, self.index)
@@ -141,11 +142,13 @@ class GradientWorker:
         return correct, len(rows)
 
     def _split(self, name: str):
-        if name not in self._eval_splits:
-            self._eval_splits[name] = self._open_split(
+        """This worker's share of split `name`, opened (shard checksums checked when the
+        job verifies) on first use; raises DataError naming a bad file."""
+        if name not in self._splits:
+            self._splits[name] = self._open_split(
                 self.job.data.path, name, self.index, self.num_workers,
                 verify=self.job.data.verify)
-        return self._eval_splits[name]
+        return self._splits[name]
 
     def _load(self, param_slices, bn_state) -> None:
         vector = self.model.params.vector
