@@ -224,6 +224,13 @@ def test_init_follows_the_assignment():
     assert np.all(bn["gamma1"] == 1) and np.all(bn["beta2"] == 0)
 
 
+def test_default_dtypes_are_the_assignments():
+    # Its TwoLayerNet notebook checks scores to 1e-6 and the loss to 1e-10: float64.
+    assert TwoLayerNet(input_dim=D, hidden_dim=4).params.vector.dtype == np.float64
+    assert FullyConnectedNet([4], input_dim=D).params.vector.dtype == np.float32
+    assert TwoLayerNet(input_dim=D, hidden_dim=4, dtype=np.float32).dtype == np.float32
+
+
 def test_float32_stays_float32():
     model = FullyConnectedNet(
         [16, 8], input_dim=D, use_batchnorm=True, dropout=0.2, reg=np.float64(0.1), seed=0
