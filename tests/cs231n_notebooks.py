@@ -98,3 +98,80 @@ def norm_backward_errors(forward, backward, x_shape, gamma_shape, *params):
     x, gamma, beta, dout = norm_check_inputs(x_shape, gamma_shape)
     return backward_errors(lambda x, g, b: forward(x, g, b, *params), backward, (x, gamma, beta),
                            dout)
+
+
+def check_batchnorm_net(make_model):
+    """The BatchNormalization notebook's gradient check of a batchnorm net (reg 0 and 3.14)
+    on fc_check_data; make_model(hidden_dims, sizes, reg) spells the edition's flag."""
+    X, y, sizes, hidden_dims = fc_check_data()
+    # Recorded: 2.26119551013 and 6.99653322011 in 2017, these in 2022.
+    recorded_losses = {0: 2.2611955101340957, 3.14: 6.996533220108303}
+    for reg in [0, 3.14]:
+        loss, errors = model_gradient_errors(make_model(hidden_dims, sizes, reg), X, y)
+        assert abs(loss - recorded_losses[reg]) < 1e-10 * recorded_losses[reg]
+        # The 2017 cell states nothing; the 2022 one: "losses between 1e-4~1e-10 for W,
+        # between 1e-08~1e-10 for b, and between 1e-08~1e-09 for beta and gammas" (both
+        # record W1 1.10e-04 at reg 0: the bounds are orders of magnitude). b1 and b2 feed
+        # batchnorm, so their true gradient is 0 and rel_error divides rounding noise by its
+        # 1e-8 floor: the 2022 copy records b2 1.93e-07, beyond its own bound; 1e-6 is taken
+        # for them (distnet reads 3e-7 and 8e-7).
+        for name, error in errors.items():
+            if name in ("b1", "b2"):
+                below(error, 1e-6, name)
+            else:
+                about(error, 1e-4 if name.startswith("W") else 1e-8, name)
+
+
+def check_dropout_net(make_model, strengths):
+    """The Dropout notebook's gradient check on fc_check_data, for make_model(hidden_dims,
+    sizes, strength) and the edition's three strengths, the first one meaning no dropout."""
+    X, y, sizes, hidden_dims = fc_check_data()
+    for strength in strengths:
+        loss, errors = model_gradient_errors(make_model(hidden_dims, sizes, strength), X, y)
+        if strength == strengths[0]:
+            assert abs(loss - 2.300479089768492) < 1e-10  # recorded (2017: 2.30047908977)
+        # The 2017 cell states nothing; the 2022 one: "Relative errors should be around e-6
+        # or less. Note that it's fine if for dropout_keep_ratio=1 you have W2 error be on
+        # the order of e-5."
+        for name, error in errors.items():
+            about(error, 1e-5 if (strength, name) == (strengths[0], "W2") else 1e-6, name)
+
+
+def check_dropout_forward(dropout_forward, ps, dropped):
+    """The Dropout notebook's forward cell: seed 231, x = randn(500, 500) + 10, a train and
+    a test pass for each p; dropped(p) is the fraction the edition's p drops. The cell
+    prints these for the eye; they are held to 0.01 of the fraction and 2% of the mean."""
+    np.random.seed(231)
+    x = np.random.randn(500, 500) + 10
+    for p in ps:
+        out, _ = dropout_forward(x, {'mode': 'train', 'p': p})
+        out_test, _ = dropout_forward(x, {'mode': 'test', 'p': p})
+        assert abs((out == 0).mean() - dropped(p)) < 0.01
+        assert abs(out.mean() - x.mean()) < 0.02 * x.mean()
+        assert (out_test == 0).mean() == 0
+        assert out_test.mean() == x.mean()
+
+
+def two_layer_activations(N):
+    """The normalisation forward cells' input: seed 231, then N samples through a random
+    50 - 60 (relu) - 3 network."""
+    np.random.seed(231)
+    D1, D2, D3 = 50, 60, 3
+    X = np.random.randn(N, D1)
+    W1 = np.random.randn(D1, D2)
+    W2 = np.random.randn(D2, D3)
+    return np.maximum(0, X.dot(W1)).dot(W2)
+
+
+def dropout_backward_error(dropout_forward, dropout_backward, p):
+    """The Dropout notebook's backward cell: rel_error of dx on a seeded 10 x 10 input with
+    dropout_param {'mode': 'train', 'p': p, 'seed': 123}; also returns dx."""
+    np.random.seed(231)
+    x = np.random.randn(10, 10) + 10
+    dout = np.random.randn(*x.shape)
+    dropout_param = {'mode': 'train', 'p': p, 'seed': 123}
+    _, cache = dropout_forward(x, dropout_param)
+    dx = dropout_backward(dout, cache)
+    dx_num = eval_numerical_gradient_array(lambda xx: dropout_forward(xx, dropout_param)[0],
+                                           x, dout)
+    return rel_error(dx, dx_num), dx

@@ -12,17 +12,21 @@ from cs231n_notebooks import (
     about,
     backward_errors,
     below,
+    check_batchnorm_net,
+    check_dropout_forward,
+    check_dropout_net,
+    dropout_backward_error,
     fc_check_data,
     model_gradient_errors,
     norm_backward_errors,
     norm_check_inputs,
     rel_error,
+    two_layer_activations,
 )
 
 from distnet.cs231n.classifiers.fc_net import *
 from distnet.cs231n.gradient_check import (
     eval_numerical_gradient,
-    eval_numerical_gradient_array,
 )
 from distnet.cs231n.layer_utils import affine_relu_backward, affine_relu_forward
 from distnet.cs231n.optim import adam, rmsprop, sgd_momentum
@@ -110,9 +114,12 @@ def test_two_layer_net():
     X = np.linspace(-5.5, 4.5, num=N*D).reshape(D, N).T
     scores = model.loss(X)
     correct_scores = np.asarray(
-      [[11.53165108,  12.2917344,   13.05181771,  13.81190102,  14.57198434, 15.33206765,  16.09215096],
-       [12.05769098,  12.74614105,  13.43459113,  14.1230412,   14.81149128, 15.49994135,  16.18839143],
-       [12.58373087,  13.20054771,  13.81736455,  14.43418138,  15.05099822, 15.66781506,  16.2846319 ]])
+      [[11.53165108,  12.2917344,   13.05181771,  13.81190102,  14.57198434, 15.33206765,
+        16.09215096],
+       [12.05769098,  12.74614105,  13.43459113,  14.1230412,   14.81149128, 15.49994135,
+        16.18839143],
+       [12.58373087,  13.20054771,  13.81736455,  14.43418138,  15.05099822, 15.66781506,
+        16.2846319 ]])
     scores_diff = np.abs(scores - correct_scores).sum()
     assert scores_diff < 1e-6, 'Problem with test-time forward pass'
 
@@ -220,12 +227,8 @@ def test_update_rule(rule_name):
 
 
 def test_batchnorm_forward_train():
-    np.random.seed(231)
-    N, D1, D2, D3 = 200, 50, 60, 3
-    X = np.random.randn(N, D1)
-    W1 = np.random.randn(D1, D2)
-    W2 = np.random.randn(D2, D3)
-    a = np.maximum(0, X.dot(W1)).dot(W2)
+    D3 = 3
+    a = two_layer_activations(N=200)
     # "Means should be close to zero and stds close to one"
     a_norm, _ = batchnorm_forward(a, np.ones(D3), np.zeros(D3), {'mode': 'train'})
     np.testing.assert_allclose(a_norm.mean(axis=0), 0, atol=1e-12)
@@ -246,7 +249,7 @@ def test_batchnorm_forward_test_time():
     bn_param = {'mode': 'train'}
     gamma = np.ones(D3)
     beta = np.zeros(D3)
-    for t in range(50):
+    for _ in range(50):
         X = np.random.randn(N, D1)
         a = np.maximum(0, X.dot(W1)).dot(W2)
         batchnorm_forward(a, gamma, beta, bn_param)
@@ -288,67 +291,50 @@ def test_batchnorm_backward_alt():
 
 
 def test_fully_connected_net_with_batchnorm():
-    X, y, sizes, hidden_dims = fc_check_data()
-    recorded_losses = {0: 2.26119551013, 3.14: 6.99653322011}
-    for reg in [0, 3.14]:
-        model = FullyConnectedNet(hidden_dims, **sizes,
-                                  reg=reg, weight_scale=5e-2, dtype=np.float64,
-                                  use_batchnorm=True)
-        loss, errors = model_gradient_errors(model, X, y)
-        assert loss == pytest.approx(recorded_losses[reg], rel=1e-10)
-        # No stated tolerance; the 2022 copy: "losses between 1e-4~1e-10 for W, between
-        # 1e-08~1e-10 for b, and between 1e-08~1e-09 for beta and gammas" (both copies
-        # record W1 1.10e-04 at reg 0: the bounds are orders of magnitude). b1 and b2 feed
-        # batchnorm, so their true gradient is 0 and rel_error divides rounding noise by its
-        # 1e-8 floor: the 2022 copy records b2 1.93e-07, beyond its own bound; the test
-        # takes 1e-6 for them (distnet reads 3e-7 and 8e-7).
-        for name, error in errors.items():
-            if name in ("b1", "b2"):
-                below(error, 1e-6, name)
-            else:
-                about(error, 1e-4 if name.startswith("W") else 1e-8, name)
+    check_batchnorm_net(lambda hidden_dims, sizes, reg: FullyConnectedNet(
+        hidden_dims, **sizes, reg=reg, weight_scale=5e-2, dtype=np.float64, use_batchnorm=True))
 
 
 # --- Dropout.ipynb ------------------------------------------------------------------------
 
 
 def test_dropout_forward():
-    np.random.seed(231)
-    x = np.random.randn(500, 500) + 10
-    for p in [0.3, 0.6, 0.75]:
-        out, _ = dropout_forward(x, {'mode': 'train', 'p': p})
-        out_test, _ = dropout_forward(x, {'mode': 'test', 'p': p})
-        # The cell prints these for the eye; 2017's p is the probability of dropping.
-        assert (out == 0).mean() == pytest.approx(p, abs=0.01)
-        assert out.mean() == pytest.approx(x.mean(), rel=0.02)
-        assert (out_test == 0).mean() == 0
-        assert out_test.mean() == x.mean()
+    check_dropout_forward(dropout_forward, [0.3, 0.6, 0.75], lambda p: p)  # p drops
 
 
 def test_dropout_backward():
-    np.random.seed(231)
-    x = np.random.randn(10, 10) + 10
-    dout = np.random.randn(*x.shape)
-    dropout_param = {'mode': 'train', 'p': 0.8, 'seed': 123}
-    _, cache = dropout_forward(x, dropout_param)
-    dx = dropout_backward(dout, cache)
-    dx_num = eval_numerical_gradient_array(lambda xx: dropout_forward(xx, dropout_param)[0],
-                                           x, dout)
+    error, dx = dropout_backward_error(dropout_forward, dropout_backward, 0.8)
     # No stated tolerance; the 2022 copy: "Error should be around e-10 or less."
-    about(rel_error(dx, dx_num), 1e-10)
+    about(error, 1e-10)
+    assert abs((dx == 0).mean() - 0.8) < 0.15  # 100 units, p = 0.8 of them dropped
 
 
 def test_fully_connected_net_with_dropout():
-    X, y, sizes, hidden_dims = fc_check_data()
-    for dropout in [0, 0.25, 0.5]:
-        model = FullyConnectedNet(hidden_dims, **sizes,
-                                  weight_scale=5e-2, dtype=np.float64,
-                                  dropout=dropout, seed=123)
-        loss, errors = model_gradient_errors(model, X, y)
-        if dropout == 0:
-            assert loss == pytest.approx(2.30047908977, rel=1e-10)  # recorded
-        # No stated tolerance; the 2022 copy: "Relative errors should be around e-6 or
-        # less. Note that it's fine if for dropout_keep_ratio=1 you have W2 error be on
-        # the order of e-5."
-        for name, error in errors.items():
-            about(error, 1e-5 if (dropout, name) == (0, "W2") else 1e-6, name)
+    check_dropout_net(lambda hidden_dims, sizes, dropout: FullyConnectedNet(
+        hidden_dims, **sizes, weight_scale=5e-2, dtype=np.float64, dropout=dropout, seed=123),
+        [0, 0.25, 0.5])
+
+
+# --- cs231n/data_utils.py -----------------------------------------------------------------
+
+
+def test_get_cifar10_data_from_a_distnet_dataset(tiny_dataset):
+    from distnet.cs231n.data_utils import get_CIFAR10_data
+    from distnet.data.arrays import load_cifar10
+    from distnet.errors import InvalidInput
+
+    full = load_cifar10(tiny_dataset)
+    data = get_CIFAR10_data(num_training=200, num_validation=50, num_test=40, path=tiny_dataset)
+    assert list(data) == ["X_train", "y_train", "X_val", "y_val", "X_test", "y_test"]
+    for split, n in (("train", 200), ("val", 50), ("test", 40)):
+        assert data[f"X_{split}"].shape == (n, 3, 32, 32)
+        np.testing.assert_array_equal(data[f"X_{split}"], full[f"X_{split}"][:n])
+        np.testing.assert_array_equal(data[f"y_{split}"], full[f"y_{split}"][:n])
+    raw = get_CIFAR10_data(num_training=200, num_validation=50, num_test=40,
+                           subtract_mean=False, path=tiny_dataset)
+    mean_image = raw["X_train"][0] - data["X_train"][0]
+    np.testing.assert_allclose(raw["X_test"] - data["X_test"], np.broadcast_to(
+        mean_image, data["X_test"].shape), atol=1e-4)
+    too_many = len(full["y_val"]) + 1
+    with pytest.raises(InvalidInput, match=f"asked for {too_many} val images, the dataset has"):
+        get_CIFAR10_data(num_training=10, num_validation=too_many, num_test=10, path=tiny_dataset)

@@ -202,7 +202,7 @@ def test_spatial_batchnorm_forward_test_time():
     bn_param = {'mode': 'train'}
     gamma = np.ones(C)
     beta = np.zeros(C)
-    for t in range(50):
+    for _ in range(50):
         x = 2.3 * np.random.randn(N, C, H, W) + 13
         spatial_batchnorm_forward(x, gamma, beta, bn_param)
     bn_param['mode'] = 'test'

@@ -3,7 +3,7 @@
 Code written for the assignment runs unchanged once its `cs231n.` imports name
 `distnet.cs231n.` instead:
 
-    from distnet.cs231n.classifiers.fc_net import *      # was: from cs231n.classifiers.fc_net import *
+    from distnet.cs231n.classifiers.fc_net import *  # was: from cs231n.classifiers.fc_net ...
     from distnet.cs231n.gradient_check import eval_numerical_gradient_array
     from distnet.cs231n.solver import Solver
 

@@ -17,7 +17,7 @@ def get_CIFAR10_data(num_training=49000, num_validation=1000, num_test=1000,
     (the last 1,000 training images, as in the assignment) and test splits at `path`
     (default: distnet's cache). subtract_mean removes the training split's mean image."""
     data = load_cifar10(path, subtract_mean=subtract_mean)
-    for split, wanted in zip(SPLITS, (num_training, num_validation, num_test)):
+    for split, wanted in zip(SPLITS, (num_training, num_validation, num_test), strict=True):
         have = len(data[f"y_{split}"])
         if wanted > have:
             raise InvalidInput(f"asked for {wanted} {split} images, the dataset has {have}")
