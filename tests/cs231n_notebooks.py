@@ -14,8 +14,10 @@ Sources (repository, path, commit) of the cells and their numbers:
 - 2022 edition: AnirudhM1/CS231n-2022-Solutions @ 7a5b4949f5bca2715deec11d10fcd573cbd93c34,
   assignment2/{FullyConnectedNets,BatchNormalization,Dropout,ConvolutionalNetworks}.ipynb
 - 2025 edition: Bert8799/cs231n-spring2025, assignment2/ConvolutionalNetworks.ipynb
-  @ 9512ebfd9426e8f72cd3a5d7e3a82398b94ba81b (its layer-norm and group-norm cells are the
-  2022 ones, word for word).
+  @ 9512ebfd9426e8f72cd3a5d7e3a82398b94ba81b (its spatial batch- and group-norm cells are
+  the 2022 ones, word for word, and its copy records the group-norm outputs the tests use)
+  and assignment2/BatchNormalization.ipynb @ 68daa0045685fbf458cd21300b4198607795663c
+  (its batchnorm cells are the 2022 ones; its layer-norm cells were not compared).
 The check cells (inputs, seeds and hard-coded expected arrays) are the course's starter
 code, the same in every copy of an edition; the copies differ only in the solutions.
 "Recorded" values are a cell's printed output in those copies: the cell fixes every
