@@ -49,7 +49,7 @@ def test_flip_mirrors_some_images_and_keeps_the_others():
     images = _images(40)
     out = random_flip(images, np.random.default_rng(1))
     flipped = []
-    for before, after in zip(images, out):
+    for before, after in zip(images, out, strict=True):
         mirror = _flip_reference(before)
         assert np.array_equal(after, before) or np.array_equal(after, mirror)
         flipped.append(np.array_equal(after, mirror))
@@ -70,7 +70,7 @@ def test_crop_is_a_window_of_the_zero_padded_image(padding):
     images = _images(60, seed=padding)
     out = random_crop(images, np.random.default_rng(3), padding)
     seen = set()
-    for before, after in zip(images, out):
+    for before, after in zip(images, out, strict=True):
         matches = [o for o, crop in _crop_candidates(before, padding).items()
                    if np.array_equal(crop, after)]
         assert len(matches) == 1
@@ -84,7 +84,7 @@ def test_crop_matches_pixel_reference_at_every_offset_for_small_padding():
     images = _images(120, seed=7)
     out = random_crop(images, np.random.default_rng(4), padding)
     seen = set()
-    for before, after in zip(images, out):
+    for before, after in zip(images, out, strict=True):
         for dy in range(3):
             for dx in range(3):
                 if np.array_equal(after, _crop_reference(before, padding, dy, dx)):
@@ -161,8 +161,11 @@ def test_empty_batch(fn):
     [
         (np.zeros((2, 3072), np.float32), 2, "uint8 numpy array, got float32"),
         ([[0] * 3072], 2, "uint8 numpy array, got list"),
-        (np.zeros((2, 3, 32, 32), np.uint8), 2, r"shape \(B, 3072\), got \(2, 3, 32, 32\)"),
+        (np.zeros((2, 3, 32, 31), np.uint8), 2,
+         r"shape \(B, 3072\) or \(B, 3, 32, 32\), got \(2, 3, 32, 31\)"),
+        (np.zeros((2, 32, 32, 3), np.uint8), 2, r"got \(2, 32, 32, 3\)"),  # channels last
         (np.zeros((2, 1024), np.uint8), 2, r"shape \(B, 3072\)"),
+        (np.zeros(3072, np.uint8), 2, r"got \(3072,\)"),
         (np.zeros((2, 3072), np.uint8), -1, r"crop padding must be in \[0, 31\], got -1"),
         (np.zeros((2, 3072), np.uint8), 32, r"crop padding must be in \[0, 31\], got 32"),
         (np.zeros((2, 3072), np.uint8), 2.5, "crop padding must be an integer"),
@@ -173,3 +176,40 @@ def test_bad_input_is_named(images, padding, message):
     with pytest.raises(AugmentError, match=message) as info:
         augment(images, np.random.default_rng(0), True, padding)
     assert isinstance(info.value, DistnetError)
+
+
+# --- the (B, 3, 32, 32) layout ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, rng: random_flip(x, rng),
+    lambda x, rng: random_crop(x, rng, 3),
+    lambda x, rng: augment(x, rng, True, 3),
+    lambda x, rng: augment(x, rng, False, 0),
+])
+def test_images_layout_is_augmented_as_the_rows_are(fn):
+    rows = _images(48, seed=11)
+    images = rows.reshape(-1, 3, 32, 32)  # the reader's "nchw" layout: the same bytes
+    out = fn(images, np.random.default_rng(12))
+    assert out.shape == (48, 3, 32, 32) and out.dtype == np.uint8 and out.flags.c_contiguous
+    assert np.array_equal(out.reshape(48, -1), fn(rows, np.random.default_rng(12)))
+    assert not np.shares_memory(out, images)
+
+
+def test_flip_of_images_mirrors_the_width_axis():
+    images = _images(40, seed=13).reshape(-1, 3, 32, 32)
+    out = random_flip(images, np.random.default_rng(14))
+    pairs = list(zip(images, out, strict=True))
+    mirrored = [np.array_equal(after, before[:, :, ::-1]) for before, after in pairs]
+    kept = [np.array_equal(after, before) for before, after in pairs]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True)) and 0 < sum(mirrored) < len(out)
+
+
+def test_read_only_memory_mapped_images_are_left_alone(tmp_path):
+    images = _images(16).reshape(-1, 3, 32, 32)
+    path = tmp_path / "pixels.u8"
+    images.tofile(path)
+    mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=images.shape)
+    out = augment(mapped, np.random.default_rng(0), True, 4)
+    assert np.array_equal(np.asarray(mapped), images) and out.shape == images.shape
+    assert not np.shares_memory(out, mapped) and out.flags.writeable

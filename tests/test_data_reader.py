@@ -2,15 +2,16 @@
 
 import json
 import shutil
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from datagen import fake_cifar, make_prepared_dataset
 from hypothesis import given
 from hypothesis import strategies as st
 
-from datagen import fake_cifar, make_prepared_dataset
 from distnet.data.errors import DataError
 from distnet.data.manifest import ShardInfo
 from distnet.data.reader import assign_rows, load_manifest, open_split, verify_dataset
@@ -45,7 +46,7 @@ def test_assign_rows_partitions_the_split_in_balanced_contiguous_ranges(num_rows
         return
     ranges = [assign_rows(num_rows, i, num_workers) for i in range(num_workers)]
     assert ranges[0][0] == 0 and ranges[-1][1] == num_rows
-    assert all(stop == next_start for (_, stop), (next_start, _) in zip(ranges, ranges[1:]))
+    assert all(stop == next_start for (_, stop), (next_start, _) in pairwise(ranges))
     sizes = [stop - start for start, stop in ranges]
     assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
 
@@ -97,6 +98,40 @@ def test_batch_is_float32_images_minus_mean(dataset, train_truth):
     assert X2 is buffer
     np.testing.assert_array_equal(buffer, expected)
     np.testing.assert_array_equal(part.normalize(part.take(rows)[0]), expected)
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])  # one shard per worker, or rows over two
+def test_nchw_layout_is_the_rows_as_rgb_planes(dataset, train_truth, num_workers):
+    images, _ = train_truth
+    flat = open_split(dataset, "train", num_workers - 1, num_workers)
+    nchw = open_split(dataset, "train", num_workers - 1, num_workers, layout="nchw")
+    assert (flat.layout, flat.image_shape, nchw.image_shape) == ("flat", (3072,), (3, 32, 32))
+    rows = np.array([3, 0, nchw.num_rows - 1, 3])
+    pixels, labels = nchw.take(rows)
+    assert pixels.shape == (4, 3, 32, 32) and pixels.dtype == np.uint8
+    assert pixels.flags.c_contiguous and pixels.base is not None  # a view of the gathered rows
+    source = images[nchw.start + rows]
+    for c in range(3):  # channel c is bytes [1024 c, 1024 (c + 1)) of the stored row
+        np.testing.assert_array_equal(pixels[:, c], source[:, 1024 * c:1024 * (c + 1)]
+                                      .reshape(4, 32, 32))
+    X, y = nchw.batch(rows)
+    X_flat, y_flat = flat.batch(rows)
+    assert X.shape == (4, 3, 32, 32) and X.dtype == np.float32 and nchw.mean.shape == (3, 32, 32)
+    np.testing.assert_array_equal(X.reshape(4, -1), X_flat)
+    np.testing.assert_array_equal(y, y_flat)
+    np.testing.assert_array_equal(labels, y_flat)
+    buffer = np.empty((4, 3, 32, 32), np.float32)
+    assert nchw.batch(rows, out=buffer)[0] is buffer
+    # normalize takes either shape, whatever the layout (the augmenter returns the one given)
+    np.testing.assert_array_equal(flat.normalize(pixels), X)
+    np.testing.assert_array_equal(nchw.normalize(pixels.reshape(4, -1)), X_flat)
+    with pytest.raises(DataError, match=r"images must be \(B, 3072\) or \(B, 3, 32, 32\)"):
+        nchw.normalize(pixels.reshape(4, 96, 32))
+
+
+def test_unknown_layout_fails_before_reading(tmp_path):
+    with pytest.raises(DataError, match="image layout must be one of flat, nchw, got 'nhwc'"):
+        open_split(str(tmp_path / "missing"), "train", layout="nhwc")
 
 
 def test_local_shards_are_zero_copy_memory_maps(dataset):
