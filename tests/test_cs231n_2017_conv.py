@@ -25,6 +25,8 @@ from distnet.cs231n.layer_utils import (
     conv_relu_pool_forward,
 )
 from distnet.cs231n.layers import *
+from distnet.cs231n.vis_utils import visualize_grid
+from distnet.errors import InvalidInput
 
 
 def test_conv_forward_naive():
@@ -227,3 +229,18 @@ def test_spatial_batchnorm_backward():
     for error in norm_backward_errors(spatial_batchnorm_forward, spatial_batchnorm_backward,
                                       (N, C, H, W), (C,), {'mode': 'train'}):
         below(error, 1e-6)
+
+
+def test_visualize_first_layer_filters():
+    # The "Visualize Filters" cell, on an untrained net: 32 filters 3 x 7 x 7 in a 6 x 6
+    # grid of 7 x 7 tiles one pixel apart, each tile spanning 0 to 255.
+    model = ThreeLayerConvNet(weight_scale=0.001, hidden_dim=500, reg=0.001)
+    grid = visualize_grid(model.params['W1'].transpose(0, 2, 3, 1))
+    assert grid.shape == (6 * 8 - 1, 6 * 8 - 1, 3)
+    image = grid.astype('uint8')
+    assert image.min() == 0 and image.max() == 255
+    tiles = [grid[r * 8:r * 8 + 7, c * 8:c * 8 + 7] for r in range(6) for c in range(6)][:32]
+    assert all(tile.min() == 0 and tile.max() == 255 for tile in tiles)
+    assert not grid[7::8].any() and not grid[:, 7::8].any()  # the padding
+    with pytest.raises(InvalidInput, match=r"images \(N, H, W, C\), got shape \(7, 7\)"):
+        visualize_grid(np.ones((7, 7)))

@@ -8,9 +8,9 @@ Code written for the assignment runs unchanged once its `cs231n.` imports name
     from distnet.cs231n.solver import Solver
 
 Every module here is a thin re-export of distnet (layers, fast_layers, layer_utils,
-classifiers.fc_net, classifiers.cnn, solver, optim, gradient_check) or a small adapter
-(data_utils). As in the assignment, `classifiers.fc_net` and `classifiers.cnn` also hand
-out every layer to a star import.
+classifiers.fc_net, classifiers.cnn, solver, optim, gradient_check) or small and new
+(data_utils over distnet's dataset, vis_utils.visualize_grid). As in the assignment,
+`classifiers.fc_net` and `classifiers.cnn` also hand out every layer to a star import.
 
 Editions: the one switch is the package you import from.
 - `distnet.cs231n` (this package): the 2016/2017 API, the one distnet itself follows.
