@@ -15,8 +15,8 @@ import pytest
 from ray.job_submission import JobSubmissionClient
 from raycluster import free_port, ray_cluster
 
+from distnet.distributed.submit import Token, Upload, entrypoint, find_token
 from distnet.errors import DistnetError
-from distnet.distributed.submit import entrypoint, find_token
 
 # Valid here; on the cluster it fails at once (no dataset, no tarball to prepare it from).
 JOB = """\
@@ -47,9 +47,21 @@ def workdir(tmp_path):
 
 
 # A project directory's outputs and datasets stay home; code in packages named alike goes.
+# So do secrets (by their names) and what a .gitignore in any directory lists.
 LEFT_BEHIND = ["data/cifar10/train-0.arrow", "runs/old/events.out", "checkpoints/c.npz",
-               ".git/HEAD", "lib/__pycache__/m.pyc"]
-UPLOADED = ["jobs/submit_test.toml", "lib/data/reader.py", "lib/runs.py"]
+               ".git/HEAD", "lib/__pycache__/m.pyc", "lib/scratch.log"]
+SECRETS = [".env", "deploy/prod.env", "deploy/server.pem", "keys/id_rsa", "keys/id_rsa.pub",
+           "keys/api.key", "auth_token", ".ssh/config", ".aws/credentials", "lib/gh.token"]
+UPLOADED = ["jobs/submit_test.toml", "lib/data/reader.py", "lib/runs.py", "lib/tokenizer.py",
+            "lib/.gitignore", "lib/keys.py", "environment.yml"]
+
+
+def make_project(workdir: Path) -> None:
+    for name in LEFT_BEHIND + SECRETS + UPLOADED:
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        if not (workdir / name).exists():  # the job file stays
+            (workdir / name).write_text("x")
+    (workdir / "lib" / ".gitignore").write_text("*.log\n")
 
 
 def submit(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -73,9 +85,7 @@ def wait_until_done(client: JobSubmissionClient, job_id: str) -> str:
 
 
 def test_submit_with_the_token_runs_distnet_train_on_the_uploaded_dir(cluster, client, workdir):
-    for name in LEFT_BEHIND + UPLOADED:
-        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
-        (workdir / name).touch()
+    make_project(workdir)
     result = submit(workdir, cluster.client_env(token=None), "jobs/submit_test.toml",
                     "--address", cluster.dashboard_url, "--token", cluster.token,
                     "--set", "train.workers=2", "--set", "optim.learning_rate=5e-3",
@@ -97,7 +107,12 @@ def test_submit_with_the_token_runs_distnet_train_on_the_uploaded_dir(cluster, c
     # What the head unpacked for the job (raycluster.py: the head's Ray temp dir is n0/).
     [unpacked] = (cluster.root / "n0").glob("session_latest/runtime_resources/working_dir_files/*/")
     assert all((unpacked / name).is_file() for name in UPLOADED)
-    assert not any((unpacked / name).exists() for name in LEFT_BEHIND)
+    assert not any((unpacked / name).exists() for name in LEFT_BEHIND + SECRETS)
+    # ... and said so: exactly what the head unpacked, counted and sized.
+    on_head = [p for p in unpacked.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in on_head)
+    assert f"distnet: uploaded {len(on_head)} files ({size} B) from {workdir}; left out as " \
+           f"secrets: " in result.stderr, result.stderr
 
 
 def test_rays_own_submit_works_as_the_readme_says(cluster, client, workdir):
@@ -210,6 +225,22 @@ def test_token_lookup_follows_rays_order(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
     with pytest.raises(DistnetError, match="RAY_AUTH_TOKEN_PATH"):
         find_token()
+
+
+def test_the_upload_leaves_secrets_and_ignored_files_out_and_names_the_secrets(workdir,
+                                                                              monkeypatch):
+    make_project(workdir)
+    (workdir / "my_token").write_text("t")  # named by RAY_AUTH_TOKEN_PATH: left out too
+    upload = Upload.of(workdir, Token("t", "RAY_AUTH_TOKEN_PATH", workdir / "my_token"))
+    assert [p.as_posix() for p in upload.files] == sorted(UPLOADED)
+    assert [p.as_posix() for p in upload.secrets] == sorted(SECRETS + ["my_token"])
+    size = sum((workdir / name).stat().st_size for name in UPLOADED)
+    assert str(upload) == (f"{len(UPLOADED)} files ({size} B) from {workdir}; left out "
+                           f"as secrets: .aws/credentials, .env, .ssh/config, auth_token, "
+                           f"deploy/prod.env and 6 more")
+    # As Ray's own upload: RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1 uploads what .gitignore lists.
+    monkeypatch.setenv("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "1")
+    assert Path("lib/scratch.log") in Upload.of(workdir).files
 
 
 def test_entrypoint_quotes_overrides_for_the_shell():

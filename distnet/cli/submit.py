@@ -1,7 +1,9 @@
 """Submit a job file to a running Ray cluster through the Ray Jobs API.
 
-Validates the job file here first, uploads the working directory (without what its
-.gitignore lists, nor runs/, checkpoints/, data/, .git at its top), runs
+Validates the job file here first, uploads the working directory and says how many files
+and bytes went (without what its .gitignore or .rayignore files list, nor runs/,
+checkpoints/, data/, .git at its top, nor anywhere files that look like secrets: .env,
+*.pem, *.key, id_rsa*, *token, .ssh/, .aws/, ...; those left out are named), runs
 `distnet train JOB [--set ...]` on the cluster, prints the job id and follows its logs
 until the job ends (exit 0 if it succeeded, 1 if not).
 Status, logs and stop afterwards: `ray job status|logs|stop JOB_ID`.

@@ -1,8 +1,10 @@
 """Submit a job file to a running Ray cluster through the Ray Jobs API.
 
 The job file is validated here first (a typo fails in a second, not after the upload),
-then the working directory is uploaded and `distnet train JOB [--set ...]` runs on the
-cluster's head node, where Ray sets RAY_ADDRESS so the trainer joins that cluster:
+then the working directory is uploaded (what its .gitignore/.rayignore files list, outputs
+and files that look like secrets left out; the count and size are printed) and
+`distnet train JOB [--set ...]` runs on the cluster's head node, where Ray sets
+RAY_ADDRESS so the trainer joins that cluster:
 
     result = submit_job("jobs/two_layer.toml", "http://127.0.0.1:8265", ["train.workers=4"])
     result.job_id, result.status   # "raysubmit_...", "SUCCEEDED"
@@ -18,6 +20,7 @@ RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token (Ray's own order) and travels as
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 import sys
@@ -29,10 +32,18 @@ from pathlib import Path
 
 from distnet.errors import DistnetError
 
-# Never uploaded (gitignore syntax, on top of the directory's own .gitignore, which Ray
-# applies too): outputs, datasets and caches at the top, build and VCS leftovers anywhere.
+# Never uploaded (gitignore syntax, on top of the .gitignore and .rayignore files, which Ray
+# applies in every directory): outputs, datasets and caches at the top, build and VCS
+# leftovers anywhere.
 UPLOAD_EXCLUDES = ("/.git/", "/runs/", "/checkpoints/", "/data/", "/test-artifacts/", "/build/",
                    "__pycache__/", ".hypothesis/", ".pytest_cache/", "*.egg-info/")
+# Nor, anywhere, what by its name holds a secret (whoever can read the cluster's storage
+# could read it): environment files, private keys and certificates, credential files and
+# directories, token files.
+SECRET_EXCLUDES = (".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*",
+                   "id_dsa*", "id_ecdsa*", "id_ed25519*", ".netrc", ".pgpass", "credentials",
+                   "credentials.json", ".ssh/", ".aws/", ".ray/", ".docker/", "*token",
+                   "*token.txt", "*.token")
 TOKEN_HELP = ("get it on the head node with `ray get-auth-token` and pass it with --token, "
               "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -46,6 +57,7 @@ class SubmitError(DistnetError):
 class Token:
     value: str
     source: str  # where it came from, for error messages (never the token itself)
+    path: Path | None = None  # the file it was read from
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,59 @@ class SubmitResult:
     @property
     def succeeded(self) -> bool:
         return self.status == "SUCCEEDED"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What `distnet submit` uploads of a working directory: the files Ray packs, found by
+    Ray's own walk (with its default excludes, .gitignore and .rayignore files)."""
+
+    root: Path
+    files: list[Path]  # relative to root
+    size: int  # bytes
+    secrets: list[Path]  # left out by SECRET_EXCLUDES (or as the token file)
+    excludes: list[str]  # the runtime_env "excludes" that leave them out
+
+    @classmethod
+    def of(cls, root: Path, token: Token | None = None) -> Upload:
+        from ray._private import ray_constants
+        from ray._private.runtime_env.packaging import (
+            PathSpec,
+            _dir_travel,
+            _get_excludes,
+        )
+
+        excludes = list(UPLOAD_EXCLUDES) + list(SECRET_EXCLUDES)
+        token_file = token.path.resolve() if token and token.path else None
+        if token_file and token_file.is_relative_to(root):  # named by RAY_AUTH_TOKEN_PATH
+            excludes.append("/" + token_file.relative_to(root).as_posix())
+        found: list[Path] = []
+
+        def visit(path: Path) -> None:
+            if path.is_file():
+                found.append(path)
+
+        _dir_travel(root, [_get_excludes(root, ray_constants.get_runtime_env_default_excludes()
+                                         + list(UPLOAD_EXCLUDES))], visit,
+                    include_gitignore=os.environ.get(
+                        ray_constants.RAY_RUNTIME_ENV_IGNORE_GITIGNORE, "0") != "1",
+                    logger=logging.getLogger(__name__))  # Ray says it again when it uploads
+        secret = PathSpec.from_lines("gitwildmatch", excludes[len(UPLOAD_EXCLUDES):])
+        relative = sorted(path.relative_to(root) for path in found)
+        secrets = [p for p in relative if secret.match_file(p.as_posix())]
+        files = [p for p in relative if p not in secrets]
+        return cls(root, files, sum((root / p).stat().st_size for p in files), secrets,
+                   excludes)
+
+    def __str__(self) -> str:
+        from distnet.distributed.budget import format_bytes
+
+        line = f"{len(self.files)} files ({format_bytes(self.size)}) from {self.root}"
+        if self.secrets:
+            shown = ", ".join(p.as_posix() for p in self.secrets[:5])
+            more = f" and {len(self.secrets) - 5} more" if len(self.secrets) > 5 else ""
+            line += f"; left out as secrets: {shown}{more}"
+        return line
 
 
 def find_token(explicit: str | None = None) -> Token | None:
@@ -73,7 +138,7 @@ def find_token(explicit: str | None = None) -> Token | None:
     except OSError as err:
         raise SubmitError(f"cannot read the token file {path}: {err.strerror or err}") from None
     if value:
-        return Token(value, f"RAY_AUTH_TOKEN_PATH={path}" if path_var else str(path))
+        return Token(value, f"RAY_AUTH_TOKEN_PATH={path}" if path_var else str(path), path)
     if path_var:  # as Ray does: a token file that was asked for must hold a token
         raise SubmitError(f"RAY_AUTH_TOKEN_PATH={path_var} names no file holding a token")
     return None
@@ -108,17 +173,18 @@ def submit_job(
     if not job.is_relative_to(root):
         raise SubmitError(f"{job_path} is outside the uploaded working directory {root}; "
                           "run from the directory that contains it or pass --working-dir")
-    runtime_env: dict = {"working_dir": str(root), "excludes": list(UPLOAD_EXCLUDES)}
+    found = find_token(token)
+    upload = Upload.of(root, found)
+    runtime_env: dict = {"working_dir": str(root), "excludes": upload.excludes}
     if extra_pip:
         runtime_env["pip"] = list(extra_pip)
-
-    found = find_token(token)
     with _plain_errors(address, found):
         client = _connect(address, found)
         job_id = client.submit_job(
             entrypoint=entrypoint(job.relative_to(root).as_posix(), overrides),
             runtime_env=runtime_env,
         )
+    print(f"distnet: uploaded {upload}", file=sys.stderr)
     print(f"distnet: submitted {job_id} to {address}", file=sys.stderr)
     if not wait:
         print(job_id)
