@@ -1,17 +1,64 @@
 """Shared fixtures: one real local Ray for the whole session (started on first use, bound
 to 127.0.0.1), and a tiny prepared CIFAR-layout dataset that the tests build themselves."""
 
+import inspect
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/datagen.py and friends
+# tests/datagen.py and friends are importable through pyproject's pytest `pythonpath`.
 # The drivers, CLIs and `ray start` nodes that tests launch import the checkout under test,
 # whatever else this environment has installed (an editable install of another checkout).
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(Path(__file__).parent.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+# --- markers (registered in pyproject.toml) ---------------------------------------------
+# Tests that start Ray in a child process of their own, which none of their fixtures shows.
+STARTS_RAY_ITSELF = {
+    "test_listeners.py::test_local_ray_listens_on_loopback_only",
+    "test_notebooks.py::test_distributed_notebook_plots_live_survives_a_killed_worker_and_compares",
+}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark each test from what it uses, so that `pytest -m "not ray"` stays a fast lane:
+    `ray` for the ray_session fixture (also through other fixtures) or a Ray of its own,
+    `cluster` (and `ray`, `slow`) for raycluster.ray_cluster, `browser` for
+    browser.render_page, each found in the test's code or in the code of one of its
+    fixtures. Soaks carry their own `slow` mark."""
+    for item in items:
+        code = _code_of(item)
+        marks = set()
+        if "ray_session" in item.fixturenames or _name_of(item) in STARTS_RAY_ITSELF:
+            marks.add("ray")
+        if "ray_cluster(" in code:
+            marks |= {"ray", "cluster", "slow"}
+        if "render_page(" in code:
+            marks.add("browser")
+        for mark in sorted(marks):
+            item.add_marker(mark)
+
+
+def _name_of(item) -> str:
+    return f"{Path(item.path).name}::{item.originalname}"
+
+
+def _code_of(item) -> str:
+    """The source of the test function and of the fixtures it uses that live in tests/."""
+    functions = [getattr(item, "function", None)]
+    for definitions in item._fixtureinfo.name2fixturedefs.values():
+        functions += [d.func for d in definitions]
+    here = Path(__file__).parent
+    code = []
+    for function in functions:
+        try:
+            if function is not None and Path(inspect.getfile(function)).parent == here:
+                code.append(inspect.getsource(function))
+        except (OSError, TypeError):  # builtins, generated code
+            pass
+    return "\n".join(code)
+
 
 # Four logical CPUs on a 2-core machine: enough for 3 workers and the tests' own tasks.
 SESSION_CPUS = 4
