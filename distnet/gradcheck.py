@@ -84,8 +84,9 @@ def _one_sided_differences(f, x, ix, h, f_x) -> tuple[float, float]:
 def check_model_gradients(model, X, y, h=1e-5, max_checks=None, seed=0) -> dict[str, float]:
     """Max relative error between model.loss's gradient and a numerical one, per parameter.
 
-    The model (a distnet model: FlatParams, `loss(..., grads_out=)`) must be float64 and
-    deterministic across calls (seed its dropout). max_checks: check at most that many
+    The model (any distnet model, fully connected or conv: FlatParams,
+    `loss(..., grads_out=)`) must be float64 and deterministic across calls (seed its
+    dropout). max_checks: check at most that many
     entries of each parameter, drawn at random (with `seed`); None checks them all.
 
     Each entry's error is |num - ana| / max(|num| + |ana|, floor). A centered difference
@@ -94,8 +95,9 @@ def check_model_gradients(model, X, y, h=1e-5, max_checks=None, seed=0) -> dict[
     would otherwise report its rounding noise as a large error; floor is that resolution
     / 1e-7, so noise-level discrepancies read as about 1e-7.
 
-    A ReLU input within h of zero puts a kink under the centered difference. It lies on one
-    side of x, so an entry that reads above 1e-7 is also compared with second-order
+    A ReLU input within h of zero (or two max-pool inputs within h of each other) puts a
+    kink under the centered difference. It lies on one side of x, so an entry that reads
+    above 1e-7 is also compared with second-order
     one-sided differences (resolution 4x coarser, floor 4x higher) and keeps the smallest
     error: a wrong analytic gradient disagrees with all three.
     """

@@ -67,6 +67,37 @@ def test_gradcheck_passes_and_prints_each_parameter(args, names):
     assert lines[-1].startswith("all gradients within 1e-0")
 
 
+CONV_BLOCKS = ('[{"type": "conv", "filters": 4, "norm": "groupnorm", "groups": 2}, '
+               '{"type": "pool"}, {"type": "conv", "filters": 4, "stride": 2, '
+               '"norm": "batchnorm"}, {"type": "affine", "units": 6}, '
+               '{"type": "dropout", "p": 0.2}]')
+
+
+@pytest.mark.parametrize(
+    "args, header, names, threshold",
+    [
+        (["--conv"], "ThreeLayerConvNet: layers 3 (conv 3 3x3 stride 1 pad 1, pool 2x2 "
+         "stride 2, affine 7, affine 10), reg 0.0; float64, batch 3 x 3x8x8",
+         ["W1", "b1", "W2", "b2", "W3", "b3"], "1e-06"),
+        # Odd, non-square images; batch and group norm, a stride-2 conv, dropout and reg.
+        (["--blocks", CONV_BLOCKS, "--image-shape", "2,10,6", "--reg", "0.3"],
+         "ConvNet: layers 4 (conv 4 3x3 stride 1 pad 1 groupnorm(2), pool 2x2 stride 2, "
+         "conv 4 3x3 stride 2 pad 1 batchnorm, affine 6, dropout 0.2, affine 10), reg 0.3; "
+         "float64, batch 3 x 2x10x6",
+         ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2", "W3", "b3", "W4",
+          "b4"], "1e-05"),
+    ],
+)
+def test_gradcheck_covers_conv_nets(args, header, names, threshold):
+    result = distnet(*args, "--batch-size", "3", "--max-checks", "40")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(header)
+    assert [line.split()[0] for line in lines[1:-1]] == names
+    assert all(line.endswith("ok") for line in lines[1:-1])
+    assert lines[-1] == f"all gradients within {threshold}"
+
+
 def test_gradcheck_exits_1_above_the_threshold():
     result = distnet("--hidden-dims", "6", "--input-dim", "4", "--threshold", "1e-30")
     assert result.returncode == 1
@@ -80,6 +111,15 @@ def test_gradcheck_exits_1_above_the_threshold():
         (["--batch-size", "1"], "distnet: error: need --batch-size >= 2"),
         (["no/such/job.toml"], "distnet: error: "),
         (["job.toml", "--reg", "0.1"], "distnet: error: --hidden-dims, --batchnorm, --dropout"),
+        (["job.toml", "--conv"], "distnet: error: --hidden-dims, --batchnorm, --dropout, --conv"),
+        (["--conv", "--batchnorm"], "distnet: error: --hidden-dims, --batchnorm and --dropout "
+                                    "describe a fully connected net"),
+        (["--image-shape", "3,8,8"], "distnet: error: --image-shape is the input of a conv net"),
+        (["--conv", "--image-shape", "3,7,8"],
+         "distnet: error: block 1 (pool 2x2 stride 2) on 3x7x8 images: windows of height 2 "
+         "at stride 2 do not tile the input height 7"),
+        (["--blocks", '[{"type": "conv", "filters": 6, "norm": "groupnorm", "groups": 4}]'],
+         "distnet: error: block 0: conv block: groups 4 does not divide its 6 channels"),
     ],
 )
 def test_bad_values_give_a_one_line_error(args, message):
@@ -89,8 +129,20 @@ def test_bad_values_give_a_one_line_error(args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_unparsable_argument_is_rejected_by_the_parser():
-    result = distnet("--hidden-dims", "ten")
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hidden-dims", "ten"],
+         "argument --hidden-dims: expected comma-separated integers, got 'ten'"),
+        (["--conv", "--image-shape", "3,8"],
+         "argument --image-shape: expected C,H,W (three positive integers), got '3,8'"),
+        (["--blocks", "[{"], "argument --blocks: expected a JSON list of blocks (Expecting"),
+        (["--blocks", '{"type": "pool"}'], "argument --blocks: expected a JSON list of blocks"),
+        (["--conv", "--blocks", "[]"], "argument --blocks: not allowed with argument --conv"),
+    ],
+)
+def test_unparsable_argument_is_rejected_by_the_parser(args, message):
+    result = distnet(*args)
     assert result.returncode == 2
-    assert "argument --hidden-dims: expected comma-separated integers, got 'ten'" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr

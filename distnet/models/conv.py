@@ -273,6 +273,7 @@ class ThreeLayerConvNet(ConvNet):
 
     The conv keeps H and W (stride 1, pad (filter_size - 1) // 2), so filter_size must be
     odd, and the pool needs even H and W: otherwise an InvalidInput names the block.
+    weight_scale None is He initialisation, as in ConvNet.
     """
 
     def __init__(
@@ -282,7 +283,7 @@ class ThreeLayerConvNet(ConvNet):
         filter_size: int = 7,
         hidden_dim: int = 100,
         num_classes: int = 10,
-        weight_scale: float = 1e-3,
+        weight_scale: float | None = 1e-3,
         reg: float = 0.0,
         dtype=np.float32,
         init_seed: int | None = None,
