@@ -226,3 +226,59 @@ def test_entry_point_decides_the_checkpoint_conflict_before_ray_starts(tiny_data
     assert "holds checkpoints of an earlier run" in out.stderr
     assert np.array_equal(sorted(p.name for p in (tmp_path / "ck").iterdir()),
                           [checkpoint_path(tmp_path / "ck", 0).name])
+
+
+# --- --dashboard ---------------------------------------------------------------------
+
+
+def test_dashboard_shows_the_runs_actors_on_loopback(tiny_dataset, tmp_path):
+    """A real local Ray with its dashboard, in a child (this process has the session's
+    Ray): the address it prints serves the run's actors to the token's holder only."""
+    import secrets
+    import signal
+    import threading
+    import time
+    import urllib.error
+    import urllib.request
+
+    token = secrets.token_hex(32)  # this test's own token, nobody's credentials
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
+        "RAY_AUTH_TOKEN": token}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "distnet", "train", "--dashboard",
+         *on_tiny(tiny_dataset, tmp_path, "train.num_epochs=1000")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    threading.Thread(target=lambda: lines.extend(child.stderr), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any(line.startswith("Ray dashboard: ") for line in lines):
+            assert child.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.2)
+        url = next(line for line in lines if line.startswith("Ray dashboard: ")).split()[2]
+        assert url.startswith("http://127.0.0.1:"), url
+
+        def actors(headers):
+            request = urllib.request.Request(url + "/api/v0/actors", headers=headers)
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return [(a["class_name"], a["state"])
+                        for a in json.load(response)["data"]["result"]["result"]]
+
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            actors({})  # Ray's token guards it
+        while actors({"Authorization": f"Bearer {token}"}).count(
+                ("GradientWorker", "ALIVE")) < 2:
+            assert child.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.5)
+        assert ("ParameterServer", "ALIVE") in actors({"Authorization": f"Bearer {token}"})
+    finally:
+        child.send_signal(signal.SIGINT)  # Ctrl-C: a checkpoint, then exit 130
+        assert child.wait(timeout=60) == 130, lines
+
+
+def test_dashboard_is_only_for_a_local_ray(distnet, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(distnet("train", "--dashboard", "--address", "127.0.0.1:1"),
+                          "--dashboard starts the dashboard of a local Ray")
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert_one_line_error(distnet("train", "--dashboard"), "a cluster serves its own")

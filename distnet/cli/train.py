@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -37,6 +38,8 @@ def register(subparsers) -> None:
                    help="start again, deleting this job's earlier checkpoints")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object on stdout")
+    p.add_argument("--dashboard", action="store_true",
+                   help="start the local Ray's dashboard on 127.0.0.1 to watch the actors")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved job as TOML and exit")
     p.add_argument("--dry-run", action="store_true",
@@ -46,6 +49,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from distnet.config import load_job
+    from distnet.errors import DistnetError
     from distnet.job_files import describe, find_job, job_to_toml, ready_jobs
 
     if args.list:
@@ -68,9 +72,12 @@ def run(args) -> int:
         print("\n".join(dry_run(job, address=args.address, **start)))
         return 0
 
+    if args.dashboard and (args.address or os.environ.get("RAY_ADDRESS")):
+        raise DistnetError("--dashboard starts the dashboard of a local Ray; a cluster "
+                           "serves its own (port 8265 of its head)")
     from distnet.distributed.driver import train
 
-    result = train(job, address=args.address, **start)
+    result = train(job, address=args.address, dashboard=args.dashboard, **start)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))

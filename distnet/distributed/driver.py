@@ -37,6 +37,7 @@ from distnet.distributed.hooks import NO_HOOKS, Hooks
 from distnet.distributed.ledger import Ledger, TrainingDiverged, fresh_state
 from distnet.distributed.loop import Loop
 from distnet.distributed.plan import RunPlan
+from distnet.distributed.preflight import check_checkpoint_dir, check_resumable
 from distnet.distributed.result import StepEvent, TrainResult
 from distnet.distributed.runtime import single_node
 from distnet.distributed.server import ModelState, StaleServerError
@@ -52,13 +53,14 @@ __all__ = ["StepEvent", "TrainResult", "TrainingDiverged", "train"]
 def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
           overwrite: bool = False, progress: bool = True,
           on_step: Callable[[StepEvent], None] | None = None,
-          hooks: Hooks | None = None) -> TrainResult:
+          hooks: Hooks | None = None, dashboard: bool = False) -> TrainResult:
     """Train `job` data-parallel on Ray and return its result.
 
     Joins the Ray cluster at `address` (or RAY_ADDRESS); without one starts a local Ray on
-    127.0.0.1 for the run. Prepares the dataset first if needed. `resume` continues from
-    the latest checkpoint in `job.checkpoint.dir`; a fresh run refuses a directory that
-    holds an earlier run's checkpoints unless `overwrite` (then deletes them).
+    127.0.0.1 for the run (with its dashboard if `dashboard`). Prepares the dataset first
+    if needed. `resume` continues from the latest checkpoint in `job.checkpoint.dir`; a
+    fresh run refuses a directory that holds an earlier run's checkpoints unless
+    `overwrite` (then deletes them).
     `on_step(StepEvent)` is called after each step completes (for live plots). `hooks`
     are for tests and benchmarks: a straggler, and a callback at each phase of the run
     (hooks.py lists the phases).
@@ -67,6 +69,8 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
     from distnet.data.prepare import ensure_dataset
     from distnet.distributed.runtime import ray_session
 
+    # What the checkpoint directory allows is decided first: a refused start costs nothing.
+    check_checkpoint_dir(job.checkpoint.dir, resume, overwrite)
     # What cannot fit is one line before anything is prepared, allocated or started.
     budget.estimate(job).check_driver(budget.machine_memory())
     data = job.data
@@ -80,7 +84,7 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
     budget.check_batch(job, rows)
     # The most rows a worker evaluates at once: its share of the largest split.
     need = budget.estimate(job, max(-(-s.rows // actors) for s in manifest.splits.values()))
-    with ray_session(address, num_cpus=math.ceil(actors * t.worker_cpus)):
+    with ray_session(address, num_cpus=math.ceil(actors * t.worker_cpus), dashboard=dashboard):
         need.check_cluster(*budget.cluster_memory())
         return _Run(job, rows, progress, on_step, resume, overwrite, hooks or NO_HOOKS).run()
 
@@ -144,20 +148,11 @@ class _Run:
     def _start_state(self, resume: bool, overwrite: bool) -> TrainState:
         directory = self.job.checkpoint.dir
         if resume:
-            state = load_latest_checkpoint(directory)  # another job's first, then the fit
-            if state is None:
-                raise DistnetError(f"--resume: no checkpoint in {directory}")
-            for key in ("seed", "model", "optim", "data"):
-                if state.config.get(key) != self.job.to_dict()[key]:
-                    raise DistnetError(f"--resume: the checkpoints in {directory} were written "
-                                       f"with another [{key}] than this job's")
+            state = load_latest_checkpoint(directory)  # there is one: check_checkpoint_dir
+            check_resumable(self.job, state.config, directory)  # another job's first, then the fit
             self.model_spec.check(state, f"--resume: {directory}")
             return state
-        existing = list_checkpoints(directory)
-        if existing and not overwrite:
-            raise DistnetError(f"{directory} holds checkpoints of an earlier run; continue it "
-                               f"with --resume, or start again with --overwrite")
-        for path in existing:
+        for path in list_checkpoints(directory):  # only with --overwrite (check_checkpoint_dir)
             path.unlink()
         return fresh_state(self.job, self.initial)
 

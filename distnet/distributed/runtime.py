@@ -8,6 +8,7 @@ Token authentication is left exactly as Ray sets it up.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 
 from distnet.errors import DistnetError
@@ -34,15 +35,17 @@ def _is_local_single_node(address: str) -> bool:
     return "://" not in address and address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
 
 
-def init_local_ray(num_cpus: int | None = None, **kwargs) -> None:
-    """Start a Ray instance on this machine, reachable on 127.0.0.1 only."""
+def init_local_ray(num_cpus: int | None = None, **kwargs):
+    """Start a Ray instance on this machine, reachable on 127.0.0.1 only (its dashboard
+    too, with include_dashboard=True). Returns Ray's context (`.dashboard_url`)."""
     import ray
 
     with _single_node():
-        ray.init(
+        return ray.init(
             num_cpus=num_cpus or os.cpu_count(),
             _node_ip_address="127.0.0.1",
             include_dashboard=kwargs.pop("include_dashboard", False),
+            dashboard_host="127.0.0.1",
             logging_level=kwargs.pop("logging_level", "WARNING"),
             log_to_driver=kwargs.pop("log_to_driver", True),
             **kwargs,
@@ -50,9 +53,10 @@ def init_local_ray(num_cpus: int | None = None, **kwargs) -> None:
 
 
 @contextmanager
-def ray_session(address: str | None = None, num_cpus: int = 1):
+def ray_session(address: str | None = None, num_cpus: int = 1, dashboard: bool = False):
     """Use the running Ray connection, join `address`/RAY_ADDRESS, or start a local one
-    with at least `num_cpus` CPUs (more workers than cores share them).
+    with at least `num_cpus` CPUs (more workers than cores share them); `dashboard` starts
+    the local one's dashboard (on 127.0.0.1) and prints its address.
 
     Only an instance started here is shut down on exit.
     """
@@ -62,6 +66,9 @@ def ray_session(address: str | None = None, num_cpus: int = 1):
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    if dashboard and address:
+        raise DistnetError(f"a dashboard is started only with a local Ray; the cluster at "
+                           f"{address} serves its own (port 8265 of its head)")
     try:
         if address and _is_local_single_node(address):
             # A driver joining an instance that init_local_ray started must also call
@@ -72,7 +79,10 @@ def ray_session(address: str | None = None, num_cpus: int = 1):
         elif address:
             ray.init(address=address, logging_level="WARNING")
         else:
-            init_local_ray(max(num_cpus, os.cpu_count() or 1))
+            context = init_local_ray(max(num_cpus, os.cpu_count() or 1),
+                                     include_dashboard=dashboard)
+            if dashboard:
+                _announce_dashboard(context.dashboard_url)
     except (ConnectionError, ValueError, RuntimeError) as err:
         where = address or "a local Ray instance"
         raise DistnetError(f"could not connect to {where}: {str(err).splitlines()[0]}") from err
@@ -80,6 +90,13 @@ def ray_session(address: str | None = None, num_cpus: int = 1):
         yield
     finally:
         ray.shutdown()
+
+
+def _announce_dashboard(url: str) -> None:
+    # Ray 2.60 protects the dashboard with its token unless RAY_AUTH_MODE=disabled.
+    login = "" if os.environ.get("RAY_AUTH_MODE") == "disabled" else \
+        "  (sign in with the token `ray get-auth-token` prints)"
+    print(f"Ray dashboard: http://{url}{login}", file=sys.stderr)
 
 
 def remote_class(cls, *, num_cpus: float, retry_tasks: bool):
