@@ -130,14 +130,20 @@ def max_pool_backward_fast(dout, cache):
     check_dout(dout, out.shape, "max pool")
     H_out, W_out = out.shape[2:]
     dx = np.zeros(x.shape, dtype=np.result_type(dout, x))
+    overlapping = stride < max(pool_height, pool_width)
     untaken = np.ones(out.shape, dtype=bool)
-    for i in range(pool_height):
-        for j in range(pool_width):
-            at = (slice(None), slice(None), slice(i, i + stride * (H_out - 1) + 1, stride),
-                  slice(j, j + stride * (W_out - 1) + 1, stride))
+    positions = list(np.ndindex(pool_height, pool_width))
+    for i, j in positions:
+        at = (slice(None), slice(None), slice(i, i + stride * (H_out - 1) + 1, stride),
+              slice(j, j + stride * (W_out - 1) + 1, stride))
+        if (i, j) == positions[-1]:
+            taken = untaken  # every window holds its maximum: what is left is here
+        else:
             taken = np.equal(x[at], out)
             taken &= untaken
             untaken ^= taken
+        if overlapping:
             dx[at] += dout * taken
+        else:  # each input is in one window at most: write, do not add
+            np.multiply(dout, taken, out=dx[at])
     return dx
-
