@@ -1,4 +1,4 @@
-"""Naive conv and max-pool layers: forward values against the
+"""Naive conv and max-pool layers and the conv sandwiches: forward values against the
 notebook's numbers and a per-element definition, backward against numerical gradients,
 bad shapes rejected with the shapes named."""
 
@@ -7,11 +7,21 @@ import pytest
 
 from distnet.errors import InvalidInput
 from distnet.gradcheck import eval_numerical_gradient_array, rel_error
+from distnet.layer_utils import (
+    conv_bn_relu_backward,
+    conv_bn_relu_forward,
+    conv_relu_backward,
+    conv_relu_forward,
+    conv_relu_pool_backward,
+    conv_relu_pool_forward,
+)
 from distnet.layers import (
     conv_backward_naive,
     conv_forward_naive,
     max_pool_backward_naive,
     max_pool_forward_naive,
+    relu_forward,
+    spatial_batchnorm_forward,
 )
 
 
@@ -116,7 +126,7 @@ def test_conv_backward_naive_matches_numerical_gradient(rng, x_shape, w_shape, s
     dout = rng.standard_normal(out.shape)
     grads = conv_backward_naive(dout, cache)
     expected = numerical_grads(lambda *a: conv_forward_naive(*a, conv_param)[0], (x, w, b), dout)
-    for grad, num, value in zip(grads, expected, (x, w, b)):
+    for grad, num, value in zip(grads, expected, (x, w, b), strict=True):
         assert grad.shape == value.shape
         assert rel_error(grad, num) < 1e-7
 
@@ -277,3 +287,98 @@ def test_backward_rejects_a_dout_of_the_wrong_shape():
     _, cache = max_pool_forward_naive(X, POOL_2X2)
     with pytest.raises(InvalidInput, match=r"max pool backward: dout has shape \(2, 3, 4\)"):
         max_pool_backward_naive(np.zeros((2, 3, 4)), cache)
+
+
+# --- conv sandwich layers (fast layers inside) -------------------------------------------
+
+
+def kink_free_conv_input(rng, x_shape, w_shape, conv_param, margin=1e-3):
+    """x, w, b whose conv outputs are all at least `margin` from ReLU's kink at 0."""
+    for _ in range(100):
+        x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+        b = rng.standard_normal(w_shape[0])
+        a = conv_forward_naive(x, w, b, conv_param)[0]
+        if np.min(np.abs(a)) > margin:
+            return x, w, b
+    raise AssertionError("no kink-free draw")
+
+
+def test_conv_relu_matches_naive_layers_and_numerical_gradient(rng):
+    conv_param = {"stride": 1, "pad": 1}
+    x, w, b = kink_free_conv_input(rng, (2, 3, 6, 5), (3, 3, 3, 3), conv_param)
+    out, cache = conv_relu_forward(x, w, b, conv_param)
+    assert rel_error(out, relu_forward(conv_forward_naive(x, w, b, conv_param)[0])[0]) < 1e-12
+    dout = rng.standard_normal(out.shape)
+    grads = conv_relu_backward(dout, cache)
+    expected = numerical_grads(lambda *a: conv_relu_forward(*a, conv_param)[0], (x, w, b), dout)
+    for grad, num in zip(grads, expected, strict=True):
+        assert rel_error(grad, num) < 1e-7
+    dw, db = np.empty_like(w), np.empty_like(b)
+    dx, dw_out, db_out = conv_relu_backward(dout, cache, input_grad=False, out=(dw, db))
+    assert dx is None and dw_out is dw and db_out is db
+    assert np.array_equal(dw, grads[1]) and np.array_equal(db, grads[2])
+
+
+def test_conv_relu_pool_matches_naive_layers_and_numerical_gradient(rng):
+    # The notebook's shapes (ConvolutionalNetworks.ipynb, "Sandwich layers").
+    conv_param = {"stride": 1, "pad": 1}
+    pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    x, w, b = kink_free_conv_input(rng, (2, 3, 16, 16), (3, 3, 3, 3), conv_param)
+    relu_out = relu_forward(conv_forward_naive(x, w, b, conv_param)[0])[0]
+    windows = relu_out.reshape(2, 3, 8, 2, 8, 2).transpose(0, 1, 2, 4, 3, 5).reshape(-1, 4)
+    second, top = np.sort(windows)[:, -2:].T
+    assert np.min((top - second)[top > 0]) > 1e-3  # no maximum changes within a step of h
+    out, cache = conv_relu_pool_forward(x, w, b, conv_param, pool_param)
+    assert rel_error(out, max_pool_forward_naive(relu_out, pool_param)[0]) < 1e-12
+    dout = rng.standard_normal(out.shape)
+    grads = conv_relu_pool_backward(dout, cache)
+    expected = numerical_grads(
+        lambda *a: conv_relu_pool_forward(*a, conv_param, pool_param)[0], (x, w, b), dout
+    )
+    for grad, num in zip(grads, expected, strict=True):
+        assert rel_error(grad, num) < 1e-7
+    assert conv_relu_pool_backward(dout, cache, input_grad=False)[0] is None
+
+
+def test_conv_bn_relu_matches_naive_layers_and_numerical_gradient(rng):
+    conv_param = {"stride": 2, "pad": 1}
+    x, w = rng.standard_normal((3, 2, 5, 7)), rng.standard_normal((4, 2, 3, 3))
+    b, gamma, beta = rng.standard_normal(4), rng.uniform(0.5, 1.5, 4), rng.standard_normal(4)
+
+    def forward(*args):
+        return conv_bn_relu_forward(*args, conv_param, {"mode": "train"})[0]
+
+    a = conv_forward_naive(x, w, b, conv_param)[0]
+    an = spatial_batchnorm_forward(a, gamma, beta, {"mode": "train"})[0]
+    assert np.min(np.abs(an)) > 1e-3  # no kink within the numerical step
+    out, cache = conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, {"mode": "train"})
+    assert rel_error(out, np.maximum(an, 0)) < 1e-12
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db, dgamma, dbeta = conv_bn_relu_backward(dout, cache)
+    num_x, num_w, num_b, num_gamma, num_beta = numerical_grads(
+        forward, (x, w, b, gamma, beta), dout
+    )
+    for grad, num in ((dx, num_x), (dw, num_w), (dgamma, num_gamma), (dbeta, num_beta)):
+        assert rel_error(grad, num) < 1e-6
+    # b is followed by batchnorm, which removes any constant per channel: its gradient is zero.
+    assert np.max(np.abs(db)) < 1e-12 and np.max(np.abs(num_b)) < 1e-8
+    assert conv_bn_relu_backward(dout, cache, input_grad=False)[0] is None
+
+
+def test_float32_stays_float32_through_the_conv_sandwiches(rng):
+    f32 = np.float32
+    x, w = rng.standard_normal((2, 3, 8, 8), f32), rng.standard_normal((4, 3, 3, 3), f32)
+    b, gamma, beta = rng.standard_normal(4, f32), np.ones(4, f32), np.zeros(4, f32)
+    conv_param = {"stride": 1, "pad": 1}
+    bn_param = {"mode": "train", "momentum": np.float64(0.9), "eps": np.float64(1e-5)}
+    h, c1 = conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param)
+    p, c2 = conv_relu_pool_forward(h, w.transpose(1, 0, 2, 3).copy(), b[:3], conv_param, POOL_2X2)
+    arrays = [
+        h,
+        p,
+        *conv_relu_pool_backward(np.ones_like(p), c2),
+        *conv_bn_relu_backward(np.ones_like(h), c1),
+        bn_param["running_mean"],
+        bn_param["running_var"],
+    ]
+    assert all(a.dtype == f32 for a in arrays), [a.dtype for a in arrays]

@@ -195,7 +195,7 @@ def test_dropout_rejects_p_outside_0_1(rng, p):
 def reference_softmax_loss(x, y):
     """Cross-entropy written out per sample, with Python's math on float64."""
     losses = []
-    for row, label in zip(x, y):
+    for row, label in zip(x, y, strict=True):
         m = max(row)
         losses.append(m + np.log(sum(np.exp(v - m) for v in row)) - row[label])
     return sum(losses) / len(losses)

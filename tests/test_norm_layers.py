@@ -73,7 +73,7 @@ def test_batchnorm_backward_alt_equals_batchnorm_backward_and_the_staged_graph(r
     _, cache = batchnorm_forward(x, gamma, beta, {"mode": "train"})
     staged = staged_batchnorm_backward(dout, x, gamma)
     for backward in (batchnorm_backward, batchnorm_backward_alt):
-        for got, expected in zip(backward(dout, cache), staged):
+        for got, expected in zip(backward(dout, cache), staged, strict=True):
             assert rel_error(got, expected) < 1e-9
 
 
