@@ -6,7 +6,9 @@ parameters, histories) are entries of their own, everything else (step, epoch, t
 config, scalar optimizer state such as Adam's `t`) is one JSON document stored as a uint8
 array. It is written to a temporary file in the same directory, fsynced and renamed into
 place, so a crash at any moment leaves either the old set of checkpoints or the new one,
-never a half-written file under a checkpoint name.
+never a half-written file under a checkpoint name. DIR may also be a filesystem URI
+(`s3://bucket/run`, `gs://`, `hdfs://`), where one upload is the atomic write
+(distnet.remote_path), so checkpoints outlive the node that wrote them.
 
     path = save_checkpoint("checkpoints/job", state, keep=3)
     state = load_checkpoint(latest_checkpoint("checkpoints/job"))
@@ -33,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from distnet.atomic import atomic_write
 from distnet.errors import DistnetError
+from distnet.remote_path import RemotePath, as_path, readable, replace_atomically
 
 FORMAT = "distnet-checkpoint"
 VERSION = 1
@@ -162,36 +164,38 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, np.ndarray)
 
 
-def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
-    return Path(directory) / f"ckpt-{step:08d}.npz"
+def checkpoint_path(directory: str | os.PathLike, step: int) -> Path | RemotePath:
+    return as_path(directory) / f"ckpt-{step:08d}.npz"
 
 
-def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """The directory's checkpoints, oldest (lowest step) first; temporary files excluded."""
-    directory = Path(directory)
+def list_checkpoints(directory: str | os.PathLike) -> list[Path | RemotePath]:
+    """The directory's checkpoints, oldest (lowest step) first; temporary files excluded.
+    A directory is a local path or a filesystem URI (s3://, gs://, hdfs://, file://)."""
+    directory = as_path(directory)
     if not directory.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.fullmatch(p.name))]
     return [path for _, path in sorted(found)]
 
 
-def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+def latest_checkpoint(directory: str | os.PathLike) -> Path | RemotePath | None:
     """The checkpoint with the highest step in `directory`, or None when there is none."""
     checkpoints = list_checkpoints(directory)
     return checkpoints[-1] if checkpoints else None
 
 
-def save_checkpoint(directory: str | os.PathLike, state: TrainState, keep: int) -> Path:
+def save_checkpoint(directory: str | os.PathLike, state: TrainState,
+                    keep: int) -> Path | RemotePath:
     """Write `state` atomically as DIR/ckpt-<step>.npz, then delete all but the `keep`
     newest checkpoints (never the one just written). Returns the new file's path."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    directory = Path(directory)
+    directory = as_path(directory)
     path = checkpoint_path(directory, int(state.step))
     state.validate()  # fields may have been reassigned since construction
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as f:
+        with replace_atomically(path) as f:
             np.savez(f, allow_pickle=False, **_to_arrays(state))
     except OSError as err:
         raise CheckpointError(f"{path}: cannot write checkpoint: {err.strerror or err}") from None
@@ -232,9 +236,9 @@ def load_checkpoint(path: str | os.PathLike, expected: ModelSpec | None = None) 
 
     CheckpointError when the file is missing, truncated or corrupted; CheckpointMismatch
     when it reads but holds invalid values or, given `expected`, does not fit that model."""
-    path = Path(path)
+    path = as_path(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(readable(path), allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         meta = json.loads(arrays.pop(_META).tobytes().decode())
     except FileNotFoundError:

@@ -30,20 +30,22 @@ from distnet.checkpoint import (
 from distnet.config import SECTIONS, ConfigError, JobConfig
 from distnet.images import InputRow
 from distnet.models import build_model
+from distnet.remote_path import RemotePath, as_path
 
 
 @dataclass(frozen=True)
 class Trained:
     """A checkpoint's job and its model, ready to score."""
 
-    path: Path
+    path: Path | RemotePath
     job: JobConfig
     model: object  # TwoLayerNet | FullyConnectedNet with the best parameters
 
 
-def find_checkpoint(path: str | os.PathLike) -> Path:
-    """`path` itself if it is a file, else the newest checkpoint in that directory."""
-    path = Path(path)
+def find_checkpoint(path: str | os.PathLike) -> Path | RemotePath:
+    """`path` itself if it is a file, else the newest checkpoint in that directory (a
+    local path or a filesystem URI such as s3://bucket/checkpoints/job)."""
+    path = as_path(path)
     if path.is_file():
         return path
     found = latest_checkpoint(path)
