@@ -11,16 +11,21 @@ Tags:
                                                                           per step, async and SSP
   accuracy/train, accuracy/val                                            per epoch
   weights/<name>                                                          per epoch histograms
+  filters/<name>   the first conv layer's filters as an image grid        per epoch
   hparam/<metric> and the HParams plugin's session (this run)             at the end
   custom_scalars__config__: LAYOUT (Custom Scalars view)                  at the start
 """
 
 from __future__ import annotations
 
+import struct
 import sys
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from distnet.cs231n.vis_utils import visualize_grid
 
 
 @dataclass
@@ -99,11 +104,24 @@ class RunLogger:
         self.scalars(s.step, values)
 
     def epoch(self, step: int, accuracies: dict[str, float], weights: dict[str, np.ndarray]):
+        """Accuracies, weight histograms and (conv nets) the first conv layer's filters:
+        the first (F, C, HH, WW) array of `weights`, which are in the parameters' order."""
         self.scalars(step, {f"accuracy/{split}": acc for split, acc in accuracies.items()})
         if self.histograms and self.log.active:
             for name, values in weights.items():
                 self.histogram(step, f"weights/{name}", values)
+        filters = next(((name, w) for name, w in weights.items() if np.ndim(w) == 4), None)
+        if filters is not None and self.log.active:
+            self.image(step, f"filters/{filters[0]}", filter_grid(filters[1]))
         self.log.flush()
+
+    def image(self, step: int, tag: str, pixels: np.ndarray) -> None:
+        """uint8 (H, W, 1 or 3) pixels as a PNG image event."""
+        Summary = self._summary.Summary
+        height, width, channels = pixels.shape
+        image = Summary.Image(height=height, width=width, colorspace=channels,
+                              encoded_image_string=png(pixels))
+        self.log.add(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
     def hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
         """The run's settings and final metrics for TensorBoard's HParams view, in the run
@@ -133,6 +151,35 @@ LAYOUT = {
         "compute per worker": ["Multiline", [r"worker/compute_s/\d+"]],
     },
 }
+
+
+def filter_grid(filters: np.ndarray, min_side: int = 192) -> np.ndarray:
+    """Conv filters (F, C, HH, WW) as the assignment's picture (visualize_grid: each filter
+    rescaled to 0..255, in a square grid), uint8 (H, W, 3) for RGB filters, (H, W, 1) with
+    one grey tile per channel otherwise; pixels repeated so the grid is at least `min_side`
+    wide (3x3 filters would be a few dots)."""
+    F, C, HH, WW = filters.shape
+    tiles = filters.transpose(0, 2, 3, 1) if C == 3 else filters.reshape(F * C, HH, WW, 1)
+    grid = visualize_grid(tiles)
+    zoom = max(1, -(-min_side // max(grid.shape[:2])))
+    grid = np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1)
+    return np.round(grid).astype(np.uint8)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    """uint8 (H, W, 1 or 3) as a PNG file: tensorboardX's image summary needs Pillow, an
+    optional extra, and PNG is only zlib and three chunks."""
+    height, width, channels = pixels.shape
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = np.zeros((height, 1 + width * channels), np.uint8)  # filter byte 0: none
+    rows[:, 1:] = pixels.reshape(height, width * channels)
+    header = struct.pack(">IIBBBBB", width, height, 8, {1: 0, 3: 2}[channels], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows.tobytes())) + chunk(b"IEND", b""))
 
 
 def flat_hparams(config: dict) -> dict:

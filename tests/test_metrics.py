@@ -4,6 +4,7 @@ that costs a warning, never a hang, for a RunLogger and for a whole `distnet tra
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -88,15 +89,47 @@ def test_custom_scalars_layout_groups_the_curves_and_matches_real_tags(written_r
               for c in layout.category for ch in c.chart}
     assert charts == {(category, title): tags for category, group in LAYOUT.items()
                       for title, (_, tags) in group.items()}
-    import re
-
     written = run.Tags()["scalars"]
-    for (category, title), patterns in charts.items():  # every chart draws something
+    for (_, title), patterns in charts.items():  # every chart draws something
         for pattern in patterns:
             assert [t for t in written if re.fullmatch(pattern, t)], (title, pattern)
     per_worker = charts[("time per step (s)", "compute per worker")]
     assert [t for t in written if re.fullmatch(per_worker[0], t)] == [
         "worker/compute_s/0", "worker/compute_s/1"]
+
+
+def test_first_conv_layers_filters_are_an_image_grid_per_epoch(tmp_path):
+    """The assignment's filter picture: each filter rescaled to 0..255 on its own, tiled
+    row by row, here as a PNG that TensorBoard shows (decoded by Pillow, not by us)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    filters = rng.standard_normal((5, 3, 3, 3))  # 5 RGB 3x3 filters: a 3x3 grid of tiles
+    logger = RunLogger(str(tmp_path / "run"))
+    for epoch in (1, 2):
+        logger.epoch(10 * epoch, {"val": 0.5}, {"W1": filters * epoch, "b1": np.zeros(5),
+                                                "W2": rng.standard_normal((5, 2, 3, 3)),
+                                                "W3": np.ones((4, 10))})
+    logger.close()
+    run = read(tmp_path / "run")
+    assert run.Tags()["images"] == ["filters/W1"]  # the first conv layer's only
+    events = run.Images("filters/W1")
+    assert [e.step for e in events] == [10, 20]
+    pixels = np.asarray(Image.open(io.BytesIO(events[0].encoded_image_string)))
+    zoom = 192 // 11 + 1  # 3 tiles of 3 pixels, 1 apart: 11 pixels, repeated up to >= 192
+    assert pixels.shape == (11 * zoom, 11 * zoom, 3) == (events[0].height, events[0].width, 3)
+    for k in range(5):
+        top, left = (k // 3) * 4 * zoom, (k % 3) * 4 * zoom
+        f = filters[k].transpose(1, 2, 0)
+        expected = np.round(255 * (f - f.min()) / (f.max() - f.min()))
+        tile = pixels[top:top + 3 * zoom:zoom, left:left + 3 * zoom:zoom]
+        np.testing.assert_array_equal(tile, expected)
+    assert not pixels[3 * zoom:4 * zoom].any()  # the padding between tile rows
+    assert not pixels[4 * zoom:7 * zoom, 8 * zoom:].any() and not pixels[8 * zoom:].any()  # 5 only
+
+
+def test_fully_connected_runs_log_no_filter_images(written_run):
+    assert read(written_run).Tags()["images"] == []
 
 
 # --- a full log disk -------------------------------------------------------------------------

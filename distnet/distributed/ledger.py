@@ -103,8 +103,8 @@ class Ledger:
             s.best_val_acc, s.best_params, s.best_bn_state = val_acc, params, bn_state
             s.extra["best_epoch"] = epoch
         self.logger.epoch(done, {"train": train_acc, "val": val_acc},
-                          {name: params[off:off + size]
-                           for name, _, off, size in self.layout})
+                          {name: params[off:off + size].reshape(shape)
+                           for name, shape, off, size in self.layout})
         if not self.bar.disable:
             self.bar.write(f"epoch {epoch + 1}/{self.job.train.num_epochs}: train acc "
                            f"{train_acc:.3f}, val acc {val_acc:.3f}, best {s.best_val_acc:.3f}",
