@@ -143,7 +143,9 @@ BAD = [
     ({"optim": {"schedule": "step"}}, "optim.step_size_epochs is required"),
     ({"optim": {"step_size_epochs": 3}}, "optim.step_size_epochs = 3 has no effect"),
     ({"optim": {"schedule": "onecycle"}}, "optim.warmup_steps must be > 0"),
-    ({"optim": {"schedule": "cosine", "min_lr": 1}}, "optim.min_lr must be in [0, learning_rate)"),
+    ({"optim": {"schedule": "cosine", "min_lr": 1}},
+     "optim.min_lr must be in [0, optim.learning_rate), got 1.0"),
+    ({"optim": {"lr_decay": 1.5}}, "optim.lr_decay must be in (0, 1], got 1.5"),
     ({"train": {"batch_size": 3, "workers": 4}}, "train.batch_size must be at least train.workers (4), got 3"),
     ({"train": {"num_epochs": 0}}, "train.num_epochs must be >= 1"),
     ({"train": {"max_steps": 0}}, "train.max_steps must be >= 1"),
@@ -186,11 +188,17 @@ def test_rule_config_has_only_the_rules_settings(rule, settings, expected):
     assert optim.rule_config() == expected
 
 
-def test_rule_settings_match_the_update_rules():
-    assert set(RULE_SETTINGS) == set(get_args(UpdateRule))
-    for rule, defaults in optim.DEFAULTS.items():
-        assert {"learning_rate", *RULE_SETTINGS[rule]} == set(defaults), rule
-        optim.validate_config(rule, OptimConfig(update_rule=rule).rule_config())
+def test_every_update_rule_and_setting_can_be_written_in_a_job_file():
+    # The rules and their settings come from distnet.optim; each setting needs a typed
+    # [optim] field, unset by default so that the rule's own default applies.
+    assert get_args(UpdateRule) == tuple(optim.RULES)
+    fields = {f.name: f for f in dataclasses.fields(OptimConfig)}
+    for rule in optim.RULES:
+        for name in RULE_SETTINGS[rule]:
+            assert fields[name].type == "float | None" and fields[name].default is None, name
+        config = OptimConfig(update_rule=rule, **{n: 0.5 for n in RULE_SETTINGS[rule]})
+        assert config.rule_config() == {"learning_rate": 1e-3} | dict.fromkeys(
+            RULE_SETTINGS[rule], 0.5)
 
 
 def test_overrides_are_toml_values_or_bare_strings():
