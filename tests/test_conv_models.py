@@ -23,6 +23,7 @@ from distnet.models import (
     Dropout,
     Pool,
     ThreeLayerConvNet,
+    check_blocks,
     parse_blocks,
 )
 from distnet.solver import Solver
@@ -261,6 +262,8 @@ def test_block_tables_parse_into_blocks():
                           "groups": 2}, {"type": "pool", "size": 3, "stride": 1},
                          {"type": "affine", "units": 4}, {"type": "dropout", "p": 0}]) == [
         Conv(8, 5, 1, 2, "groupnorm", 2), Pool(3, 1), Affine(4), Dropout(0.0)]
+    assert check_blocks([Conv(4, 5, stride=2, pad=0), Pool(3, 1), Dropout(0.5), Affine(7)],
+                        (3, 11, 9)) == [(3, 11, 9), (4, 4, 3), (4, 2, 1), (4, 2, 1), (7,)]
     with pytest.raises(InvalidInput, match="blocks must be a list"):
         ConvNet({"type": "conv", "filters": 4})
 

@@ -1,12 +1,13 @@
 """Models with a softmax loss (the CS231n assignment-2 networks).
 
 One module per family: fc (FullyConnectedNet, TwoLayerNet, build_model), conv (ConvNet,
-ThreeLayerConvNet) with the blocks a ConvNet is described by in blocks; what they share
-is in base. Every name is re-exported here, so `from distnet.models import ...` finds
-them all.
+ThreeLayerConvNet) with the blocks a ConvNet is described by in blocks (a job file's
+tables: parse_blocks, then check_blocks against the image shape, before any weight);
+what they share is in base. Every name is re-exported here, so
+`from distnet.models import ...` finds them all.
 """
 
-from distnet.models.blocks import Affine, Conv, Dropout, Pool, parse_blocks
+from distnet.models.blocks import Affine, Conv, Dropout, Pool, check_blocks, parse_blocks
 from distnet.models.conv import ConvNet, ThreeLayerConvNet
 from distnet.models.fc import FullyConnectedNet, TwoLayerNet, build_model
 
@@ -20,5 +21,6 @@ __all__ = [
     "ThreeLayerConvNet",
     "TwoLayerNet",
     "build_model",
+    "check_blocks",
     "parse_blocks",
 ]

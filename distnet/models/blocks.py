@@ -1,5 +1,5 @@
 """The blocks a ConvNet is described by: plain data, checked on their own when made and
-against the shapes they meet by `plan`, before any weight is allocated.
+against the shapes they meet by `check_blocks`, before any weight is allocated.
 
     Conv(filters, size=3, stride=1, pad=None, norm=None, groups=None)
         conv - [batchnorm | groupnorm(groups)] - relu; pad None is (size - 1) // 2
@@ -198,8 +198,9 @@ def parse_blocks(specs: Sequence) -> list[Block]:
     return [parse_block(spec, f"block {i}") for i, spec in enumerate(specs)]
 
 
-def plan(blocks: Sequence[Block], input_shape: tuple[int, int, int]) -> list[tuple[int, ...]]:
-    """The shape after each block (one sample), starting from input_shape (C, H, W).
+def check_blocks(blocks: Sequence[Block], input_shape: tuple[int, int, int]
+                 ) -> list[tuple[int, ...]]:
+    """input_shape (C, H, W), then the shape of one sample after each block.
 
     A block that does not fit what it is given (a pool or conv that does not tile, a conv
     after an affine block) is an InvalidInput naming the block and the shape it met.

@@ -51,7 +51,7 @@ from distnet.models.base import (
     positive_int,
     weight_noise,
 )
-from distnet.models.blocks import Affine, Block, Conv, Dropout, Pool, parse_blocks, plan
+from distnet.models.blocks import Affine, Block, Conv, Dropout, Pool, check_blocks, parse_blocks
 from distnet.params import FlatParams
 
 
@@ -163,7 +163,7 @@ class ConvNet(Model):
             check_weight_scale(weight_scale)
         self.dtype = check_dtype(dtype)
         self.reg = reg
-        shapes = plan(self.blocks, self.input_dim)
+        shapes = check_blocks(self.blocks, self.input_dim)
         self.output_shapes = shapes[1:]  # of one sample, after each block
 
         self.dropout_param: dict = {"mode": "train"}
