@@ -7,7 +7,6 @@ TensorBoard serves the scalars over HTTP and draws them in a browser."""
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
 import sys
@@ -22,7 +21,6 @@ from browser import ARTIFACTS, CHROMIUM, polylines, render_page
 from datagen import make_prepared_dataset
 from ray.job_submission import JobSubmissionClient
 from raycluster import ray_cluster, tensorboard
-from tensorboardX import SummaryWriter
 
 from distnet.checkpoint import latest_checkpoint, load_checkpoint
 
@@ -191,44 +189,37 @@ def test_losing_a_worker_node_mid_run_leaves_the_result_unchanged(cluster, clien
     cluster.add_worker()  # back to two workers for whatever runs next
 
 
-# --- docker-compose.yml's TensorBoard on scalars of known values --------------------------
+# --- docker-compose.yml's TensorBoard on the values the run logged --------------------------
 
-STEPS = 50
-CURVES = {
-    "loss": lambda step: 2.3 * math.exp(-step / 20),
-    "accuracy": lambda step: 1 - math.exp(-step / 15),
-    "samples_per_s": lambda step: 1000.0 + 10 * step,
-}
-
-
-@pytest.fixture(scope="module")
-def known_scalars_url(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("runs")
-    with SummaryWriter(str(logdir / "known")) as writer:
-        for step in range(STEPS):
-            for tag, curve in CURVES.items():
-                writer.add_scalar(tag, curve(step), step)
-    with tensorboard(logdir) as url:
-        yield url
+def scalars(url: str, tag: str) -> tuple[list[int], list[float]]:
+    """The steps and values TensorBoard serves for one tag of the run."""
+    query = urllib.parse.urlencode({"run": "multinode", "tag": tag})
+    points = get_json(f"{url}/data/plugin/scalars/scalars?{query}")
+    return [step for _, step, _ in points], [value for _, _, value in points]
 
 
-def test_tensorboard_serves_the_scalar_values_written(known_scalars_url):
-    tags = get_json(f"{known_scalars_url}/data/plugin/scalars/tags")
-    assert set(tags) == {"known"} and set(tags["known"]) == set(CURVES)
-    for tag, curve in CURVES.items():
-        points = get_json(f"{known_scalars_url}/data/plugin/scalars/scalars?run=known&tag={tag}")
-        assert [step for _, step, _ in points] == list(range(STEPS))
-        assert [value for _, _, value in points] == pytest.approx(
-            [curve(step) for step in range(STEPS)], rel=1e-6)  # stored as float32
+def test_tensorboard_serves_the_values_the_run_logged(cluster, clean_run):
+    # The run's final checkpoint holds every step's loss and every epoch's accuracies.
+    state = final_state(cluster, "clean")
+    history, per_epoch = state.history, state.step // state.epoch
+    with tensorboard(cluster.shared / "clean" / "runs") as url:
+        steps, losses = scalars(url, "train/loss")
+        assert steps == list(range(state.step))  # log_every_steps = 1
+        assert losses == pytest.approx(history["loss_history"], rel=1e-6)  # stored as float32
+        for split in ("train", "val"):
+            steps, accuracies = scalars(url, f"accuracy/{split}")
+            assert steps == list(range(per_epoch, state.step + 1, per_epoch))
+            assert accuracies == pytest.approx(history[f"{split}_acc_history"], rel=1e-6)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
-def test_tensorboard_draws_each_point_written(known_scalars_url):
-    screenshot = ARTIFACTS / "tensorboard-scalars.png"
-    dom = render_page(f"{known_scalars_url}/?darkMode=false&tagFilter=.#timeseries", screenshot,
-                      ready=f"{polylines(STEPS)} >= {2 * len(CURVES)}")
-    for tag in CURVES:
-        assert f'title="{tag}"' in dom  # a card for each
-    # Each card draws the raw and the smoothed curve, each one SVG path through every step.
-    curves = [d for d in re.findall(r'<path[^>]* d="(M[^"]+)"', dom) if d.count("L") == STEPS - 1]
-    assert len(curves) == 2 * len(CURVES)
+def test_tensorboard_draws_each_epoch_the_run_logged(cluster, clean_run):
+    epochs = len(final_state(cluster, "clean").history["val_acc_history"])
+    screenshot = ARTIFACTS / "tensorboard-multinode-accuracy.png"
+    with tensorboard(cluster.shared / "clean" / "runs") as url:
+        dom = render_page(f"{url}/?darkMode=false&tagFilter=accuracy/val#timeseries", screenshot,
+                          ready=f"{polylines(epochs)} >= 2")
+    assert 'title="accuracy/val"' in dom
+    # The card draws the raw and the smoothed curve, each one SVG path through every epoch.
+    curves = [d for d in re.findall(r'<path[^>]* d="(M[^"]+)"', dom) if d.count("L") == epochs - 1]
+    assert len(curves) == 2
