@@ -214,13 +214,12 @@ def test_spatial_batchnorm_forward_test_time():
     # training-time forward passes."
     assert np.all(np.abs(a_norm.mean(axis=(0, 2, 3))) < 0.2)
     assert np.all(np.abs(a_norm.std(axis=(0, 2, 3)) - 1) < 0.1)
-    # Recorded (2017 and 2025 copies alike), to rtol 1e-3: the assignment starts a missing
-    # running_var at zeros, distnet at ones, and 0.9**50 of that one is left in a variance
-    # of 2.3**2, 1e-3 of it (with zeros distnet prints these digits exactly).
+    # Recorded (2017 and 2025 copies alike), to the printed digits: a missing running_var
+    # starts at zeros as in the assignment.
     np.testing.assert_allclose(a_norm.mean(axis=(0, 2, 3)),
-                               [-0.08034406, 0.07562881, 0.05716371, 0.04378383], rtol=1e-3)
+                               [-0.08034406, 0.07562881, 0.05716371, 0.04378383], rtol=1e-6)
     np.testing.assert_allclose(a_norm.std(axis=(0, 2, 3)),
-                               [0.96718744, 1.0299714, 1.02887624, 1.00585577], rtol=1e-3)
+                               [0.96718744, 1.0299714, 1.02887624, 1.00585577], rtol=1e-6)
 
 
 def test_spatial_batchnorm_backward():

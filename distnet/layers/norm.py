@@ -77,7 +77,7 @@ def _batchnorm_forward(x, gamma, beta, bn_param):
     D = x.shape[1]
     axes = (0, *range(2, x.ndim))
     running_mean = bn_param.get("running_mean", np.zeros(D, dtype=x.dtype))
-    running_var = bn_param.get("running_var", np.ones(D, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.zeros(D, dtype=x.dtype))  # as the assignment
     gamma_f, beta_f = _per_feature(gamma, x.ndim), _per_feature(beta, x.ndim)
     if mode == "train":
         xhat, mean, var, inv_std = _standardize(x, axes, eps)
@@ -98,8 +98,8 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     """Batch normalization over the batch axis.
 
     x: (N, D); gamma, beta: (D,). bn_param: 'mode' ('train' or 'test', required), 'eps'
-    (1e-5), 'momentum' (0.9), 'running_mean' / 'running_var' ((D,), zeros / ones when
-    missing). Train mode normalises with the batch statistics and updates the running ones
+    (1e-5), 'momentum' (0.9), 'running_mean' / 'running_var' ((D,), zeros when missing,
+    as the assignment's; the models start running_var at ones). Train mode normalises with the batch statistics and updates the running ones
     in bn_param: running = momentum * running + (1 - momentum) * batch. Test mode uses the
     running statistics.
     """
