@@ -4,6 +4,12 @@
     log.add(summary, step)   # a tensorboardX Summary protobuf; returns at once
     log.close()              # waits at most close_timeout_s for the writer
 
+`logdir` may be a filesystem URI as checkpoint.dir may (`s3://bucket/runs/x`, `gs://`,
+`hdfs://`; `file://` is the local disk), so that the logs outlive the head node: the events
+are written to a local staging file, and that file is uploaded whole (object stores cannot
+append) at each flush() (each epoch), at most UPLOAD_EVERY_S apart in between, and at
+close(). TensorBoard reads s3:// itself (through boto3; S3_ENDPOINT for a non-AWS server).
+
 The protobufs and the record format are tensorboardX's; only the thread that writes them
 is ours, for two reasons:
 - Importing tensorboardX imports PyTorch whenever it is installed (tensorboardX/writer.py
@@ -24,12 +30,19 @@ from __future__ import annotations
 import atexit
 import os
 import queue
+import shutil
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
+
+from distnet.data import fs
+from distnet.remote_path import RemotePath, as_path
 
 QUEUE_EVENTS = 10_000  # events in flight before the writer counts as stuck
 FLUSH_EVERY_S = 1.0  # what TensorBoard shows of a live run is at most this old
+UPLOAD_EVERY_S = 10.0  # the same on object storage, where each upload rewrites the file
 _FLUSH, _CLOSE = object(), object()
 
 
@@ -54,9 +67,19 @@ class EventLog:
         tbx = tensorboardx()
         self._event = tbx.event_file_writer.event_pb2.Event
         self.close_timeout_s = close_timeout_s
-        os.makedirs(logdir, exist_ok=True)
-        self._file = tbx.event_file_writer.EventsWriter(os.path.join(logdir, "events"))
-        self.path = self._file._file_name
+        target = as_path(logdir)
+        self._remote: RemotePath | None = None  # where the staged file is uploaded to
+        self._staging = None
+        if isinstance(target, RemotePath):
+            with fs.translate_errors(f"cannot create {target}"):  # a wrong bucket: now
+                target.mkdir(parents=True, exist_ok=True)
+            self._staging = tempfile.mkdtemp(prefix="distnet-events-")
+        local = self._staging or target
+        os.makedirs(local, exist_ok=True)
+        self._file = tbx.event_file_writer.EventsWriter(os.path.join(local, "events"))
+        if self._staging:
+            self._remote = target / os.path.basename(self._file._file_name)
+        self.path = str(self._remote or self._file._file_name)
         self.failed: str | None = None  # why logging stopped, once it has
         self._warned = False
         self._queue: queue.Queue = queue.Queue(QUEUE_EVENTS)
@@ -103,27 +126,43 @@ class EventLog:
                   f"{self.failed}; training goes on without it", file=sys.stderr)
 
     def _write_loop(self) -> None:
-        last_flush, pending = time.monotonic(), False
+        last_flush = last_upload = time.monotonic()
+        pending = unsent = False  # events not flushed to the file / file not uploaded
         try:
             while True:
                 try:
                     item = self._queue.get(timeout=FLUSH_EVERY_S)
                 except queue.Empty:
-                    item = _FLUSH
+                    item = None  # a quiet second: flush what is pending
                 if item is _CLOSE:
                     self._file.close()
+                    self._upload()
+                    if self._staging:
+                        shutil.rmtree(self._staging, ignore_errors=True)
                     return
-                if item is not _FLUSH:
+                if item is not None and item is not _FLUSH:
                     self._file.write_event(item)
                     pending = True
-                if pending and (item is _FLUSH
-                                or time.monotonic() - last_flush > FLUSH_EVERY_S):
+                now = time.monotonic()
+                if pending and (item is None or item is _FLUSH
+                                or now - last_flush > FLUSH_EVERY_S):
                     self._file.flush()
-                    last_flush, pending = time.monotonic(), False
+                    last_flush, pending, unsent = now, False, True
+                if unsent and (item is _FLUSH or now - last_upload > UPLOAD_EVERY_S):
+                    self._upload()
+                    last_upload, unsent = now, False
         except Exception as err:  # noqa: BLE001 - any failure ends logging, never training
             self.failed = (f"{err.strerror}" if isinstance(err, OSError) and err.strerror
                            else f"{type(err).__name__}: {err}")
+            if self._remote:
+                self.failed += f" (what was logged is in {self._file._file_name})"
             try:
                 self._file._py_recordio_writer._writer.close()
             except OSError:
                 pass  # the buffered bytes that failed to write fail again: they are lost
+
+    def _upload(self) -> None:
+        """The staged file, whole, as the remote object (one upload: atomic)."""
+        if self._remote:
+            data = Path(self._file._file_name).read_bytes()
+            fs.write_atomic(self._remote.filesystem, self._remote.path, data)

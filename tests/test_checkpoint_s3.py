@@ -2,14 +2,15 @@
 server (moto's, on 127.0.0.1) through pyarrow's S3 filesystem, as the data path is tested.
 
 Writing, rotation, loading, the damaged newest moved aside, a training run that writes
-there, the refusal of an earlier run's directory, --resume from it and the trained model
-loaded from it."""
+there (its TensorBoard logs too), the refusal of an earlier run's directory, --resume from
+it and the trained model loaded from it."""
 
 import json
 
 import numpy as np
 import pytest
 from pyarrow import fs as pafs
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import distnet
 from distnet.checkpoint import (
@@ -93,25 +94,29 @@ def test_a_damaged_newest_object_is_moved_aside(s3):
 
 
 @pytest.fixture(scope="module")
-def on_s3(s3, ray_session, tiny_dataset, tmp_path_factory):
-    """--set arguments of a small job whose checkpoints go to S3 (its logs to a local
-    directory: metrics.logdir on object storage is not supported yet)."""
+def on_s3(s3, ray_session, tiny_dataset):
+    """--set arguments of a small job whose checkpoints and TensorBoard logs go to S3."""
     _, uri = s3
     settings = {"data.path": tiny_dataset, "checkpoint.dir": uri("tiny"),
-                "metrics.logdir": str(tmp_path_factory.mktemp("logs")),
+                "metrics.logdir": uri("tiny-logs"),
                 "model.kind": "fc", "model.hidden_dims": [16], "model.use_batchnorm": True,
                 "train.batch_size": 40, "train.num_epochs": 2}
     return [arg for key, value in settings.items()
             for arg in ("--set", f"{key}={json.dumps(value)}")]
 
 
-def test_train_refuse_resume_eval_and_load_model_on_s3(s3, on_s3, capsys):
+def test_train_refuse_resume_eval_and_load_model_on_s3(s3, on_s3, capsys, tmp_path):
     filesystem, uri = s3
     assert main(["train", "--json", *on_s3]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["steps"] == 12  # 2 workers x 20 of their 120 rows: 6 steps an epoch
     assert first["checkpoint"] == str(as_path(uri("tiny")) / "ckpt-00000012.npz")
     assert objects(filesystem, "tiny")[-1] == "ckpt-00000012.npz"
+    [events] = objects(filesystem, "tiny-logs")  # uploaded whole at the end
+    local = tmp_path / events
+    local.write_bytes(filesystem.open_input_stream(f"runs/tiny-logs/{events}").read())
+    run = EventAccumulator(str(tmp_path)).Reload()
+    assert [e.step for e in run.Scalars("accuracy/val")] == [6, 12]
 
     # A fresh run refuses the earlier run's objects, before Ray, as on a local disk.
     assert main(["train", *on_s3]) == 2

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from s3server import s3_server
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
@@ -130,6 +131,79 @@ def test_first_conv_layers_filters_are_an_image_grid_per_epoch(tmp_path):
 
 def test_fully_connected_runs_log_no_filter_images(written_run):
     assert read(written_run).Tags()["images"] == []
+
+
+# --- logs on object storage -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_server("logs") as server:
+        yield server
+
+
+def eventually(condition, timeout_s: float = 60.0):
+    """condition()'s first true value, polled (the uploads happen on the writer thread)."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return value
+
+
+def test_a_logdir_on_s3_is_uploaded_at_each_epoch_and_read_by_tensorboard(s3, monkeypatch):
+    # TensorBoard's own S3 reader (boto3), as `S3_ENDPOINT=... tensorboard --logdir
+    # s3://logs/run` reads it (it takes S3_ENDPOINT when tensorboard is imported)
+    from tensorboard.compat.tensorflow_stub.io import gfile
+
+    monkeypatch.setattr(gfile.get_filesystem("s3://logs"), "_s3_endpoint", s3.endpoint)
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    logger = RunLogger(s3.uri("run"), log_every_steps=1)
+    staging = logger.log._staging
+    assert logger.log.path.startswith(s3.uri("run/events.out.tfevents.").split("?")[0])
+    for step in range(5):
+        logger.step(stats(step))
+    logger.epoch(5, {"val": 0.25}, {"W1": np.ones((4, 3, 3, 3))})  # its flush uploads
+    live = eventually(lambda: (run := read("s3://logs/run")).Tags()["images"] and run)
+    assert [e.step for e in live.Scalars("train/loss")] == [0, 1, 2, 3, 4]
+    assert [e.value for e in live.Scalars("accuracy/val")] == [0.25]
+    logger.step(stats(6))
+    logger.hparams({"train.workers": 2}, {"test_acc": 0.2})
+    logger.close()  # the last upload, then the staging directory goes
+    [key] = s3.keys("run")
+    assert key.startswith("run/events.out.tfevents.")
+    done = read("s3://logs/run")
+    assert [e.step for e in done.Scalars("train/loss")] == [0, 1, 2, 3, 4, 6]
+    assert [e.value for e in done.Scalars("hparam/test_acc")] == pytest.approx([0.2])
+    assert not os.path.exists(staging)
+
+
+def test_a_logdir_in_a_missing_bucket_is_an_error_at_the_start(s3):
+    from distnet.errors import DistnetError
+
+    with pytest.raises(DistnetError, match="cannot create s3://.*nobucket/run"):
+        RunLogger(s3.uri("run").replace("@logs/", "@nobucket/"))
+
+
+def test_a_storage_server_that_goes_away_is_one_warning_naming_the_local_copy(capsys):
+    with s3_server("gone") as s3:
+        logger = RunLogger(s3.uri("run"), log_every_steps=1)
+        logger.step(stats(0))
+        logger.log.flush()
+        eventually(lambda: s3.keys("run"))
+    for step in range(1, 4):  # the server is gone: the next upload fails
+        logger.step(stats(step))
+    logger.log.flush()
+    eventually(lambda: logger.log.failed)
+    logger.step(stats(4))  # training goes on; nothing more is logged
+    logger.close()
+    warning = capsys.readouterr().err
+    assert warning.count(WARNING) == 1
+    assert "what was logged is in " in warning
+    local = warning.split("what was logged is in ")[1].split(")")[0]
+    assert [e.step for e in read(os.path.dirname(local)).Scalars("train/loss")] == [0, 1, 2, 3]
+    shutil.rmtree(os.path.dirname(local))
 
 
 # --- a full log disk -------------------------------------------------------------------------
