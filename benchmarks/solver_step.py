@@ -28,7 +28,7 @@ def run(config_name: str, steps: int, data: str, threads: int) -> child.ChildRes
     config = child.config_named(config_name)
     job = JobConfig.from_dict(config.job_dict(workers=1, data=data, tmp="/nonexistent",
                                               max_steps=steps))
-    X, y = child.train_arrays(data)
+    X, y = child.train_arrays(data, config)
     model = build_model(job.model, seed=0)
     solver = Solver(model, {"X_train": X, "y_train": y, "X_val": X[:1], "y_val": y[:1]},
                     update_rule=config.update_rule,

@@ -3,6 +3,8 @@
     python -m benchmarks.throughput                 # the full run (about 40 minutes)
     python -m benchmarks.throughput --quick         # smoke check, under 3 minutes
     python -m benchmarks.throughput --configs large --repeats 5 --write
+    python -m benchmarks.throughput --configs three_layer_conv recipe_conv --no-overhead \
+        --threads 1 --write --section conv-results          # the conv nets (issue 14)
 
 For each repeat, each config and each system in an order that rotates between repeats,
 one measurement runs a fixed number of training steps and keeps the wall time of each;
@@ -70,6 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--write", action="store_true",
                    help="write the tables into benchmarks/README.md, append the raw "
                    "measurements to results.jsonl")
+    p.add_argument("--section", default="results",
+                   help="with --write: the README section (between <!-- SECTION:start --> and "
+                   "<!-- SECTION:end -->) that takes the tables; the conv configs' run writes "
+                   "conv-results")
     p.add_argument("--tables-only", action="store_true",
                    help="measure nothing: render the last run of results.jsonl (with "
                    "--write: into the README)")
@@ -103,7 +109,7 @@ def main(argv=None) -> int:
     if args.tables_only:
         run, records = results.read_runs(RESULTS)[-1]
         measurements = [Measurement(**r) for r in records]
-        return _report(run, measurements, args.write)
+        return _report(run, measurements, args.write, args.section)
     started, clock = datetime.datetime.now(), time.perf_counter()
     from distnet.data.prepare import ensure_dataset
 
@@ -135,14 +141,14 @@ def main(argv=None) -> int:
            "actor_threads": probe, "wall_min": (time.perf_counter() - clock) / 60}
     if args.write:
         results.append_run(RESULTS, run, [m.to_json() for m in measurements])
-    return _report(run, measurements, args.write)
+    return _report(run, measurements, args.write, args.section)
 
 
-def _report(run: dict, measurements: list[Measurement], write: bool) -> int:
+def _report(run: dict, measurements: list[Measurement], write: bool, section: str) -> int:
     body = report.render(run, measurements, summarize(measurements))
     print(body)
     if write:
-        report.write_readme(HERE / "README.md", body)
+        report.write_readme(HERE / "README.md", body, section)
     return 1 if all(m.error for m in measurements) else 0
 
 

@@ -1,7 +1,8 @@
 """The benchmark networks in PyTorch (CPU), single-process and DistributedDataParallel.
 
 Same architecture as distnet's FullyConnectedNet (Linear-[BatchNorm1d]-ReLU-[Dropout]
-stacks, cross-entropy on the scores), same float32 arrays, same minibatch sampling (with
+stacks, cross-entropy on the scores) or ConvNet / ThreeLayerConvNet (the config's blocks,
+NCHW images), same float32 arrays, same minibatch sampling (with
 replacement, from numpy), same update rule (SGD with the L2 penalty as weight decay on
 the weights only, or Adam).
 
@@ -15,6 +16,7 @@ the global batch on its half of the training set (as distnet's two workers do).
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import tempfile
@@ -24,13 +26,15 @@ from itertools import pairwise
 import numpy as np
 
 from benchmarks.harness import child
-from benchmarks.harness.configs import BenchConfig
+from benchmarks.harness.configs import IMAGE, NUM_CLASSES, BenchConfig
 from benchmarks.harness.machine import blas_info
 
 DDP_PROCESSES = 2
 
 
 def build_net(config: BenchConfig):
+    if config.is_conv:
+        return build_conv_net(config)
     from torch import nn
 
     layers: list = []
@@ -46,6 +50,39 @@ def build_net(config: BenchConfig):
     return nn.Sequential(*layers)
 
 
+def build_conv_net(config: BenchConfig):
+    """distnet's ConvNet blocks in torch: Conv2d-[BatchNorm2d | GroupNorm]-ReLU, MaxPool2d,
+    Dropout, Linear-ReLU after a Flatten, and the scores' Linear."""
+    from torch import nn
+
+    from distnet.models.blocks import Conv, Dropout, Pool, check_blocks, parse_blocks
+
+    blocks = parse_blocks(config.blocks)
+    shapes = check_blocks(blocks, IMAGE)
+    layers: list = []
+    for block, before in zip(blocks, shapes[:-1], strict=True):
+        if isinstance(block, Conv):
+            layers.append(nn.Conv2d(before[0], block.filters, block.size, block.stride,
+                                    block.pad))
+            if block.norm == "batchnorm":
+                layers.append(nn.BatchNorm2d(block.filters, eps=1e-5, momentum=0.1))
+            elif block.norm == "groupnorm":
+                layers.append(nn.GroupNorm(block.groups, block.filters, eps=1e-5))
+            layers.append(nn.ReLU())
+        elif isinstance(block, Pool):
+            layers.append(nn.MaxPool2d(block.size, block.stride))
+        elif isinstance(block, Dropout):
+            layers.append(nn.Dropout(block.p))
+        else:  # Affine: affine - relu
+            if len(before) == 3:
+                layers.append(nn.Flatten())
+            layers += [nn.Linear(math.prod(before), block.units), nn.ReLU()]
+    if len(shapes[-1]) == 3:
+        layers.append(nn.Flatten())
+    layers.append(nn.Linear(math.prod(shapes[-1]), NUM_CLASSES))
+    return nn.Sequential(*layers)
+
+
 def build_optimizer(config: BenchConfig, net):
     import torch
 
@@ -53,8 +90,8 @@ def build_optimizer(config: BenchConfig, net):
         return torch.optim.Adam(net.parameters(), lr=config.learning_rate, eps=1e-8)
     # distnet's reg adds 0.5 * reg * |W|^2 for weight matrices only: their gradient
     # gains reg * W, which is SGD's weight_decay on exactly those tensors.
-    weights = [p for p in net.parameters() if p.dim() == 2]
-    others = [p for p in net.parameters() if p.dim() != 2]
+    weights = [p for p in net.parameters() if p.dim() >= 2]
+    others = [p for p in net.parameters() if p.dim() < 2]
     return torch.optim.SGD([{"params": weights, "weight_decay": config.reg},
                             {"params": others, "weight_decay": 0.0}], lr=config.learning_rate)
 
@@ -87,7 +124,7 @@ def run_single(config_name: str, steps: int, data: str, threads: int) -> child.C
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     config = child.config_named(config_name)
-    X, y = child.train_arrays(data)
+    X, y = child.train_arrays(data, config)
     step = make_step(config, build_net(config), X, y, config.batch_size, seed=0)
     setup = time.perf_counter() - start
     times, cpu = child.timed_steps(step, steps)
@@ -107,7 +144,7 @@ def _ddp_rank(rank: int, config_name: str, steps: int, data: str, port: int, out
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=DDP_PROCESSES)
     config = child.config_named(config_name)
-    X, y = child.train_arrays(data, rank, DDP_PROCESSES)
+    X, y = child.train_arrays(data, config, rank, DDP_PROCESSES)
     net = DistributedDataParallel(build_net(config))
     batch = child.worker_batch(config.batch_size, rank, DDP_PROCESSES)
     step = make_step(config, net, X, y, batch, seed=rank)

@@ -63,6 +63,18 @@ def test_write_readme_replaces_only_the_results(tmp_path):
                                "afterword\n"
 
 
+def test_write_readme_adds_a_new_section_at_the_end_and_then_replaces_it(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text(f"# Title\n{report.START}\nfc\n{report.END}\nafterword\n")
+    report.write_readme(path, "conv 1\n", "conv-results")
+    start, end = report.markers("conv-results")
+    assert path.read_text() == (f"# Title\n{report.START}\nfc\n{report.END}\nafterword\n\n"
+                                f"{start}\nconv 1\n{end}\n")
+    report.write_readme(path, "conv 2\n", "conv-results")
+    assert path.read_text().endswith(f"{start}\nconv 2\n{end}\n")
+    assert f"{report.START}\nfc\n{report.END}" in path.read_text()
+
+
 def test_results_file_appends_runs_and_reads_back_measurements(tmp_path):
     path = tmp_path / "results.jsonl"
     first = [Measurement("numpy", "two_layer", 100, r, [0.5, 0.25, 0.125], 1.0, 0.5,

@@ -1,7 +1,10 @@
 """The networks the benchmarks train, described once for distnet and for PyTorch.
 
-Every config is an affine-[batchnorm]-relu-[dropout] stack with a softmax loss on
-CIFAR-10 (3072 inputs, 10 classes), float32, trained with the seed's update rule.
+A config is an affine-[batchnorm]-relu-[dropout] stack (kind "fc", on 3072 inputs) or a
+conv net on 3x32x32 images whose layers are ConvNet blocks as a job file writes them
+(kind "conv"; kind "three_layer_conv" is the assignment's ThreeLayerConvNet, whose layers
+the blocks spell out for PyTorch and for the counts), with a softmax loss on CIFAR-10's
+10 classes, float32, trained with the seed's update rule.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 INPUT_DIM, NUM_CLASSES = 3 * 32 * 32, 10
+IMAGE = (3, 32, 32)
+KINDS = ("fc", "conv", "three_layer_conv")
 
 
 @dataclass(frozen=True)
@@ -28,8 +33,14 @@ class BenchConfig:
     # 2 workers (49,000 / batch steps), so no evaluation falls inside a distnet run.
     steps: int = 200
     quick_steps: int = 60
+    kind: str = "fc"
+    blocks: tuple[dict, ...] = ()  # conv kinds: the layers, as [[model.blocks]] tables
 
     def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+        if (self.kind == "fc") == bool(self.blocks):
+            raise ValueError(f"{self.name}: blocks describe the conv kinds, and only them")
         if self.update_rule not in ("sgd", "adam"):
             raise ValueError(f"{self.name}: update_rule must be sgd or adam, "
                              f"got {self.update_rule!r}")
@@ -42,27 +53,68 @@ class BenchConfig:
         return train_rows // workers // -(-self.batch_size // workers)
 
     @property
+    def is_conv(self) -> bool:
+        return self.kind != "fc"
+
+    @property
     def dims(self) -> list[int]:
         return [INPUT_DIM, *self.hidden_dims, NUM_CLASSES]
 
+    def layers(self) -> list[tuple[str, int, int, int]]:
+        """(type, parameters, multiply-adds per sample, batchnorm channels) of each layer
+        with weights, in order, the class scores' affine layer last."""
+        if not self.is_conv:
+            found = []
+            for i, (fan_in, units) in enumerate(pairwise(self.dims)):
+                bn = units if self.use_batchnorm and i < len(self.hidden_dims) else 0
+                found.append(("affine", (fan_in + 1) * units + 2 * bn, fan_in * units, bn))
+            return found
+        from distnet.models import blocks as conv_blocks
+
+        parsed = conv_blocks.parse_blocks(self.blocks)
+        shapes = conv_blocks.check_blocks(parsed, IMAGE)
+        found = []
+        for block, before, after in zip(parsed, shapes[:-1], shapes[1:], strict=True):
+            if isinstance(block, conv_blocks.Conv):
+                weights = block.filters * before[0] * block.size ** 2
+                norm = 2 * block.filters if block.norm else 0
+                bn = block.filters if block.norm == "batchnorm" else 0
+                found.append(("conv", weights + block.filters + norm,
+                              weights * after[1] * after[2], bn))
+            elif isinstance(block, conv_blocks.Affine):
+                fan_in = math.prod(before)
+                found.append(("affine", (fan_in + 1) * block.units, fan_in * block.units, 0))
+        fan_in = math.prod(shapes[-1])
+        return [*found, ("affine", (fan_in + 1) * NUM_CLASSES, fan_in * NUM_CLASSES, 0)]
+
     def param_count(self) -> int:
         """Elements of distnet's flat parameter vector (weights, biases, gamma, beta)."""
-        dims = self.dims
-        count = sum(a * b + b for a, b in pairwise(dims))
-        if self.use_batchnorm:
-            count += 2 * sum(self.hidden_dims)
-        return count
+        return sum(params for _, params, _, _ in self.layers())
 
     def bn_count(self) -> int:
         """Elements of the batchnorm running statistics (mean and variance per unit)."""
-        return 2 * sum(self.hidden_dims) if self.use_batchnorm else 0
+        return 2 * sum(bn for _, _, _, bn in self.layers())
 
     def flops_per_step(self) -> float:
-        """Multiply-adds x 2 of one forward + backward on a global batch (no input grad)."""
-        dims = self.dims
-        macs = sum(a * b for a, b in pairwise(dims))
-        first = dims[0] * dims[1]
-        return 2.0 * self.batch_size * (3 * macs - first)
+        """Multiply-adds x 2 of one forward + backward on a global batch (no input grad
+        for the first layer)."""
+        macs = [m for _, _, m, _ in self.layers()]
+        return 2.0 * self.batch_size * (3 * sum(macs) - macs[0])
+
+    def model_table(self) -> dict:
+        """The job file's [model] table for this net (float32)."""
+        common = {"reg": self.reg, "dtype": "float32"}
+        if self.kind == "fc":
+            return {"kind": "fc", "hidden_dims": list(self.hidden_dims),
+                    "use_batchnorm": self.use_batchnorm, "dropout": self.dropout,
+                    "weight_scale": self.weight_scale, **common}
+        if self.kind == "conv":
+            return {"kind": "conv", "blocks": [dict(b) for b in self.blocks],
+                    "weight_init": "he", **common}
+        conv, _, affine = self.blocks  # conv - pool - affine, as ThreeLayerConvNet
+        return {"kind": "three_layer_conv", "num_filters": conv["filters"],
+                "filter_size": conv["size"], "hidden_dims": [affine["units"]],
+                "weight_scale": self.weight_scale, **common}
 
     def steps_for(self, quick: bool) -> int:
         return self.quick_steps if quick else self.steps
@@ -72,9 +124,7 @@ class BenchConfig:
         return {
             "name": f"bench-{self.name}-{workers}w", "seed": 0,
             "data": {"path": data},
-            "model": {"kind": "fc", "hidden_dims": list(self.hidden_dims),
-                      "use_batchnorm": self.use_batchnorm, "dropout": self.dropout,
-                      "reg": self.reg, "weight_scale": self.weight_scale, "dtype": "float32"},
+            "model": self.model_table(),
             "optim": {"update_rule": self.update_rule, "learning_rate": self.learning_rate},
             # Enough epochs for max_steps (a longer run evaluates at each epoch's end).
             "train": {"num_epochs": -(-max_steps // self.steps_per_epoch(workers=workers)),
@@ -104,6 +154,19 @@ CONFIGS: dict[str, BenchConfig] = {c.name: c for c in (
                 dropout=0.3, steps=40, quick_steps=15),
     # The same large net without batchnorm and dropout (plain affine-relu).
     BenchConfig("large_plain", (1024, 512, 256), 512, "adam", 1e-3, steps=40, quick_steps=15),
+    # jobs/three_layer_convnet.toml: the assignment's ThreeLayerConvNet (conv 32 7x7 - relu -
+    # pool - affine 500 - relu - affine), Adam, batch 50 as its notebook trains it (reg 0:
+    # PyTorch's Adam has no L2 penalty of distnet's kind; it costs one pass either way).
+    BenchConfig("three_layer_conv", (500,), 50, "adam", 1e-3, weight_scale=1e-3,
+                steps=100, quick_steps=30, kind="three_layer_conv",
+                blocks=({"type": "conv", "filters": 32, "size": 7}, {"type": "pool"},
+                        {"type": "affine", "units": 500})),
+    # jobs/cifar10_convnet_best.toml's net: conv 3x3 32-64-128, each with batchnorm, relu
+    # and a 2x2 pool, then the scores; batch 128. (The recipe's AdamW costs what Adam does.)
+    BenchConfig("recipe_conv", (), 128, "adam", 3e-3, steps=60, quick_steps=20, kind="conv",
+                blocks=tuple(b for filters in (32, 64, 128) for b in (
+                    {"type": "conv", "filters": filters, "norm": "batchnorm"},
+                    {"type": "pool"}))),
 )}
 
 # The overhead probe: compute is negligible, so a step's time is the framework's.
@@ -111,4 +174,5 @@ TINY = BenchConfig("tiny", (10,), 2, "sgd", 1e-5, weight_scale=1e-3, steps=300,
                    quick_steps=100)
 
 DEFAULT_CONFIGS = ("two_layer", "five_layer_b25", "five_layer_b256", "large", "large_plain")
+CONV_CONFIGS = ("three_layer_conv", "recipe_conv")
 QUICK_CONFIGS = ("two_layer", "large")

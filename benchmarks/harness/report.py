@@ -10,7 +10,6 @@ from pathlib import Path
 from benchmarks.harness.configs import CONFIGS, TINY, BenchConfig
 from benchmarks.harness.measure import Measurement, Summary, median_detail
 
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 LABELS = {"numpy": "distnet Solver (1 proc)", "torch": "PyTorch (1 proc)",
           "distnet1": "distnet train 1w", "distnet2": "distnet train 2w",
           "ddp": "PyTorch DDP 2p"}
@@ -226,12 +225,24 @@ def render(run: dict, measurements: list[Measurement], summary: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_readme(path: Path, body: str) -> None:
-    """Replace the text between the results markers (atomically)."""
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    new = f"{head}{START}\n{body}{END}{tail}"
+def markers(section: str = "results") -> tuple[str, str]:
+    """The README comments around a section of generated tables."""
+    return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+
+
+START, END = markers()
+
+
+def write_readme(path: Path, body: str, section: str = "results") -> None:
+    """Replace the text between the section's markers (atomically); a section not there
+    yet is added at the end."""
+    start, end = markers(section)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start not in text:
+        text = f"{text.rstrip()}\n\n{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    new = f"{head}{start}\n{body}{end}{tail}"
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(new)
     os.replace(tmp, path)
