@@ -65,5 +65,10 @@ def job_to_toml(job: JobConfig) -> str:
 
 
 def _value(value) -> str:
-    # JSON's strings, numbers, booleans and arrays of them are valid TOML values.
+    # JSON's strings, numbers, booleans and arrays of them are valid TOML values; tables
+    # (model.blocks) become inline tables.
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {_value(v)}" for key, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_value, value)) + "]"
     return json.dumps(value)

@@ -13,6 +13,8 @@ from typing import Any, ClassVar, Literal
 from distnet import optim, schedules
 from distnet.config.schema import ConfigError, _Section
 from distnet.errors import InvalidInput
+from distnet.models.blocks import check_blocks, parse_blocks
+from distnet.models.build import CIFAR_IMAGE, CONV_KINDS
 
 UpdateRule = Literal[tuple(optim.RULES)]
 # The settings each update rule reads besides learning_rate (the keys of its config dict);
@@ -62,15 +64,25 @@ class DataConfig(_Section):
 @dataclass(frozen=True)
 class ModelConfig(_Section):
     """`two_layer` is the CS231n TwoLayerNet (exactly one hidden layer, no batchnorm or
-    dropout); `fc` is FullyConnectedNet (no hidden layers = a linear classifier)."""
+    dropout); `fc` is FullyConnectedNet (no hidden layers = a linear classifier);
+    `three_layer_conv` is ThreeLayerConvNet (conv num_filters x filter_size^2 - relu - 2x2
+    max pool - affine hidden_dims[0] - relu - affine); `conv` is the ConvNet its `blocks`
+    describe, one [[model.blocks]] table each (distnet/models/blocks.py: type = "conv",
+    "pool", "dropout" or "affine" and that block's fields), checked here against CIFAR's
+    3x32x32 images. weight_init = "he" (conv kinds) draws each layer's weights with std
+    sqrt(2 / fan_in) instead of weight_scale."""
 
     SECTION: ClassVar[str] = "model"
-    kind: Literal["two_layer", "fc"] = "two_layer"
+    kind: Literal["two_layer", "fc", "three_layer_conv", "conv"] = "two_layer"
     hidden_dims: tuple[int, ...] = (100,)
     use_batchnorm: bool = False
     dropout: float = 0.0  # probability of dropping a unit, as in the assignment
+    num_filters: int = 32  # three_layer_conv
+    filter_size: int = 7  # three_layer_conv
+    blocks: tuple[dict, ...] = ()  # conv
     reg: float = 0.0
     weight_scale: float = 1e-3
+    weight_init: Literal["normal", "he"] = "normal"
     dtype: Literal["float32", "float64"] = "float32"
 
     def _validate(self) -> None:
@@ -78,10 +90,34 @@ class ModelConfig(_Section):
         self._check("dropout", lambda v: 0 <= v < 1, "in [0, 1)")
         self._check("reg", lambda v: v >= 0, ">= 0")
         self._check("weight_scale", lambda v: v > 0, "> 0")
-        if self.kind == "two_layer":
-            self._check("hidden_dims", lambda v: len(v) == 1, 'one layer for kind = "two_layer"')
-        for name in ("use_batchnorm", "dropout"):
-            self._only_with(name, self.kind == "fc", 'applies only with kind = "fc"')
+        if self.kind in ("two_layer", "three_layer_conv"):
+            self._check("hidden_dims", lambda v: len(v) == 1, f'one layer for kind = "{self.kind}"')
+        self._check("num_filters", lambda v: v >= 1, ">= 1")
+        # 'same' padding, (filter_size - 1) // 2, keeps 32x32 only for odd sizes
+        self._check("filter_size", lambda v: v >= 1 and v % 2 == 1, "odd and >= 1")
+        for names, kind in ((("use_batchnorm", "dropout"), "fc"),
+                            (("num_filters", "filter_size"), "three_layer_conv"),
+                            (("blocks",), "conv")):
+            for name in names:
+                self._only_with(name, self.kind == kind, f'applies only with kind = "{kind}"')
+        self._only_with("hidden_dims", self.kind != "conv", 'does not apply with kind = '
+                        '"conv" (its affine blocks are the hidden layers)')
+        self._only_with("weight_init", self.kind in CONV_KINDS,
+                        'applies only with kind = "three_layer_conv" or "conv"')
+        self._only_with("weight_scale", self.weight_init == "normal",
+                        'has no effect with weight_init = "he"')
+        if self.kind == "conv":
+            self._check_blocks()
+
+    def _check_blocks(self) -> None:
+        """The blocks as ConvNet reads them, against the images they will meet."""
+        if not self.blocks:
+            raise ConfigError('model.blocks is required with kind = "conv": one '
+                              '[[model.blocks]] table per block')
+        try:
+            check_blocks(parse_blocks(self.blocks), CIFAR_IMAGE)
+        except InvalidInput as err:
+            raise ConfigError(f"model.blocks: {err}") from None
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ class GradientWorker:
         # DataError, which the driver reports in one line, not a dead actor's traceback.
         self._splits: dict = {}
         self.model = build_model(job.model, seed=job.seed)
+        # Conv nets take (B, 3, 32, 32) images, fully connected nets (B, 3072) rows: the
+        # reader hands out either (the same bytes) and flips and crops keep the layout.
+        self.layout = "nchw" if len(self.model.input_shape) == 3 else "flat"
         self._X = None  # reused minibatch buffer
         self._grads = None  # reused gradient buffer (what is returned is copied out by Ray)
         self.encoder = Encoder(job.train.compression, job.train.topk_ratio)
@@ -95,7 +98,7 @@ class GradientWorker:
             rng = sampling.augment_rng(seed, epoch, step_in_epoch, self.index)
             images = augment(images, rng, aug.augment_flip, aug.augment_crop_padding)
         self._X = train.normalize(images, out=self._buffer(len(idx)))
-        if self.job.model.dropout > 0:
+        if self.model.use_dropout:
             self.model.dropout_param["seed"] = sampling.dropout_seed(
                 seed, epoch, step_in_epoch, self.index)
         loss, grads = self.model.loss(self._X, y, grads_out=self._grads)
@@ -147,12 +150,12 @@ class GradientWorker:
         if name not in self._splits:
             self._splits[name] = self._open_split(
                 self.job.data.path, name, self.index, self.num_workers,
-                verify=self.job.data.verify)
+                verify=self.job.data.verify, layout=self.layout)
         return self._splits[name]
 
     def _load(self, param_slices, bn_state) -> None:
         vector = self.model.params.vector
-        for (a, b), values in zip(self.bounds, param_slices):
+        for (a, b), values in zip(self.bounds, param_slices, strict=True):
             vector[a:b] = values
         if bn_state is not None:
             self.model.set_bn_state(bn_state)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,9 +39,6 @@ from distnet.models.base import (
     weight_noise,
 )
 from distnet.params import FlatParams
-
-if TYPE_CHECKING:
-    from distnet.config import ModelConfig
 
 
 class FullyConnectedNet(Model):
@@ -195,26 +191,3 @@ class TwoLayerNet(FullyConnectedNet):
             dtype=dtype,
             init_seed=init_seed,
         )
-
-
-def build_model(
-    model_cfg: ModelConfig,
-    input_dim: int = 3 * 32 * 32,
-    num_classes: int = 10,
-    dtype: str | None = None,
-    seed: int | None = None,
-):
-    """The network `model_cfg` describes, its initial weights drawn from `seed` (None:
-    NumPy's global generator); `dtype` overrides model.dtype (float64 for gradient checks)."""
-    common = {
-        "input_dim": input_dim,
-        "num_classes": num_classes,
-        "reg": model_cfg.reg,
-        "weight_scale": model_cfg.weight_scale,
-        "dtype": np.dtype(dtype or model_cfg.dtype),
-        "init_seed": seed,
-    }
-    if model_cfg.kind == "two_layer":
-        return TwoLayerNet(hidden_dim=model_cfg.hidden_dims[0], **common)
-    return FullyConnectedNet(list(model_cfg.hidden_dims), dropout=model_cfg.dropout,
-                             use_batchnorm=model_cfg.use_batchnorm, **common)
