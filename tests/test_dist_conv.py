@@ -5,6 +5,7 @@ and crops; and a bad block stack in a job file is one line before anything start
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -126,6 +127,29 @@ def test_spatial_batchnorm_statistics_are_averaged_across_workers(ray_session, t
     assert not np.allclose(states[0], states[1])
     np.testing.assert_allclose(result.bn_state, (states[0] + states[1]) / 2, rtol=1e-5,
                                atol=1e-6)
+
+
+def test_tensorboard_shows_the_fc_scalars_and_the_filters_at_each_epoch(ray_session,
+                                                                        tiny_dataset, tiny_job,
+                                                                        tmp_path):
+    """The run's real event file, read back by tensorboard: a conv run logs every scalar an
+    fc run logs, and the first conv layer's 4 filters (3x3, RGB) at each epoch's end."""
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def logged(job):
+        train(job, progress=False, overwrite=True)
+        return EventAccumulator(job.metrics.logdir, size_guidance={"images": 0}).Reload()
+
+    conv = logged(conv_job(tiny_dataset, tmp_path / "conv", metrics={"log_every_steps": 1}))
+    fc = logged(tiny_job(metrics={"log_every_steps": 1}))
+    assert set(conv.Tags()["scalars"]) == set(fc.Tags()["scalars"])
+    assert fc.Tags()["images"] == [] and conv.Tags()["images"] == ["filters/W1"]
+    images = conv.Images("filters/W1")
+    assert [image.step for image in images] == [6, 12]  # 2 epochs of 240 / 40 steps
+    first, last = (np.asarray(Image.open(io.BytesIO(i.encoded_image_string))) for i in images)
+    assert first.shape == last.shape and first.shape[2] == 3 and first.shape[0] >= 192
+    assert not np.array_equal(first, last)  # the filters moved
 
 
 # --- failures ------------------------------------------------------------------------------
