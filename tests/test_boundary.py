@@ -9,7 +9,8 @@ LIBRARY = ["layers", "layer_utils", "models", "optim", "solver", "gradcheck", "p
 
 def test_library_modules_leave_ray_out():
     imports = "; ".join(f"import distnet.{name}" for name in LIBRARY)
-    code = f"import sys; {imports}; print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')))"
+    code = (f"import sys; {imports}; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 

@@ -134,7 +134,8 @@ def test_more_workers_than_val_images(pristine):
 @pytest.mark.parametrize("edit, match", [
     (lambda raw: "{not json", "invalid manifest: not JSON"),
     (lambda raw: "[1, 2]", "must be a JSON object, got list"),
-    (lambda raw: {k: v for k, v in raw.items() if k != "source_md5"}, "lacks the key(s) source_md5"),
+    (lambda raw: {k: v for k, v in raw.items() if k != "source_md5"},
+     "lacks the key(s) source_md5"),
     (lambda raw: {**raw, "colour": 1}, "unknown key(s) colour"),
     (lambda raw: {**raw, "splits": {**raw["splits"], "val": {"rows": 20}}},
      "split 'val' lacks the key(s) shards"),

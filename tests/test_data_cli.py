@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-
 from datagen import FOLDER, cifar_members, fake_cifar, make_cifar_tarball, md5_of, write_tarball
+
 from distnet.cli import main
 
 

@@ -6,8 +6,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from datagen import make_cifar_tarball
+
 from distnet.data.download import cache_dir, download
 from distnet.data.errors import DataError
 from distnet.data.prepare import prepare_dataset

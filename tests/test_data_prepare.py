@@ -6,9 +6,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from datagen import (
+    FOLDER,
+    LABEL_NAMES,
+    batch_pickle,
+    cifar_members,
+    fake_cifar,
+    md5_of,
+    py2_pickle,
+    write_tarball,
+)
 
-from datagen import (FOLDER, LABEL_NAMES, batch_pickle, cifar_members, fake_cifar,
-                     md5_of, py2_pickle, write_tarball)
 from distnet.data.errors import DataError
 from distnet.data.prepare import OFFICIAL_MD5, ensure_dataset, prepare_dataset
 from distnet.data.reader import load_manifest, open_split

@@ -5,9 +5,9 @@ import time
 
 import numpy as np
 import pytest
+from datagen import cifar_members, fake_cifar, md5_of, write_tarball
 from pyarrow import fs as pafs
 
-from datagen import cifar_members, fake_cifar, md5_of, write_tarball
 from distnet.data.check import check_dataset
 from distnet.data.errors import DataError
 from distnet.data.prepare import prepare_dataset

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from datagen import (
+    FOLDER,
+    batch_pickle,
+    cifar_members,
+    fake_cifar,
+    md5_of,
+    py2_pickle,
+    write_tarball,
+)
 
-from datagen import (FOLDER, batch_pickle, cifar_members, fake_cifar, md5_of, py2_pickle,
-                     write_tarball)
 from distnet.data.errors import DataError
 from distnet.data.prepare import prepare_dataset
 from distnet.data.unpickle import ForbiddenGlobalError, restricted_loads

@@ -108,7 +108,7 @@ def expected_scores(run, split):
     X, y = reader.batch(np.arange(reader.num_rows))
     predicted = distnet.load_model(directory).loss(X).argmax(axis=1)
     confusion = np.zeros((10, 10), np.int64)
-    for true, guess in zip(y, predicted):
+    for true, guess in zip(y, predicted, strict=True):
         confusion[true, guess] += 1
     per_class = [float(np.mean(predicted[y == c] == c)) if (y == c).any() else None
                  for c in range(10)]
@@ -136,7 +136,7 @@ def test_eval_prints_accuracy_per_class_and_the_confusion_matrix(run, capsys):
     assert lines[0] == f"test: accuracy {accuracy:.4f} ({np.trace(confusion)} of {count} images)"
     names = load_manifest(run[1]).label_names
     table = {line.split()[0]: line.split()[1:] for line in lines[3:3 + len(names)]}
-    for name, acc, row in zip(names, per_class, confusion):
+    for name, acc, row in zip(names, per_class, confusion, strict=True):
         shown = "-" if acc is None else f"{acc:.4f}"
         assert table[name] == [shown, str(row.sum())], name
     start = lines.index("confusion (rows: true class, columns: predicted)") + 2

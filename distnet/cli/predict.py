@@ -14,17 +14,27 @@ import json
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="label PNG/JPEG images or a .npy batch",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "predict",
+        help="label PNG/JPEG images or a .npy batch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file or directory")
     p.add_argument("files", metavar="FILE", nargs="+", help=".png, .jpg, .jpeg or .npy")
-    p.add_argument("--top", type=int, default=3, metavar="K",
-                   help="classes shown per image (default: 3)")
-    p.add_argument("--data", metavar="DIR_OR_URI",
-                   help="the dataset the model was trained on (default: the job's data.path)")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per image with every class's probability")
+    p.add_argument(
+        "--top", type=int, default=3, metavar="K", help="classes shown per image (default: 3)"
+    )
+    p.add_argument(
+        "--data",
+        metavar="DIR_OR_URI",
+        help="the dataset the model was trained on (default: the job's data.path)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per image with every class's probability",
+    )
     p.set_defaults(run=run)
 
 
@@ -37,12 +47,20 @@ def run(args) -> int:
         raise DistnetError(f"--top must be >= 1, got {args.top}")
     pred = predict(args.checkpoint, read_inputs(args.files), data=args.data)
     width = max(len(name) for name in pred.names)
-    for name, probs in zip(pred.names, pred.probabilities):
+    for name, probs in zip(pred.names, pred.probabilities, strict=True):
         if args.json:
-            print(json.dumps({"file": name, "label": pred.label_names[int(probs.argmax())],
-                              "probabilities": dict(zip(pred.label_names, probs.tolist()))}))
+            print(
+                json.dumps(
+                    {
+                        "file": name,
+                        "label": pred.label_names[int(probs.argmax())],
+                        "probabilities": dict(zip(pred.label_names, probs.tolist(), strict=True)),
+                    }
+                )
+            )
             continue
-        best = probs.argsort()[::-1][:args.top]
-        print(f"{name:<{width}}  " + "  ".join(f"{pred.label_names[i]} {probs[i]:.3f}"
-                                               for i in best))
+        best = probs.argsort()[::-1][: args.top]
+        print(
+            f"{name:<{width}}  " + "  ".join(f"{pred.label_names[i]} {probs[i]:.3f}" for i in best)
+        )
     return 0

@@ -28,7 +28,7 @@ def split_batch(batch_size: int, num_workers: int) -> list[int]:
 def steps_per_epoch(rows_per_worker: list[int], batch_sizes: list[int]) -> int:
     """Steps in one epoch: each worker walks through its own shuffled rows once, and the
     epoch ends when the first of them runs out (so every step uses full per-worker batches)."""
-    return max(1, min(rows // b for rows, b in zip(rows_per_worker, batch_sizes)))
+    return max(1, min(rows // b for rows, b in zip(rows_per_worker, batch_sizes, strict=True)))
 
 
 def _rng(seed: int, purpose: int, *keys: int) -> np.random.Generator:

@@ -218,6 +218,6 @@ def _weighted_mean(vectors, weights, out=None, scratch=None) -> np.ndarray:
     out = np.multiply(vectors[0], weights[0] / total, out=out)
     if scratch is None and len(vectors) > 1:
         scratch = np.empty_like(out)
-    for vec, w in zip(vectors[1:], weights[1:]):
+    for vec, w in zip(vectors[1:], weights[1:], strict=True):
         out += np.multiply(vec, w / total, out=scratch)
     return out
