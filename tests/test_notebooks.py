@@ -6,6 +6,7 @@ into PNG outputs, no display), so each plot is really drawn and counted here."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -28,9 +29,16 @@ def cache(tmp_path_factory) -> Path:
     return root
 
 
-def run_notebook(name: str, cache: Path, workdir: Path) -> nbformat.NotebookNode:
-    """Execute examples/`name` in `workdir` (where it writes runs/ and checkpoints/)."""
+def run_notebook(name: str, cache: Path, workdir: Path,
+                 parameters: dict | None = None) -> nbformat.NotebookNode:
+    """Execute examples/`name` in `workdir` (where it writes runs/ and checkpoints/), with
+    `parameters` set in a cell after its parameters cell (as papermill injects them)."""
     notebook = nbformat.read(EXAMPLES / name, as_version=4)
+    if parameters:
+        tagged = next(i for i, cell in enumerate(notebook.cells)
+                      if "parameters" in cell.metadata.get("tags", []))
+        lines = [f"{key} = {value!r}" for key, value in parameters.items()]
+        notebook.cells.insert(tagged + 1, nbformat.v4.new_code_cell("\n".join(lines)))
     env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
     env |= {"DISTNET_CACHE": str(cache), "TQDM_DISABLE": "1",
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",
@@ -56,7 +64,8 @@ def outputs(notebook, kind: str) -> list:
 
 def test_stored_notebooks_are_valid_and_start_with_their_parameters():
     names = sorted(path.name for path in EXAMPLES.glob("*.ipynb"))
-    assert names == ["assignment_flow.ipynb", "distributed.ipynb"]  # each with a test below
+    # each with a test below
+    assert names == ["assignment_flow.ipynb", "conv_nets.ipynb", "distributed.ipynb"]
     for name in names:
         notebook = nbformat.read(EXAMPLES / name, as_version=4)
         nbformat.validate(notebook)
@@ -83,3 +92,22 @@ def test_distributed_notebook_plots_live_survives_a_killed_worker_and_compares(c
     assert "1 worker: " in text and "2 workers / 1 worker:" in text
     assert len(outputs(notebook, "png")) == 3  # two live plots (updated in place), the comparison
     assert (tmp_path / "runs" / "notebook_2w").is_dir()  # written where the notebook ran
+
+
+def test_conv_notebook_checks_layers_overfits_trains_on_ray_and_shows_filters(cache, tmp_path):
+    # The assignment's nets on less data: conv layers in numpy take their time.
+    notebook = run_notebook("conv_nets.ipynb", cache, tmp_path, {
+        "NUM_TRAIN": 50, "OVERFIT_EPOCHS": 3, "SUBSET": 200, "DIST_STEPS": 4})
+    text = "".join(outputs(notebook, "text"))
+    assert "X_train (800, 3, 32, 32) float32" in text
+    # fast layers equal to the naive ones: conv forward, dx, dw, db; pool forward, dx
+    fast = re.findall(r"^(?:conv|max pool) .*relative error: (\S+)$", text, re.MULTILINE)
+    assert len(fast) == 6 and max(map(float, fast)) < 1e-9
+    assert text.count("max relative error") == 6  # the gradient check: W1, b1 ... W3, b3
+    assert "worst relative error" in text  # check_model_gradients (the notebook asserts it)
+    assert text.count("test accuracy:") == 1
+    assert "(Epoch 3 / 3)" in text and "2 workers: 4 steps" in text
+    # the overfit curves, the Solver net's filters, the distributed net's filters
+    assert len(outputs(notebook, "png")) == 3
+    assert (tmp_path / "runs" / "notebook_conv").is_dir()
+    assert "ThreeLayerConvNet {'W1': (32, 3, 7, 7)" in text
