@@ -31,7 +31,7 @@ import numpy as np
 
 from benchmarks.harness.machine import THREAD_VARS, clean_blas_env, describe
 from benchmarks.harness.results import append_run
-from distnet import fast_layers
+from distnet import fast_layers, im2col
 from distnet.gradcheck import rel_error
 from distnet.layers import conv as naive
 
@@ -154,16 +154,32 @@ def layer_pairs(layer: Layer, batch: int, rng) -> dict:
 
 def products_alone(layer: Layer, x, w, b, dout, conv_param):
     """Only the matrix products of conv_forward_fast / conv_backward_fast, on operands
-    made beforehand: the speed im2col leaves to reach with this BLAS."""
-    cols = fast_layers.conv_forward_fast(x, w, b, conv_param)[1][4]
-    w_rows = w.reshape(w.shape[0], -1)
-    dout_nhwc = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, w.shape[0])
-    drows = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(w.shape[0], -1)
+    made beforehand: the speed im2col leaves to reach with this BLAS. (All these layers
+    are stride 1 with pad < filter size.)"""
+    patches = fast_layers.conv_forward_fast(x, w, b, conv_param)[1][4]
+    (F, C, k, _), pad = w.shape, conv_param["pad"]
+    dout_rows = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, F)
+    if not im2col.channels_last(C, k):  # columns (taps, pixels); dx's columns for col2im
+        w_rows = w.reshape(F, -1)
+        dout_cf = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, -1)
+        products = ((lambda: w_rows @ patches), (lambda: patches @ dout_rows),
+                    (lambda: w_rows.T @ dout_cf))
+    elif F < 2 * C:  # rows (pixels, taps); dx as the product of dout's rows
+        w_rows = im2col.filter_rows(w)
+        drows = im2col.patch_matrix(dout, k, k, 1, k - 1 - pad, k - 1 - pad)
+        flipped_rows = im2col.filter_rows(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        products = ((lambda: patches @ w_rows), (lambda: patches.T @ dout_rows),
+                    (lambda: drows @ flipped_rows))
+    else:  # rows; dx's rows for col2im
+        w_rows = im2col.filter_rows(w)
+        products = ((lambda: patches @ w_rows), (lambda: patches.T @ dout_rows),
+                    (lambda: dout_rows @ w_rows.T))
+    forward, dw, dx = products
 
     def backward():
-        return (cols @ dout_nhwc, w_rows.T @ drows) if layer.input_grad else (cols @ dout_nhwc,)
+        return (dw(), dx()) if layer.input_grad else (dw(),)
 
-    return (lambda: w_rows @ cols), backward
+    return forward, backward
 
 
 def agreement(pairs: dict) -> float:

@@ -22,8 +22,15 @@ from distnet.layers.conv import (
 )
 
 # (x shape, w shape, stride, pad): stride 1 and 2, pad 0/1/2, non-square and odd sizes,
-# non-square filters, 1x1 filters, a filter as large as the padded input.
+# non-square filters, 1x1 filters, a filter as large as the padded input; each of
+# fast_layers' paths: few channels with wide rows of 4, 2 or 1 output pixels, many
+# channels with dx as a product (stride 1, pad < filter size, > 3 filters) or by col2im.
 CONV_CASES = [
+    ((2, 3, 8, 8), (4, 3, 7, 7), 1, 3),  # a first layer: rows 4 pixels wide
+    ((2, 3, 6, 9), (4, 3, 3, 3), 1, 1),  # rows 2 pixels wide
+    ((2, 5, 6, 7), (6, 5, 3, 3), 1, 1),  # dx as a product
+    ((2, 4, 5, 6), (5, 4, 3, 3), 1, 2),
+    ((2, 5, 6, 6), (2, 5, 3, 3), 1, 1),  # channels last, dx by col2im
     ((2, 3, 7, 5), (4, 3, 3, 3), 1, 1),
     ((2, 3, 9, 7), (4, 3, 3, 3), 2, 0),
     ((3, 2, 8, 6), (3, 2, 3, 1), 1, 2),
@@ -126,6 +133,22 @@ def test_max_pool_fast_numerical_gradient(x_shape, ph, pw, stride):
     dout = rng.standard_normal(out.shape)
     dx_num = eval_numerical_gradient_array(lambda a: max_pool_forward_fast(a, param)[0], x, dout)
     assert rel_error(max_pool_backward_fast(dout, cache), dx_num) < 1e-8
+
+
+def test_interleaved_layers_do_not_share_state():
+    # Two layers' forward passes, then their backward passes in reverse order (as a
+    # network runs them), equal the same layers run alone: nothing a call leaves in the
+    # reused scratch buffers survives into another call.
+    cases = [conv_case((3, 6, 8, 8), (7, 6, 3, 3), seed=11),
+             conv_case((3, 7, 8, 8), (5, 7, 3, 3), seed=12)]
+    param = {"stride": 1, "pad": 1}
+    dout = [np.random.default_rng(13).standard_normal((3, w.shape[0], 8, 8)) for _, w, _ in cases]
+    alone = [conv_backward_fast(d, conv_forward_fast(*case, param)[1])
+             for case, d in zip(cases, dout, strict=True)]
+    caches = [conv_forward_fast(*case, param)[1] for case in cases]
+    for k in (1, 0):
+        for a, b in zip(conv_backward_fast(dout[k], caches[k]), alone[k], strict=True):
+            assert np.array_equal(a, b)
 
 
 def test_float32_stays_float32():
