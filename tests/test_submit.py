@@ -15,7 +15,7 @@ import pytest
 from ray.job_submission import JobSubmissionClient
 from raycluster import free_port, ray_cluster
 
-from distnet.distributed.submit import Token, Upload, entrypoint, find_token
+from distnet.distributed.submit import Token, Upload, entrypoint, failure_reason, find_token
 from distnet.errors import DistnetError
 
 # Valid here; on the cluster it fails at once (no dataset, no tarball to prepare it from).
@@ -164,12 +164,64 @@ def test_submit_with_a_wrong_token_names_where_it_came_from(cluster, client, wor
 def test_submit_follows_the_logs_and_exits_1_when_the_job_fails(cluster, client, workdir):
     result = submit(workdir, cluster.client_env(), "jobs/submit_test.toml",
                     "--address", cluster.dashboard_url)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 1 and "submitted " in result.stderr, result.stderr
     job_id = result.stderr.split("submitted ", 1)[1].split()[0]
     assert f"distnet: job {job_id} failed" in result.stderr
     assert str(client.get_job_status(job_id).value) == "FAILED"
     assert result.stdout == client.get_job_logs(job_id)  # the job's whole log, followed
-    assert "distnet: error: " in result.stdout  # the trainer's own one-line error
+    [error] = [line for line in result.stdout.splitlines() if line.startswith("distnet: error: ")]
+    # the trainer's own one-line error, said again as the reason
+    assert f"distnet: job {job_id} failed: {error.removeprefix('distnet: error: ')} (" \
+        in result.stderr
+
+
+# A library that kills the process while it loads, as oneMKL in libtorch_cpu.so did in
+# issue 17, and one that fails to load: shadowing tomllib from the uploaded directory (Ray
+# puts it first on the job's PYTHONPATH), so `distnet train` meets them at once, and Ray's
+# own job supervisor (which shares that PYTHONPATH) does not.
+ABORTING = ("import os, sys\nsys.stderr.write('FATAL ERROR: Cannot load libfake.so.\\n')\n"
+            "sys.stderr.flush()\nos.abort()\n")
+FAILING = "raise ImportError('libfake.so: cannot open shared object file')\n"
+
+
+@pytest.mark.parametrize("library, reason", [
+    (ABORTING, "the driver died (Aborted) while importing tomllib: FATAL ERROR: Cannot load "
+               "libfake.so."),
+    (FAILING, "ImportError: libfake.so: cannot open shared object file (while importing "
+              "tomllib)"),
+])
+def test_a_driver_that_dies_importing_is_one_line_naming_the_import(cluster, workdir, library,
+                                                                     reason):
+    (workdir / "tomllib").mkdir()
+    (workdir / "tomllib" / "__init__.py").write_text(library)
+    elsewhere = workdir / "jobs"  # not where `python -m distnet` would import it from
+    result = submit(elsewhere, cluster.client_env(), "submit_test.toml", "--working-dir",
+                    str(workdir), "--address", cluster.dashboard_url)
+    assert result.returncode == 1, result.stderr
+    job_id = result.stderr.split("submitted ", 1)[1].split()[0]
+    assert f"distnet: job {job_id} failed: {reason} (ray job logs {job_id} " in result.stderr, \
+        result.stdout
+
+
+def test_failure_reasons_from_real_crash_logs(tmp_path):
+    (tmp_path / "fakelib").mkdir()
+    (tmp_path / "app.py").write_text("import json\nimport fakelib\n")
+
+    def log_of(library: str) -> str:
+        (tmp_path / "fakelib" / "__init__.py").write_text(library)
+        run = subprocess.run([sys.executable, "-X", "faulthandler", "app.py"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert run.returncode != 0
+        return run.stdout + run.stderr
+
+    assert failure_reason(log_of(ABORTING)) == (
+        "the driver died (Aborted) while importing fakelib: FATAL ERROR: Cannot load libfake.so.")
+    assert failure_reason(log_of(FAILING)) == (
+        "ImportError: libfake.so: cannot open shared object file (while importing fakelib)")
+    assert failure_reason(log_of("import no_such_module\n")) == (
+        "ModuleNotFoundError: No module named 'no_such_module' (while importing no_such_module)")
+    assert failure_reason("step 3\ndistnet: error: shard x is corrupt\n") == "shard x is corrupt"
+    assert failure_reason("all went well\n") is None
 
 
 # --- errors found before any upload: no cluster needed --------------------------------------

@@ -5,7 +5,8 @@ and bytes went (without what its .gitignore or .rayignore files list, nor runs/,
 checkpoints/, data/, .git at its top, nor anywhere files that look like secrets: .env,
 *.pem, *.key, id_rsa*, *token, .ssh/, .aws/, ...; those left out are named), runs
 `distnet train JOB [--set ...]` on the cluster, prints the job id and follows its logs
-until the job ends (exit 0 if it succeeded, 1 if not).
+until the job ends (exit 0 if it succeeded, 1 if not, with one line saying why its driver
+died: distnet's error, the exception, or the native crash and the import it hit).
 Status, logs and stop afterwards: `ray job status|logs|stop JOB_ID`.
 
 The cluster's token (Ray 2.60 token authentication) is taken from --token, else
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
                         working_dir=args.working_dir, token=args.token)
     if result.status is None or result.succeeded:
         return 0
-    print(f"distnet: job {result.job_id} {result.status.lower()} "
+    reason = f": {result.reason}" if result.reason else ""
+    print(f"distnet: job {result.job_id} {result.status.lower()}{reason} "
           f"(ray job logs {result.job_id} --address {args.address})", file=sys.stderr)
     return 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -64,6 +65,7 @@ class Token:
 class SubmitResult:
     job_id: str
     status: str | None  # a Ray JobStatus value once followed to the end; None with wait=False
+    reason: str | None = None  # why a failed job's driver died, in one line (failure_reason)
 
     @property
     def succeeded(self) -> bool:
@@ -175,7 +177,10 @@ def submit_job(
                           "run from the directory that contains it or pass --working-dir")
     found = find_token(token)
     upload = Upload.of(root, found)
-    runtime_env: dict = {"working_dir": str(root), "excludes": upload.excludes}
+    # A native crash (a library aborting while it loads) then dumps the Python stack too,
+    # from which failure_reason names the import.
+    runtime_env: dict = {"working_dir": str(root), "excludes": upload.excludes,
+                         "env_vars": {"PYTHONFAULTHANDLER": "1"}}
     if extra_pip:
         runtime_env["pip"] = list(extra_pip)
     with _plain_errors(address, found):
@@ -191,7 +196,12 @@ def submit_job(
         return SubmitResult(job_id, None)
     try:
         with _plain_errors(address, found):
-            return SubmitResult(job_id, _follow(client, job_id))
+            status = _follow(client, job_id)
+            reason = None
+            if status == "FAILED":  # the log's account, else Ray's (e.g. a lost supervisor)
+                said = str(client.get_job_info(job_id).message or "").strip().splitlines()
+                reason = failure_reason(client.get_job_logs(job_id)) or (said[0] if said else None)
+            return SubmitResult(job_id, status, reason)
     except KeyboardInterrupt:
         print(f"distnet: stopped following {job_id}; it keeps running "
               f"(ray job logs -f {job_id} / ray job stop {job_id})", file=sys.stderr)
@@ -242,3 +252,46 @@ def _follow(client, job_id: str) -> str:
     while (status := str(client.get_job_status(job_id).value)) not in TERMINAL:
         time.sleep(1)
     return status
+
+
+_MODULE_FRAME = re.compile(r'^\s*File "(?P<file>[^"<][^"]*)", line \d+ in <module>$')
+_EXCEPTION = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit): ")
+_IMPORT = re.compile(r"^\s+(?:from\s+(?P<source>[\w.]+)\s+import|import\s+(?P<name>[\w.]+))")
+
+
+def failure_reason(logs: str) -> str | None:
+    """Why a job's driver died, in one line, from its log: a native crash (Python's
+    faulthandler dump: "Fatal Python error: Aborted" and the stack, see PYTHONFAULTHANDLER
+    above) with the module it was importing and the library's last words; distnet's own
+    one-line error; else a Python exception's last line, with the import it came from.
+    None when the log says none of these."""
+    lines = logs.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Fatal Python error: "):
+            said = next((s.strip() for s in reversed(lines[:i]) if s.strip()), "")
+            frames = (_MODULE_FRAME.match(s) for s in lines[i + 1:])
+            module = next((_module_name(m["file"]) for m in frames if m), None)
+            return (f"the driver died ({line.removeprefix('Fatal Python error: ')})"
+                    + (f" while importing {module}" if module else "")
+                    + (f": {said}" if said else ""))
+    errors = [s for s in lines if s.startswith("distnet: error: ")]
+    if errors:
+        return errors[-1].removeprefix("distnet: error: ")
+    raised = [i for i, s in enumerate(lines) if _EXCEPTION.match(s)]
+    if not raised:
+        return None
+    imports = [m for s in lines[:raised[-1]] if (m := _IMPORT.match(s))]
+    within = f" (while importing {imports[-1]['source'] or imports[-1]['name']})" if imports \
+        else ""
+    return lines[raised[-1]].strip() + within
+
+
+def _module_name(file: str) -> str:
+    """The module a source file is: dotted from site-packages, else its own name."""
+    path = Path(file)
+    parts = path.with_suffix("").parts
+    if "site-packages" in parts:
+        parts = parts[parts.index("site-packages") + 1:]
+    else:
+        parts = parts[-2:] if path.name == "__init__.py" else parts[-1:]
+    return ".".join(part for part in parts if part != "__init__")
