@@ -2,6 +2,7 @@
 against PyTorch CPU, one thread each, in one process, measured side by side.
 
     /tmp/torchenv/bin/python -m benchmarks.conv_layers [--repeats 21] [--batch 50] [--write]
+        [--baseline REV]  # also time fast_layers as of git revision REV, in the same run
 
 Part 1 is the assignment notebook's timing cells (float64, as the notebook's randn
 arrays are): conv x (100, 3, 31, 31), w (25, 3, 3, 3), stride 2, pad 1; max pool x
@@ -22,8 +23,10 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import subprocess
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,9 +112,10 @@ def numpy_pair(forward_fn, backward_fn, inputs, dout):
     return forward, backward
 
 
-def layer_pairs(layer: Layer, batch: int, rng) -> dict:
-    """distnet's and PyTorch's (forward, backward) on the same float32 arrays. PyTorch's
-    backward is autograd.grad (nothing accumulates into .grad) and computes dx too."""
+def layer_pairs(layer: Layer, batch: int, rng, baseline=None) -> dict:
+    """distnet's and PyTorch's (forward, backward) on the same float32 arrays, and those of
+    a `baseline` fast_layers module if given. PyTorch's backward is autograd.grad (nothing
+    accumulates into .grad) and computes dx too."""
     import torch
     import torch.nn.functional as F
 
@@ -124,9 +128,11 @@ def layer_pairs(layer: Layer, batch: int, rng) -> dict:
         b = rng.standard_normal(layer.filters, dtype=np.float32)
         dout = rng.standard_normal((batch, layer.filters, layer.size, layer.size), dtype=np.float32)
         conv_param = {"stride": 1, "pad": layer.kernel // 2}
-        ours = numpy_pair(lambda *a: fast_layers.conv_forward_fast(*a, conv_param),
-                          functools.partial(fast_layers.conv_backward_fast,
-                                            input_grad=layer.input_grad), (x, w, b), dout)
+
+        def ours(fast):
+            return numpy_pair(lambda *a: fast.conv_forward_fast(*a, conv_param),
+                              functools.partial(fast.conv_backward_fast,
+                                                input_grad=layer.input_grad), (x, w, b), dout)
         wt, bt = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
         conv_inputs = (xt, wt, bt)
         inputs = conv_inputs if layer.input_grad else (wt, bt)
@@ -136,8 +142,10 @@ def layer_pairs(layer: Layer, batch: int, rng) -> dict:
     else:
         dout = rng.standard_normal((batch, layer.channels, layer.size // 2, layer.size // 2),
                                    dtype=np.float32)
-        ours = numpy_pair(lambda a: fast_layers.max_pool_forward_fast(a, POOL),
-                          fast_layers.max_pool_backward_fast, (x,), dout)
+
+        def ours(fast):
+            return numpy_pair(lambda a: fast.max_pool_forward_fast(a, POOL),
+                              fast.max_pool_backward_fast, (x,), dout)
         inputs = (xt,)
 
         def torch_forward():
@@ -146,7 +154,9 @@ def layer_pairs(layer: Layer, batch: int, rng) -> dict:
     def torch_backward():
         return torch.autograd.grad(state["out"], inputs, torch.from_numpy(dout))
 
-    pairs = {"distnet": ours, "torch": (torch_forward, torch_backward)}
+    pairs = {"distnet": ours(fast_layers), "torch": (torch_forward, torch_backward)}
+    if baseline is not None:
+        pairs["baseline"] = ours(baseline)
     if layer.kernel:
         pairs["products"] = products_alone(layer, x, w, b, dout, conv_param)
     return pairs
@@ -216,13 +226,28 @@ def interleaved(setups: dict, repeats: int, extra: dict) -> dict:
     return times
 
 
-def bench_layers(batch: int, repeats: int, only: str) -> tuple[list[dict], list[str]]:
+def baseline_module(revision: str):
+    """distnet/fast_layers.py as of a git revision, loaded beside the current one, to time
+    a change against its predecessor in one run. Its own imports (distnet.layers, ...)
+    resolve to the working tree: a baseline older than a helper it imports is not exact."""
+    source = subprocess.run(["git", "show", f"{revision}:distnet/fast_layers.py"],
+                            cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    if source.returncode:
+        sys.exit(f"conv_layers: --baseline {revision}: {source.stderr.strip()}")
+    module = types.ModuleType(f"fast_layers@{revision}")
+    exec(compile(source.stdout, f"{revision}:distnet/fast_layers.py", "exec"), module.__dict__)
+    return module
+
+
+def bench_layers(batch: int, repeats: int, only: str, baseline: str = "",
+                 old=None) -> tuple[list[dict], list[str]]:
+    """`old`: the fast_layers module of revision `baseline`, timed beside the current one."""
     import torch
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     layers = [layer for layer in LAYERS if only in layer.name]
-    setups = {layer.name: layer_pairs(layer, batch, rng) for layer in layers}
+    setups = {layer.name: layer_pairs(layer, batch, rng, old) for layer in layers}
     diffs = {name: agreement(pairs) for name, pairs in setups.items()}  # also the warm-up
     a = rng.standard_normal((SGEMM_SIZE, SGEMM_SIZE), dtype=np.float32)
     a_t = torch.from_numpy(a)
@@ -267,6 +292,20 @@ def bench_layers(batch: int, repeats: int, only: str) -> tuple[list[dict], list[
                      f"{med_cpu['torch'] / med_cpu['distnet']:.2f} | "
                      f"{p10['torch'] / p10['distnet']:.2f} | "
                      f"{' | '.join(rates)} | {diffs[layer.name]:.1e} |")
+    if baseline:
+        lines += ["", f"fast_layers at {baseline} (baseline) against the working tree's, by CPU "
+                  "time (PyTorch's time / theirs, fwd+bwd medians):", ""]
+        for layer in layers:
+            cpu_s = {s: np.median(cpu(times[layer.name, s, "forward"])
+                                  + cpu(times[layer.name, s, "backward"]))
+                     for s in ("baseline", *SYSTEMS)}
+            records += [{"part": "layers", "layer": layer.name, "batch": batch,
+                         "system": "baseline", "revision": baseline, "phase": phase,
+                         **record_times(times[layer.name, "baseline", phase])}
+                        for phase in ("forward", "backward")]
+            lines.append(f"- {layer.name}: baseline {cpu_s['torch'] / cpu_s['baseline']:.2f}, "
+                         f"distnet {cpu_s['torch'] / cpu_s['distnet']:.2f} "
+                         f"({1e3 * cpu_s['baseline']:.1f} -> {1e3 * cpu_s['distnet']:.1f} ms)")
     return records, lines
 
 
@@ -406,13 +445,17 @@ def main() -> None:
     parser.add_argument("--write", action="store_true",
                         help=f"append the raw times to {RESULTS.name}")
     parser.add_argument("--label", default="")
+    parser.add_argument("--baseline", default="", metavar="REV",
+                        help="also time distnet/fast_layers.py as of this git revision")
     args = parser.parse_args()
+    old = baseline_module(args.baseline) if args.baseline else None  # a bad REV fails first
     removed = clean_blas_env()
     one_thread_env()
     start = time.strftime("%Y-%m-%d %H:%M")
     machine = describe(removed)  # its load average is the one at the start
     records, lines = notebook_cells(args.notebook_repeats) if not args.only else ([], [])
-    layer_records, layer_lines = bench_layers(args.batch, args.repeats, args.only)
+    layer_records, layer_lines = bench_layers(args.batch, args.repeats, args.only, args.baseline,
+                                              old)
     records, lines = records + layer_records, lines + layer_lines
     if args.solver_steps:
         solver_records, solver_lines = bench_solver(args.batch, args.solver_steps)
