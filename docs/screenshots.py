@@ -47,7 +47,7 @@ def text_shown(text: str) -> str:
 # view -> (URL fragment, the condition under which the page has drawn it, page height)
 VIEWS = {
     "curves": ("?darkMode=false&tagFilter=train/loss|accuracy/#timeseries",
-               f"{lines_drawn(4)} >= 3", 1300),
+               f"{lines_drawn(10)} >= 1 && {text_shown('accuracy/val')}", 1300),
     "time_split": ("?darkMode=false#custom_scalars", f"{lines_drawn(10)} >= 5", 1500),
     "hparams": ("?darkMode=false#hparams", text_shown("hparam/test_acc"), 800),
     "filters": ("?darkMode=false#images",
