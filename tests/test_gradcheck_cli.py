@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +97,23 @@ def test_gradcheck_covers_conv_nets(args, header, names, threshold):
     assert [line.split()[0] for line in lines[1:-1]] == names
     assert all(line.endswith("ok") for line in lines[1:-1])
     assert lines[-1] == f"all gradients within {threshold}"
+
+
+@pytest.mark.parametrize("job, header", [
+    ("three_layer_convnet", "ThreeLayerConvNet: layers 3 (conv 32 7x7 stride 1 pad 3"),
+    ("cifar10_convnet_best", "ConvNet: layers 4 (conv 32 3x3 stride 1 pad 1 batchnorm"),
+])
+def test_gradcheck_checks_a_conv_job_files_network_on_small_images(job, header):
+    jobs = Path(__file__).parent.parent / "jobs"
+    result = distnet(str(jobs / f"{job}.toml"), "--batch-size", "2", "--max-checks", "8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(header) and "float64, batch 2 x 3x8x8" in lines[0]
+    assert all(line.endswith("ok") for line in lines[1:-1])
+    # A fully connected job's input is --input-dim, not an image shape.
+    result = distnet(str(jobs / "two_layer.toml"), "--image-shape", "3,8,8")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("distnet: error: --image-shape is the input")
 
 
 def test_gradcheck_exits_1_above_the_threshold():

@@ -148,10 +148,19 @@ def _build_model(args, seed: int):
         from distnet.models import build_model
     except ImportError:
         raise DistnetError("gradcheck JOB.toml needs distnet.config") from None
+    from distnet.models.build import CONV_KINDS
+
     model_config = load_job(args.job).model
     if args.weight_scale is not None:
         model_config = dataclasses.replace(model_config, weight_scale=args.weight_scale)
-    model = build_model(model_config, args.input_dim, args.num_classes, np.float64, seed=seed)
+    if model_config.kind in CONV_KINDS:  # small images: a float64 check at 32x32 takes minutes
+        input_dim = args.image_shape or (3, 8, 8)
+    elif args.image_shape is not None:
+        raise DistnetError("--image-shape is the input of a conv net; this job's "
+                           f'kind = "{model_config.kind}" takes --input-dim')
+    else:
+        input_dim = args.input_dim
+    model = build_model(model_config, input_dim, args.num_classes, np.float64, seed=seed)
     if model.use_dropout:
         model.dropout_param["seed"] = seed
     return model
@@ -191,7 +200,7 @@ def run(args) -> int:
     if conv and any(fully_connected):
         raise DistnetError("--hidden-dims, --batchnorm and --dropout describe a fully "
                            "connected net; a conv net's layers are --conv or --blocks")
-    if args.image_shape is not None and not conv:
+    if args.image_shape is not None and not conv and args.job is None:
         raise DistnetError("--image-shape is the input of a conv net (--conv or --blocks); "
                            "a fully connected net takes --input-dim")
     if args.batch_size < 2 or args.input_dim < 1 or args.num_classes < 2 or args.max_checks < 1:
