@@ -9,10 +9,12 @@ Victims are found by process title (Ray names an actor's process `ray::<Class>`)
 this process's descendants (the Ray it started, never another test's on a shared
 machine), so the killer needs nothing from the driver and works with a driver in another
 process. The driver runs as `python tests/killer.py JOB ADDRESS OUT [--resume]
-[--interrupt-at PHASE:N]` (`drive`, below): it prints one line per completed step and per
-phase of the run (hooks.PHASES), so the watcher bounds the time between steps and dumps
-the driver's stacks with py-spy when it hangs; `--interrupt-at PHASE:N` makes the driver
-send itself SIGINT at the N-th time (1-based) it reaches PHASE, exactly there.
+[--interrupt-at PHASE:N] [--kill-server-at STEP]` (`drive`, below): it prints one line per
+completed step and per phase of the run (hooks.PHASES), so the watcher bounds the time
+between steps and dumps the driver's stacks with py-spy when it hangs; `--interrupt-at
+PHASE:N` makes the driver send itself SIGINT at the N-th time (1-based) it reaches PHASE,
+exactly there; `--kill-server-at STEP` kills a parameter server from the driver once
+STEP is booked (so that the recovery phases come, at a known point).
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class Watch:
     fired: list[tuple[float, str, list[int]]] = field(default_factory=list)
     interrupt_exit_s: float | None = None  # SIGINT to exit
     phases: list[tuple[str, int]] = field(default_factory=list)  # (phase, step) as reached
+    interrupted_in: tuple[str, int] | None = None  # where the driver sent itself SIGINT
+    ended_s: float = 0.0  # from the clock's start to the driver's exit
     stderr: str = ""
 
 
@@ -103,17 +107,22 @@ def _fire(kill: Kill, rng: random.Random, driver: subprocess.Popen) -> list[int]
 def run_driver(job_file: Path, address: str, out: Path, schedule: list[Kill] = (),
                seed: int = 0, step_bound_s: float = 60.0, exit_bound_s: float = 10.0,
                resume: bool = False, total_bound_s: float = 900.0,
-               interrupt_at: tuple[str, int] | None = None, clock: str = "workers") -> Watch:
+               interrupt_at: tuple[str, int] | None = None, kill_server_at: int | None = None,
+               clock: str = "workers") -> Watch:
     """Run the driver in a child process, fire `schedule`, bound every wait.
 
-    The schedule's times count from the first gradient worker alive (`clock="workers"`)
-    or from the driver's start (`clock="start"`). `interrupt_at=(phase, n)`: the driver
-    sends itself SIGINT at the n-th time it reaches `phase` (see the module docstring)."""
+    The schedule's times count from the first gradient worker alive (`clock="workers"`),
+    from the driver's first step (`clock="step"`) or from its start (`clock="start"`). `interrupt_at=(phase, n)`: the driver
+    sends itself SIGINT at the n-th time it reaches `phase` (see the module docstring);
+    `kill_server_at`: it kills parameter server 0 once that step is booked."""
     cmd = [sys.executable, __file__, str(job_file), address, str(out)]
     if resume:
         cmd.append("--resume")
     if interrupt_at:
         cmd += ["--interrupt-at", f"{interrupt_at[0]}:{interrupt_at[1]}"]
+    if kill_server_at is not None:
+        cmd += ["--kill-server-at", str(kill_server_at)]
+    earlier = set(actor_pids("GradientWorker"))  # a previous driver's, maybe still ending
     driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watch, rng = Watch(), random.Random(seed)
     last = [time.monotonic(), False]  # time of the last step, whether steps have begun
@@ -137,13 +146,17 @@ def run_driver(job_file: Path, address: str, out: Path, schedule: list[Kill] = (
                 watch.phases.append((name, int(step)))
             elif line.startswith("interrupting ") and interrupted_at is None:
                 interrupted_at = time.monotonic()
+                _, name, step = line.split()
+                watch.interrupted_in = (name, int(step))
 
     readers = [threading.Thread(target=read_steps, daemon=True),
                threading.Thread(target=lambda: err_lines.extend(driver.stderr), daemon=True)]
     for t in readers:
         t.start()
     start = time.monotonic()
-    while clock == "workers" and not actor_pids("GradientWorker") and driver.poll() is None:
+    while driver.poll() is None and (
+            (clock == "workers" and not set(actor_pids("GradientWorker")) - earlier)
+            or (clock == "step" and not last[1])):
         if time.monotonic() - start > total_bound_s:
             break
         time.sleep(0.05)
@@ -164,6 +177,7 @@ def run_driver(job_file: Path, address: str, out: Path, schedule: list[Kill] = (
             break
         time.sleep(0.05)
     ended = time.monotonic()
+    watch.ended_s = round(ended - t0, 2)
     driver.wait(timeout=30)
     for t in readers:
         t.join(timeout=5)
@@ -203,9 +217,11 @@ def read_result(out: Path):
 
 
 def drive(job_file: str, address: str, out: str, resume: bool,
-          interrupt_at: tuple[str, int] | None = None) -> int:
+          interrupt_at: tuple[str, int] | None = None, kill_server_at: int | None = None) -> int:
     """The driver process: train, print a line per step and per phase, write the result
-    into `out`; SIGINT to itself at `interrupt_at` = (phase, n-th time)."""
+    into `out`; SIGINT to itself at `interrupt_at` = (phase, n-th time); SIGKILL to
+    parameter server 0 once step `kill_server_at` is booked (once: a recovery books the
+    steps after its checkpoint again)."""
     import numpy as np
 
     from distnet.config import load_job
@@ -223,11 +239,16 @@ def drive(job_file: str, address: str, out: str, resume: bool,
             os.kill(os.getpid(), signal.SIGINT)  # raised here, in the driver's main thread
             time.sleep(1)  # not reached: Python runs the handler before the next bytecode
 
+    def on_step(event) -> None:
+        print(f"step {event.step}", flush=True)
+        if event.step == kill_server_at and "killed" not in reached:
+            reached["killed"] = 1
+            os.kill(event.group.server_pids()[0], signal.SIGKILL)
+
     job = load_job(job_file)
     try:
         result = train(job, address=address, resume=resume, overwrite=not resume,
-                       progress=False, hooks=Hooks(on_phase=on_phase),
-                       on_step=lambda e: print(f"step {e.step}", flush=True))
+                       progress=False, hooks=Hooks(on_phase=on_phase), on_step=on_step)
     except KeyboardInterrupt:
         return 130
     out_dir = Path(out)
@@ -243,5 +264,6 @@ def drive(job_file: str, address: str, out: str, resume: bool,
 if __name__ == "__main__":
     args = sys.argv[1:]
     at = args[args.index("--interrupt-at") + 1].split(":") if "--interrupt-at" in args else None
+    kill = int(args[args.index("--kill-server-at") + 1]) if "--kill-server-at" in args else None
     sys.exit(drive(*args[:3], resume="--resume" in args,
-                   interrupt_at=(at[0], int(at[1])) if at else None))
+                   interrupt_at=(at[0], int(at[1])) if at else None, kill_server_at=kill))

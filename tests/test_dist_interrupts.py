@@ -17,12 +17,18 @@ import random
 
 import numpy as np
 import pytest
+from distnet.distributed.hooks import PHASES
 from killer import Kill, read_result, run_driver, write_job_file
 
 pytestmark = pytest.mark.slow
 
-STEPS_PER_EPOCH = 3  # 240 train images over 2 workers of 20 (tests/conftest.py's dataset)
-EPOCHS = 3
+EPOCHS = 8  # of 3 steps (2 workers), 2 steps (2 + 1 backup): long enough to interrupt
+# The n-th time a phase is reached (1-based): past the first epoch end, before the last.
+AT = {"submitted": 7, "fetched": 5, "booked": 5, "evaluating": 2, "evaluated": 2,
+      "checkpointing": 3, "checkpointed": 3, "recovering": 1, "recovered": 1}
+KILL_SERVER_AT = 4  # the step after which a server dies, for the recovery phases
+MODES = {"sync": {}, "backup": {"backup_workers": 1}, "async": {"mode": "async"},
+         "ssp": {"mode": "ssp", "staleness": 1}}
 
 
 def job(dataset: str, root, **train) -> dict:
@@ -34,7 +40,7 @@ def job(dataset: str, root, **train) -> dict:
         "optim": {"update_rule": "adam", "learning_rate": 1e-3},
         "train": {"num_epochs": EPOCHS, "batch_size": 80, "workers": 2,
                   "num_train_samples": 60} | train,
-        "checkpoint": {"dir": str(root / "ckpt"), "every_steps": 2},
+        "checkpoint": {"dir": str(root / "ckpt"), "every_steps": 4},
         "metrics": {"logdir": str(root / "runs")},
     }
 
@@ -46,11 +52,17 @@ def address(ray_session):
 
 def interrupted_then_resumed(job_file, address, out, **interrupt):
     """Run until the SIGINT `interrupt` describes, then --resume to the end; the watches."""
-    first = run_driver(job_file, address, out, **interrupt)
+    return resumed_after(run_driver(job_file, address, out, **interrupt), job_file, address, out)
+
+
+def resumed_after(first, job_file, address, out, steps: int | None = None):
+    """`first` ended by its SIGINT within 10 s, saying how to go on (unless all its `steps`
+    were done: a SIGINT while Ray disconnects has nothing to tell); then --resume."""
     assert not first.hung, f"hung: {first.phases[-5:]}\n{first.stacks}\n{first.stderr[-3000:]}"
     assert first.returncode == 130, first.stderr[-3000:]
     assert first.interrupt_exit_s is not None and first.interrupt_exit_s <= 10
-    assert "continue with --resume" in first.stderr
+    if first.steps != steps:
+        assert "continue with --resume" in first.stderr
     second = run_driver(job_file, address, out, resume=True)
     assert not second.hung, f"{second.stacks}\n{second.stderr[-3000:]}"
     assert second.returncode == 0, second.stderr[-3000:]
@@ -87,3 +99,69 @@ def assert_identical(out, clean):
     for key in ("loss_history", "train_acc_history", "val_acc_history", "applied_gradients",
                 "steps", "epochs", "best_val_acc"):
         assert summary[key] == clean[2][key], key
+
+
+# --- every phase, every mode ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def runs(tiny_dataset, address, tmp_path_factory):
+    """mode -> (job file, the undisturbed run's result, its duration from the first worker)."""
+    made = {}
+
+    def get(mode: str):
+        if mode not in made:
+            root = tmp_path_factory.mktemp(mode)
+            job_file = write_job_file(job(tiny_dataset, root, **MODES[mode]), root / "job.toml")
+            clean = run_driver(job_file, address, root / "clean")
+            assert clean.returncode == 0, clean.stderr[-3000:]
+            assert {phase for phase, _ in clean.phases} == set(PHASES) - {"recovering",
+                                                                         "recovered"}
+            made[mode] = job_file, read_result(root / "clean"), clean
+        return made[mode]
+
+    return get
+
+
+def assert_books_exact(out, clean, mode: str):
+    """The resumed run booked what the undisturbed one did: every step, gradient and epoch
+    end once; bit for bit where the mode is deterministic."""
+    _, _, summary = read_result(out)
+    want = clean[2]
+    assert summary["steps"] == want["steps"] == len(summary["loss_history"])
+    assert summary["applied_gradients"] == want["applied_gradients"] == 2 * want["steps"]
+    assert summary["epochs"] == want["epochs"] == EPOCHS
+    assert len(summary["val_acc_history"]) == len(summary["train_acc_history"]) == EPOCHS
+    assert summary["best_val_acc"] == max(summary["val_acc_history"])
+    if mode in ("async", "ssp"):  # each worker's share depends on timing, their sum not
+        assert sum(summary["worker_steps"]) == summary["applied_gradients"]
+    if mode == "sync":
+        assert_identical(out, clean)
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+@pytest.mark.parametrize("mode", list(MODES))
+def test_ctrl_c_at_each_phase_then_resume(runs, address, tmp_path, mode, phase):
+    job_file, clean, _ = runs(mode)
+    recovery = phase in ("recovering", "recovered")
+    first, _ = interrupted_then_resumed(
+        job_file, address, tmp_path / "run", interrupt_at=(phase, AT[phase]),
+        kill_server_at=KILL_SERVER_AT if recovery else None)
+    assert first.interrupted_in[0] == phase
+    assert_books_exact(tmp_path / "run", clean, mode)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_ctrl_c_at_seeded_random_moments_then_resume(runs, address, tmp_path, mode, seed):
+    job_file, clean, watch = runs(mode)
+    rng = random.Random(seed)
+    for _ in range(3):  # a moment after a faster run had ended tests nothing: draw again
+        at = round(rng.uniform(0.0, 0.8 * (watch.ended_s - watch.first_step_s)), 2)
+        first = run_driver(job_file, address, tmp_path / "run", schedule=[Kill(at, "interrupt")],
+                           clock="step")
+        if first.fired:
+            break
+        assert first.returncode == 0, first.stderr[-3000:]
+    assert first.fired, "every SIGINT drawn came after the run had ended"
+    resumed_after(first, job_file, address, tmp_path / "run", steps=clean[2]["steps"])
+    assert_books_exact(tmp_path / "run", clean, mode)

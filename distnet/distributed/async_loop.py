@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 
 import ray
+from ray import exceptions as rex
 
 from distnet.distributed.loop import Loop
 from distnet.distributed.worker import WorkerReport
@@ -78,20 +79,38 @@ class AsyncLoop(Loop):
         self.start, self.start_done = time.perf_counter(), list(self.done)
 
     def run(self) -> None:
+        step = self.ledger.state.step
+        if step and self.ledger.epoch_end_missing(step):  # an interrupt cut its evaluation
+            self.boundary(step)
         self._submit()
         while self.running:
-            (ref,), _ = ray.wait(list(self.running), num_returns=1)
-            job = self.running.pop(ref)
-            server_reports = self.group.apply(job.worker, job.local_step, job.outs)
-            self.unrecorded.append(_Applied(job.worker, job.local_step,
-                                            self.applied - job.version, ray.get(ref),
-                                            server_reports))
-            self.applied += 1
-            self.done[job.worker] += 1
+            self._apply_next()
             self._submit()  # the worker that came back starts again before any bookkeeping
             if self.applied % self.n == 0 and self._step_completed(self.applied // self.n):
                 break  # stopped early: gradients still running are never applied
         self._record_all()
+
+    def settle(self, deadline: float | None = None) -> None:
+        """Apply arriving gradients until they make whole steps (starting what that takes),
+        then book them all, by `deadline`; gradients still computing are never applied (a
+        resumed run computes them again)."""
+        while self.applied % self.n:
+            self._submit()
+            self._apply_next(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._record_all(deadline)
+
+    def _apply_next(self, timeout: float | None = None) -> None:
+        """Wait (at most `timeout` s) for the next gradient and submit its update."""
+        ready, _ = ray.wait(list(self.running), num_returns=1, timeout=timeout)
+        if not ready:
+            raise rex.GetTimeoutError(f"no gradient arrived within {timeout} s")
+        report = ray.get(ready[0])
+        job = self.running.pop(ready[0])
+        server_reports = self.group.apply(job.worker, job.local_step, job.outs)
+        self.unrecorded.append(_Applied(job.worker, job.local_step, self.applied - job.version,
+                                        report, server_reports))
+        self.applied += 1
+        self.done[job.worker] += 1
 
     def _submit(self) -> None:
         """Give every free worker its next step, within the budget and the SSP bound."""
@@ -112,25 +131,27 @@ class AsyncLoop(Loop):
         a server) and handle epochs and checkpoints. True when the run should stop early."""
         if not self.plan.at_boundary(done):
             if len(self.unrecorded) >= 2 * self.n:
-                self._record(self.unrecorded[:self.n])
-                del self.unrecorded[:self.n]
+                self._record_next()
             return False
         self._record_all()
         self.boundary(done)
         return self.ledger.stopped_early()
 
-    def _record_all(self) -> None:
-        """Book every applied gradient, N per step (fewer in the last one only if a run
-        interrupted between steps was resumed)."""
+    def _record_all(self, deadline: float | None = None) -> None:
+        """Book every applied gradient, N per step (by `deadline`)."""
         while self.unrecorded:
-            self._record(self.unrecorded[:self.n])
-            del self.unrecorded[:self.n]
+            self._record_next(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    def _record(self, grads: list[_Applied]) -> None:
+    def _record_next(self, timeout: float | None = None) -> None:
+        """Book the oldest N applied gradients as one step. They leave `unrecorded` once
+        their servers' reports are read, just before they are booked: an interrupted read
+        is read again, and no gradient is booked twice."""
+        grads = self.unrecorded[:self.n]
         k = len(self.group.servers)
-        servers = ray.get([ref for g in grads for ref in g.server_reports])
+        servers = ray.get([ref for g in grads for ref in g.server_reports], timeout=timeout)
         step = self.ledger.steps_booked
         self.hooks.phase("fetched", step)
+        del self.unrecorded[:len(grads)]
         per_grad = [servers[j * k:(j + 1) * k] for j in range(len(grads))]
         reports = [g.report for g in grads]
         for g in grads:

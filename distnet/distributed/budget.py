@@ -52,27 +52,28 @@ class MemoryEstimate:
     def check_driver(self, available: int | None) -> None:
         """Raise OutOfMemory when the driver alone cannot fit in this machine's memory."""
         if available is not None and self.driver > available:
-            raise OutOfMemory(f"the driver alone needs at least {format_bytes(self.driver)} of memory "
-                              f"({self}), more than this machine has ({format_bytes(available)}); "
-                              f"use a smaller model.hidden_dims")
+            raise OutOfMemory(f"the driver alone needs at least {format_bytes(self.driver)} "
+                              f"of memory ({self}), more than this machine has "
+                              f"({format_bytes(available)}); use a smaller model.hidden_dims")
 
     def check_cluster(self, available: int | None, largest_node: int | None) -> None:
         """Raise OutOfMemory when the actors need more than the cluster's `available`
         bytes, or one worker more than its `largest_node` has."""
         if available is not None and self.cluster > available:
             raise OutOfMemory(f"the job needs at least {format_bytes(self.cluster)} of memory "
-                              f"({self}), more than the Ray cluster has ({format_bytes(available)}); "
-                              f"use a smaller model.hidden_dims or train.batch_size, or fewer "
-                              f"workers")
+                              f"({self}), more than the Ray cluster has "
+                              f"({format_bytes(available)}); use a smaller model.hidden_dims "
+                              f"or train.batch_size, or fewer workers")
         if largest_node is not None and self.worker > largest_node:
-            raise OutOfMemory(f"one gradient worker needs at least {format_bytes(self.worker)} of "
-                              f"memory, more than the largest node of the Ray cluster has "
-                              f"({format_bytes(largest_node)}); use a smaller model.hidden_dims or "
-                              f"train.batch_size, or more workers")
+            raise OutOfMemory(f"one gradient worker needs at least {format_bytes(self.worker)} "
+                              f"of memory, more than the largest node of the Ray cluster has "
+                              f"({format_bytes(largest_node)}); use a smaller "
+                              f"model.hidden_dims or train.batch_size, or more workers")
 
     def __str__(self) -> str:
-        return (f"parameters {format_bytes(self.params)}, optimizer state {format_bytes(self.optimizer)}, "
-                f"per worker {format_bytes(self.worker)}, object store {format_bytes(self.object_store)}")
+        return ", ".join(f"{name} {format_bytes(n)}" for name, n in (
+            ("parameters", self.params), ("optimizer state", self.optimizer),
+            ("per worker", self.worker), ("object store", self.object_store)))
 
 
 def estimate(job: JobConfig, eval_rows: int | None = None) -> MemoryEstimate:

@@ -183,9 +183,26 @@ class _Run:
             self._close_graph()
 
     def _run(self) -> TrainResult:
-        start = time.perf_counter()
+        start, first_step = time.perf_counter(), self.start_state.step
+        try:  # a Ctrl-C anywhere in training, recovery or the last checkpoint is booked
+            self._attempts()
+            if self.ledger.unsaved():
+                self.loop.save(self.ledger.state.step)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+        try:
+            return self._finish(time.perf_counter() - start, self.ledger.state.step - first_step)
+        except KeyboardInterrupt:  # the books are whole and saved: only the test was cut
+            self.ledger.close()
+            print(f"\ninterrupted while testing; checkpoint {self.ledger.checkpoint_path} "
+                  f"holds the whole run (continue with --resume to test it)", file=sys.stderr)
+            raise
+
+    def _attempts(self) -> None:
+        """Train to the end; after an actor failure restore the newest checkpoint (into
+        fresh actors when the compiled graph broke) and go on with a new loop."""
         restore_from: TrainState | None = self.start_state
-        first_step = restore_from.step
         recoveries = 0
         while True:
             try:
@@ -195,12 +212,10 @@ class _Run:
                     if recoveries:
                         self.hooks.phase("recovered", self.ledger.state.step)
                 self.loop.run()
-                break
-            except KeyboardInterrupt:
-                self._interrupted()
-                raise
+                return
             except (rex.RayActorError, rex.ObjectLostError, rex.RayTaskError,
                     rex.RayChannelError, rex.RaySystemError) as err:
+                self.loop = None  # its actors failed: until restored, Ctrl-C keeps the disk's
                 _raise_unless_recoverable(err)
                 self.hooks.phase("recovering", self.ledger.steps_booked)
                 recoveries += 1
@@ -209,9 +224,6 @@ class _Run:
                 restore_from = self._latest_state() or fresh_state(self.job, self.initial)
                 if self.plan.uses_graph:
                     self._replace_actors()
-        if self.ledger.unsaved():
-            self.loop.save(self.ledger.state.step)
-        return self._finish(time.perf_counter() - start, self.ledger.state.step - first_step)
 
     def _interrupted(self) -> None:
         """Ctrl-C: within INTERRUPT_BUDGET_S, book every submitted step and checkpoint;
@@ -224,7 +236,14 @@ class _Run:
             if self.loop is None:
                 raise ValueError("interrupted while the actors were restored")
             self.loop.settle(deadline)
-            self.ledger.save(self.group.state())
+            live = self.group.state()
+            # Async/SSP servers count gradients, N a step; an update the interrupt cut from
+            # the books (or from some servers) leaves them elsewhere: keep the last checkpoint.
+            per_step = self.job.train.workers if self.job.train.mode != "sync" else 1
+            if live.step != per_step * self.ledger.steps_booked:
+                raise ValueError(f"the servers are at {live.step}, the books at "
+                                 f"{self.ledger.steps_booked} steps")
+            self.ledger.save(live)
             where = f"checkpoint {self.ledger.checkpoint_path}"
         except (rex.GetTimeoutError, rex.RayError, ValueError):
             path = self._newest_checkpoint()

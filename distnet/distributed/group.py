@@ -9,6 +9,7 @@ there are N + b worker actors (see backup.py); async and SSP modes submit one wo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,13 +40,15 @@ class StepRefs:
     workers: list[int] = field(default_factory=list)  # whose gradients the step applies
     dropped: int = 0  # late gradients left out (backup workers)
     reader: Callable[..., tuple[list, list]] | None = None  # a compiled-graph step's reports
+    read: tuple[list, list] | None = None  # what fetch returned (a graph's is read only once)
 
     def fetch(self, timeout: float | None = None) -> tuple[list, list]:
         """Wait for the step (at most `timeout` s): (WorkerReports, ServerReports)."""
-        if self.reader is not None:
-            return self.reader(timeout=timeout)
-        return (ray.get(self.worker_reports, timeout=timeout),
-                ray.get(self.server_reports, timeout=timeout))
+        if self.read is None:
+            self.read = (self.reader(timeout=timeout) if self.reader is not None else
+                         (ray.get(self.worker_reports, timeout=timeout),
+                          ray.get(self.server_reports, timeout=timeout)))
+        return self.read
 
 
 class ActorGroup:
@@ -72,7 +75,8 @@ class ActorGroup:
                 worker_delay_s if i == 0 else 0.0)
             for i, b in enumerate(self.weights)
         ]
-        try:  # all started, their train shards opened and checked
+        try:  # all started, without torch, their train shards opened and checked
+            ray.get([a.__ray_call__.remote(_without_torch) for a in self.servers + self.workers])
             ray.get([w.num_rows.remote() for w in self.workers])
         except rex.RayTaskError as err:
             self.kill()
@@ -96,8 +100,13 @@ class ActorGroup:
         self.bn_ref = ray.put(state.bn_state) if self.has_bn else None
 
     def state(self) -> ModelState:
+        """The servers' state in one piece; ValueError if their shards are not at one step
+        (an update that reached only some of them)."""
         shards: list[ShardState] = ray.get([s.get_state.remote() for s in self.servers])
         first = shards[0]
+        if any((s.step, s.worker_steps) != (first.step, first.worker_steps) for s in shards):
+            raise ValueError(f"the parameter servers are at different steps: "
+                             f"{[s.step for s in shards]}")
         opt = {key: np.concatenate([s.opt_state[key] for s in shards])
                if isinstance(value, np.ndarray) else value
                for key, value in first.opt_state.items()}
@@ -185,6 +194,15 @@ class ActorGroup:
 
     def server_pids(self) -> list[int]:
         return ray.get([s.pid.remote() for s in self.servers])
+
+
+def _without_torch(actor) -> None:
+    """In an actor's process: `import torch` fails from now on, as if it were not installed.
+    Ray's compiled-graph channels import torch in every read and write when they can (to
+    choose a device); distnet never uses it, and loading libtorch can abort a process
+    (issue 17). A restarted actor has it again, but only graph actors load it, and a
+    broken graph gets a new group."""
+    sys.modules.setdefault("torch", None)
 
 
 def _is_sliced(value, params: np.ndarray) -> bool:

@@ -51,16 +51,18 @@ class SyncLoop(Loop):
             self.group.refresh_refs()
 
     def _complete_oldest(self, deadline: float | None = None) -> None:
-        """Read and book the oldest submitted step; it leaves `pending` only once booked,
-        so that an interrupted read is read again (or known lost), never skipped."""
+        """Read and book the oldest submitted step. It leaves `pending` once read, just
+        before it is booked, and what was read stays on it (StepRefs.read): an interrupted
+        read is read again (or known lost), a step is never skipped nor booked twice."""
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        self._complete(self.pending[0], timeout)
-        self.pending.pop(0)
-
-    def _complete(self, refs: StepRefs, timeout: float | None = None) -> None:
-        """Read a finished step's reports and book it."""
+        refs = self.pending[0]
         reports, servers = refs.fetch(timeout)
         self.hooks.phase("fetched", refs.step)
+        self.pending.pop(0)
+        self._complete(refs, reports, servers)
+
+    def _complete(self, refs: StepRefs, reports: list, servers: list) -> None:
+        """Book a step from its reports."""
         n = sum(r.num_samples for r in reports)
         step_s = self.tick()
         self.book(StepStats(
