@@ -156,6 +156,7 @@ class RayCluster:
     dashboard_port: int = field(default_factory=free_port)  # inside the namespace
     nodes: list[Node] = field(default_factory=list)
     dashboard_forward: int = 0  # this namespace's 127.0.0.1 port into the dashboard
+    python_bin: Path | None = None  # a Python environment's bin/, first on the nodes' PATH
 
     @property
     def address(self) -> str:
@@ -220,7 +221,12 @@ class RayCluster:
                 "RAY_TEMP_DIR": str(self.root / f"n{index}"),
                 # Ray system config from the environment: a lost node is declared dead after
                 # 5 failed checks 1 s apart instead of 3 s apart, to keep failure tests short.
-                "RAY_health_check_period_ms": "1000"}
+                "RAY_health_check_period_ms": "1000",
+                # ... and on a loaded machine a raylet may take longer than the default 60 s
+                # to register with the GCS.
+                "RAY_raylet_start_wait_time_s": "180"}
+            if self.python_bin:  # `ray start` (so the workers and jobs) from there
+                env["PATH"] = f"{self.python_bin}{os.pathsep}{env['PATH']}"
             log = self.root / f"node-{index}-{attempt}.log"
             node = Node(start_service(service_name, service, env, log, self.netns), ip)
 
@@ -248,14 +254,16 @@ class RayCluster:
 
 
 @contextmanager
-def ray_cluster(workers: int = 2) -> Iterator[RayCluster]:
-    """A head and `workers` worker nodes, each with 1 CPU; torn down even on failure."""
+def ray_cluster(workers: int = 2, python_bin: Path | None = None) -> Iterator[RayCluster]:
+    """A head and `workers` worker nodes, each with 1 CPU; torn down even on failure.
+    `python_bin`: the nodes run `ray` (hence their workers and jobs) from that bin/
+    (torchenv.py's), instead of this environment's."""
     # A short root: Ray's unix sockets live under it and their paths must stay < 108 bytes.
     root = Path(tempfile.mkdtemp(prefix="dn-", dir="/tmp"))
     (root / "shared").mkdir()
     token = secrets.token_hex(16)
     netns = LoopbackNamespace()
-    cluster = RayCluster(root, token, compose_services(token), netns)
+    cluster = RayCluster(root, token, compose_services(token), netns, python_bin=python_bin)
     try:
         cluster.start_head()
         for _ in range(workers):
