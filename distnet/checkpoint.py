@@ -72,8 +72,9 @@ class ModelSpec:
     max_step: int | None = None
 
     @classmethod
-    def like(cls, params: np.ndarray, bn_state: np.ndarray,
-             max_step: int | None = None) -> ModelSpec:
+    def like(
+        cls, params: np.ndarray, bn_state: np.ndarray, max_step: int | None = None
+    ) -> ModelSpec:
         """The spec of a model whose flat parameters and statistics look like these."""
         return cls(params.size, bn_state.size, params.dtype, max_step)
 
@@ -88,18 +89,25 @@ class ModelSpec:
             yield f"step {state.step} is beyond this job's {limit} steps"
         if not state.epoch <= state.step:
             yield f"epoch {state.epoch} is larger than step {state.step}"
-        arrays = {"params": (state.params, self.param_size),
-                  "bn_state": (state.bn_state, self.bn_size),
-                  "best_params": (state.best_params, self.param_size),
-                  "best_bn_state": (state.best_bn_state, self.bn_size)}
-        arrays |= {f"opt_state[{key!r}]": (value, self.param_size)
-                   for key, value in state.opt_state.items() if _is_array(value)}
+        arrays = {
+            "params": (state.params, self.param_size),
+            "bn_state": (state.bn_state, self.bn_size),
+            "best_params": (state.best_params, self.param_size),
+            "best_bn_state": (state.best_bn_state, self.bn_size),
+        }
+        arrays |= {
+            f"opt_state[{key!r}]": (value, self.param_size)
+            for key, value in state.opt_state.items()
+            if _is_array(value)
+        }
         for name, (value, size) in arrays.items():
             if value is None:  # no best parameters yet
                 continue
             if value.shape != (size,) or value.dtype != self.dtype:
-                yield (f"{name} is {value.dtype} of shape {value.shape}, this model needs "
-                       f"{self.dtype} of shape ({size},)")
+                yield (
+                    f"{name} is {value.dtype} of shape {value.shape}, this model needs "
+                    f"{self.dtype} of shape ({size},)"
+                )
             elif not np.isfinite(value).all():
                 yield f"{name} holds NaN or infinite values"
         for key, value in state.opt_state.items():
@@ -137,10 +145,14 @@ class TrainState:
         """Raise ValueError unless every field has a type and shape a checkpoint can hold."""
         for name in ("step", "epoch"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                    or not 0 <= value <= MAX_STEP:
-                raise ValueError(f"TrainState.{name} must be an integer in [0, {MAX_STEP}], "
-                                 f"got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or not 0 <= value <= MAX_STEP
+            ):
+                raise ValueError(
+                    f"TrainState.{name} must be an integer in [0, {MAX_STEP}], got {value!r}"
+                )
         arrays = {"params": self.params, "bn_state": self.bn_state}
         arrays |= {name: value for name in _OPTIONAL if (value := getattr(self, name)) is not None}
         arrays |= {f"opt_state[{k!r}]": v for k, v in self.opt_state.items() if _is_array(v)}
@@ -184,8 +196,9 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | RemotePath | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def save_checkpoint(directory: str | os.PathLike, state: TrainState,
-                    keep: int) -> Path | RemotePath:
+def save_checkpoint(
+    directory: str | os.PathLike, state: TrainState, keep: int
+) -> Path | RemotePath:
     """Write `state` atomically as DIR/ckpt-<step>.npz, then delete all but the `keep`
     newest checkpoints (never the one just written). Returns the new file's path."""
     if keep < 1:
@@ -213,8 +226,11 @@ def _to_arrays(state: TrainState) -> dict[str, np.ndarray]:
         "epoch": int(state.epoch),
         "best_val_acc": float(state.best_val_acc),
         # numpy scalars become Python numbers: JSON keeps ints and floats (repr) exactly.
-        "opt_scalars": {k: v.item() if isinstance(v, np.generic) else v
-                        for k, v in state.opt_state.items() if not _is_array(v)},
+        "opt_scalars": {
+            k: v.item() if isinstance(v, np.generic) else v
+            for k, v in state.opt_state.items()
+            if not _is_array(v)
+        },
         "history_keys": list(state.history),
         "config": state.config,
         "extra": state.extra,
@@ -250,7 +266,7 @@ def load_checkpoint(path: str | os.PathLike, expected: ModelSpec | None = None) 
             raise ValueError("not a distnet checkpoint")
         if meta["version"] != VERSION:
             raise ValueError(f"format version {meta['version']}, this distnet reads {VERSION}")
-        opt_state = {k[len(_OPT):]: v for k, v in arrays.items() if k.startswith(_OPT)}
+        opt_state = {k[len(_OPT) :]: v for k, v in arrays.items() if k.startswith(_OPT)}
         state = TrainState(
             step=meta["step"],
             epoch=meta["epoch"],
@@ -271,8 +287,11 @@ def load_checkpoint(path: str | os.PathLike, expected: ModelSpec | None = None) 
     return state
 
 
-def load_latest_checkpoint(directory: str | os.PathLike, expected: ModelSpec | None = None,
-                           warn: Callable[[str], None] | None = None) -> TrainState | None:
+def load_latest_checkpoint(
+    directory: str | os.PathLike,
+    expected: ModelSpec | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> TrainState | None:
     """The newest checkpoint in `directory` that reads intact (None when there is none).
 
     Newer ones that are truncated or corrupted are renamed to `<name>.damaged`, out of the
@@ -297,8 +316,10 @@ def load_latest_checkpoint(directory: str | os.PathLike, expected: ModelSpec | N
             (warn or _warn)(f"{problem}; continuing from {path.name}")
         return state
     if damaged:
-        raise CheckpointError(f"no intact checkpoint in {directory}: {damaged[0]}"
-                              + (f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""))
+        raise CheckpointError(
+            f"no intact checkpoint in {directory}: {damaged[0]}"
+            + (f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else "")
+        )
     return None
 
 

@@ -83,9 +83,10 @@ class EventLog:
         self.failed: str | None = None  # why logging stopped, once it has
         self._warned = False
         self._queue: queue.Queue = queue.Queue(QUEUE_EVENTS)
-        self._thread = threading.Thread(target=self._write_loop, name="distnet-tensorboard",
-                                        daemon=True)  # a disk that never answers must not
-        self._thread.start()                          # keep the process alive
+        self._thread = threading.Thread(
+            target=self._write_loop, name="distnet-tensorboard", daemon=True
+        )  # a disk that never answers must not
+        self._thread.start()  # keep the process alive
         atexit.register(self.close)  # an interrupted run still gets what it logged
 
     @property
@@ -108,8 +109,10 @@ class EventLog:
             self._put(_CLOSE)
             self._thread.join(self.close_timeout_s)
             if self._thread.is_alive():
-                self.failed = (f"the writer did not finish within {self.close_timeout_s:g} s; "
-                               "the last events may be missing")
+                self.failed = (
+                    f"the writer did not finish within {self.close_timeout_s:g} s; "
+                    "the last events may be missing"
+                )
         self._warn_once()
 
     def _put(self, item) -> None:
@@ -122,8 +125,11 @@ class EventLog:
     def _warn_once(self) -> None:
         if self.failed is not None and not self._warned:
             self._warned = True
-            print(f"distnet: warning: TensorBoard logging to {self.path} stopped: "
-                  f"{self.failed}; training goes on without it", file=sys.stderr)
+            print(
+                f"distnet: warning: TensorBoard logging to {self.path} stopped: "
+                f"{self.failed}; training goes on without it",
+                file=sys.stderr,
+            )
 
     def _write_loop(self) -> None:
         last_flush = last_upload = time.monotonic()
@@ -144,16 +150,18 @@ class EventLog:
                     self._file.write_event(item)
                     pending = True
                 now = time.monotonic()
-                if pending and (item is None or item is _FLUSH
-                                or now - last_flush > FLUSH_EVERY_S):
+                if pending and (item is None or item is _FLUSH or now - last_flush > FLUSH_EVERY_S):
                     self._file.flush()
                     last_flush, pending, unsent = now, False, True
                 if unsent and (item is _FLUSH or now - last_upload > UPLOAD_EVERY_S):
                     self._upload()
                     last_upload, unsent = now, False
         except Exception as err:  # noqa: BLE001 - any failure ends logging, never training
-            self.failed = (f"{err.strerror}" if isinstance(err, OSError) and err.strerror
-                           else f"{type(err).__name__}: {err}")
+            self.failed = (
+                f"{err.strerror}"
+                if isinstance(err, OSError) and err.strerror
+                else f"{type(err).__name__}: {err}"
+            )
             if self._remote:
                 self.failed += f" (what was logged is in {self._file._file_name})"
             try:

@@ -120,6 +120,7 @@ def max_pool_forward_fast(x, pool_param):
 
 def _window_max(a, window, stride, size_out, axis):
     """Elementwise maximum of the `window` views a[..., k : k + stride * size_out : stride]."""
+
     def shifted(k):
         index = [slice(None)] * a.ndim
         index[axis] = slice(k, k + stride * (size_out - 1) + 1, stride)
@@ -148,8 +149,12 @@ def max_pool_backward_fast(dout, cache):
     untaken = np.ones(out.shape, dtype=bool)
     positions = list(np.ndindex(pool_height, pool_width))
     for i, j in positions:
-        at = (slice(None), slice(None), slice(i, i + stride * (H_out - 1) + 1, stride),
-              slice(j, j + stride * (W_out - 1) + 1, stride))
+        at = (
+            slice(None),
+            slice(None),
+            slice(i, i + stride * (H_out - 1) + 1, stride),
+            slice(j, j + stride * (W_out - 1) + 1, stride),
+        )
         if (i, j) == positions[-1]:
             taken = untaken  # every window holds its maximum: what is left is here
         else:

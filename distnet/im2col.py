@@ -53,8 +53,12 @@ def padded_nhwc(x, pad_h: int, pad_w: int, last: bool, role: str) -> np.ndarray:
     buffer = scratch(role, (N, Hp, Wp, C) if last else (N, C, Hp, Wp), x.dtype)
     view = buffer if last else buffer.transpose(0, 2, 3, 1)
     # Only the border is zeroed: the buffer is reused, and the inside is overwritten.
-    for border in (view[:, :pad_h], view[:, Hp - pad_h :], view[:, :, :pad_w],
-                   view[:, :, Wp - pad_w :]):
+    for border in (
+        view[:, :pad_h],
+        view[:, Hp - pad_h :],
+        view[:, :, :pad_w],
+        view[:, :, Wp - pad_w :],
+    ):
         border.fill(0)
     view[:, pad_h : pad_h + H, pad_w : pad_w + W] = x.transpose(0, 2, 3, 1)
     return view

@@ -63,8 +63,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
-        raise ImageError(f"{path}: reading PNG/JPEG needs Pillow: "
-                         "pip install 'distnet-ray[images]' (a .npy batch needs nothing)") from None
+        raise ImageError(
+            f"{path}: reading PNG/JPEG needs Pillow: "
+            "pip install 'distnet-ray[images]' (a .npy batch needs nothing)"
+        ) from None
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
@@ -94,8 +96,14 @@ def _read_npy(path: Path) -> np.ndarray:
         batch = batch[None]
     if batch.ndim == 4 and batch.shape[1:] == (SIDE, SIDE, CHANNELS):
         batch = batch.transpose(0, 3, 1, 2)  # channels last -> the dataset's planes
-    if batch.ndim not in (2, 4) or not len(batch) or math.prod(batch.shape[1:]) != ROW or (
-            batch.ndim == 4 and batch.shape[1:] != (CHANNELS, SIDE, SIDE)):
-        raise ImageError(f"{path}: expected (N, 3072), (N, 3, 32, 32) or (N, 32, 32, 3) "
-                         f"images, got shape {batch.shape}")
+    if (
+        batch.ndim not in (2, 4)
+        or not len(batch)
+        or math.prod(batch.shape[1:]) != ROW
+        or (batch.ndim == 4 and batch.shape[1:] != (CHANNELS, SIDE, SIDE))
+    ):
+        raise ImageError(
+            f"{path}: expected (N, 3072), (N, 3, 32, 32) or (N, 32, 32, 3) "
+            f"images, got shape {batch.shape}"
+        )
     return batch.reshape(len(batch), ROW)

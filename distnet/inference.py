@@ -94,8 +94,10 @@ def _model(job: JobConfig, state: TrainState):
     # Statistics go with their parameters; a checkpoint may have kept none with the best.
     bn = state.best_bn_state if best and state.best_bn_state is not None else state.bn_state
     if params.shape != model.params.vector.shape:
-        raise CheckpointError(f"checkpoint holds {params.size} parameters, its [model] "
-                              f"needs {model.params.vector.size}")
+        raise CheckpointError(
+            f"checkpoint holds {params.size} parameters, its [model] "
+            f"needs {model.params.vector.size}"
+        )
     model.params.set_vector(params)
     model.set_bn_state(bn)
     return model
@@ -128,8 +130,12 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int
     return np.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def evaluate(checkpoint: str | os.PathLike, split: str = "test", data: str | None = None,
-             batch_size: int | None = None) -> Evaluation:
+def evaluate(
+    checkpoint: str | os.PathLike,
+    split: str = "test",
+    data: str | None = None,
+    batch_size: int | None = None,
+) -> Evaluation:
     """Score the checkpoint's model on a whole split of its dataset (or of `data`)."""
     from distnet.data.reader import load_manifest, open_split
 
@@ -162,8 +168,9 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def predict(checkpoint: str | os.PathLike, rows: list[InputRow],
-            data: str | None = None) -> Predictions:
+def predict(
+    checkpoint: str | os.PathLike, rows: list[InputRow], data: str | None = None
+) -> Predictions:
     """Class probabilities for `rows` (see distnet.images.read_inputs)."""
     from distnet.data.errors import DataError
     from distnet.data.reader import load_manifest
@@ -173,10 +180,13 @@ def predict(checkpoint: str | os.PathLike, rows: list[InputRow],
     try:
         manifest = load_manifest(path)
     except DataError as err:
-        raise DataError(f"{err} (predict reads the label names and the training mean from "
-                        "the dataset the model was trained on; point --data at it)") from None
+        raise DataError(
+            f"{err} (predict reads the label names and the training mean from "
+            "the dataset the model was trained on; point --data at it)"
+        ) from None
     mean = manifest.mean_array()
-    X = np.stack([row.values - mean if row.raw else row.values.astype(np.float32)
-                  for row in rows]).astype(np.float32)
+    X = np.stack(
+        [row.values - mean if row.raw else row.values.astype(np.float32) for row in rows]
+    ).astype(np.float32)
     scores = trained.model.loss(X).astype(np.float64)
     return Predictions([row.name for row in rows], manifest.label_names, softmax(scores))

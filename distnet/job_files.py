@@ -49,8 +49,10 @@ def find_job(job: str | os.PathLike) -> Path:
         return jobs[name]
     close = difflib.get_close_matches(str(job), list(jobs), n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    raise ConfigError(f"{job}: no such job file, nor a ready job of that name ({hint}ready "
-                      f"jobs: {', '.join(jobs)}; `distnet train --list` describes them)")
+    raise ConfigError(
+        f"{job}: no such job file, nor a ready job of that name ({hint}ready "
+        f"jobs: {', '.join(jobs)}; `distnet train --list` describes them)"
+    )
 
 
 def job_to_toml(job: JobConfig) -> str:

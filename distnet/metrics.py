@@ -71,12 +71,15 @@ class RunLogger:
         """One event holding every value of `values` (tag -> number) at `step`."""
         Summary = self._summary.Summary
         self.last_step = max(self.last_step, step)
-        self.log.add(Summary(value=[Summary.Value(tag=tag, simple_value=float(v))
-                                    for tag, v in values.items()]), step)
+        self.log.add(
+            Summary(
+                value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()]
+            ),
+            step,
+        )
 
     def histogram(self, step: int, tag: str, values: np.ndarray) -> None:
-        self.log.add(self._summary.histogram(tag, np.asarray(values, dtype=float), bins=64),
-                     step)
+        self.log.add(self._summary.histogram(tag, np.asarray(values, dtype=float), bins=64), step)
 
     def step(self, s: StepStats) -> None:
         if s.step % self.every or not self.log.active:
@@ -119,16 +122,18 @@ class RunLogger:
         """uint8 (H, W, 1 or 3) pixels as a PNG image event."""
         Summary = self._summary.Summary
         height, width, channels = pixels.shape
-        image = Summary.Image(height=height, width=width, colorspace=channels,
-                              encoded_image_string=png(pixels))
+        image = Summary.Image(
+            height=height, width=width, colorspace=channels, encoded_image_string=png(pixels)
+        )
         self.log.add(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
     def hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
         """The run's settings and final metrics for TensorBoard's HParams view, in the run
         itself (the run is the session; its metrics are the scalars `hparam/<name>`)."""
         step = self.last_step
-        flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                for k, v in hparams.items()}
+        flat = {
+            k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()
+        }
         tagged = {f"hparam/{k}": v for k, v in metrics.items()}
         for summary in self._summary.hparams(flat, tagged):  # experiment, start, end
             self.log.add(summary, step)
@@ -146,8 +151,10 @@ LAYOUT = {
         "throughput (samples/s)": ["Multiline", ["train/samples_per_s"]],
     },
     "time per step (s)": {
-        "split": ["Multiline", ["time/step_s", "time/compute_max_s", "time/server_update_s",
-                                "time/wait_s"]],
+        "split": [
+            "Multiline",
+            ["time/step_s", "time/compute_max_s", "time/server_update_s", "time/wait_s"],
+        ],
         "compute per worker": ["Multiline", [r"worker/compute_s/\d+"]],
     },
 }
@@ -172,14 +179,19 @@ def png(pixels: np.ndarray) -> bytes:
     height, width, channels = pixels.shape
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     rows = np.zeros((height, 1 + width * channels), np.uint8)  # filter byte 0: none
     rows[:, 1:] = pixels.reshape(height, width * channels)
     header = struct.pack(">IIBBBBB", width, height, 8, {1: 0, 3: 2}[channels], 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(rows.tobytes())) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes()))
+        + chunk(b"IEND", b"")
+    )
 
 
 def flat_hparams(config: dict) -> dict:
@@ -197,5 +209,4 @@ def progress_bar(total: int, enabled: bool):
     """The run's progress bar, on stderr (stdout may carry the --json summary)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, disable=not enabled, unit="step", file=sys.stderr,
-                dynamic_ncols=True)
+    return tqdm(total=total, disable=not enabled, unit="step", file=sys.stderr, dynamic_ncols=True)

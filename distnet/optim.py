@@ -41,8 +41,13 @@ STATE: dict[str, tuple[str, ...]] = {}
 # off zero) above 0, the others (learning_rate, weight_decay) at 0 or above.
 _FACTOR = ("in [0, 1)", lambda v: 0 <= v < 1)
 _NON_NEGATIVE = ("non-negative", lambda v: v >= 0)
-_RANGES = {"momentum": _FACTOR, "decay_rate": _FACTOR, "beta1": _FACTOR, "beta2": _FACTOR,
-           "epsilon": ("> 0", lambda v: v > 0)}
+_RANGES = {
+    "momentum": _FACTOR,
+    "decay_rate": _FACTOR,
+    "beta1": _FACTOR,
+    "beta2": _FACTOR,
+    "epsilon": ("> 0", lambda v: v > 0),
+}
 
 
 def _rule(state: tuple[str, ...] = (), **defaults: float):
@@ -236,8 +241,7 @@ def adam(w, dw, config=None):
 
 
 # PyTorch's AdamW defaults.
-@_rule(("m", "v", "t"), learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8,
-       weight_decay=1e-2)
+@_rule(("m", "v", "t"), learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, weight_decay=1e-2)
 def adamw(w, dw, config=None):
     """Adam with decoupled weight decay (Loshchilov & Hutter; PyTorch's AdamW):
     w *= 1 - learning_rate * weight_decay, then the Adam step. Unlike the L2 penalty
@@ -284,4 +288,3 @@ def _adam(rule: str, w, dw, config):
 
     _apply(kernel, w, dw, m, v)
     return w, config
-

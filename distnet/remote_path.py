@@ -50,14 +50,18 @@ class RemotePath:
 
     def __truediv__(self, name: str) -> RemotePath:
         base, sep, query = self.uri.partition("?")
-        return RemotePath(f"{base.rstrip('/')}/{name}{sep}{query}", self.filesystem,
-                          fs.join(self.path, name))
+        return RemotePath(
+            f"{base.rstrip('/')}/{name}{sep}{query}", self.filesystem, fs.join(self.path, name)
+        )
 
     def with_name(self, name: str) -> RemotePath:
         base, sep, query = self.uri.partition("?")
         parent = base.rstrip("/").rsplit("/", 1)[0]
-        return RemotePath(f"{parent}/{name}{sep}{query}", self.filesystem,
-                          fs.join(self.path.rstrip("/").rsplit("/", 1)[0], name))
+        return RemotePath(
+            f"{parent}/{name}{sep}{query}",
+            self.filesystem,
+            fs.join(self.path.rstrip("/").rsplit("/", 1)[0], name),
+        )
 
     def _type(self) -> pafs.FileType:
         return self.filesystem.get_file_info(self.path).type

@@ -114,8 +114,9 @@ def _cos_anneal(start: float, end: float, fraction: float) -> float:
     return float(end + (start - end) * (1.0 + math.cos(math.pi * fraction)) / 2.0)
 
 
-def check_settings(kind: str, base_lr: float, settings: Mapping[str, Any],
-                   name: Callable[[str], str] = str) -> None:
+def check_settings(
+    kind: str, base_lr: float, settings: Mapping[str, Any], name: Callable[[str], str] = str
+) -> None:
     """Raise ScheduleError unless a `kind` schedule from `base_lr` can take `settings` (some
     of its optional fields; the others keep their defaults): a value out of range, a field
     the kind does not read set anyway, or one it needs left out. Nothing here depends on
@@ -139,25 +140,31 @@ def check_settings(kind: str, base_lr: float, settings: Mapping[str, Any],
     uses = ", ".join(sorted(FIELDS_USED[kind] & set(settings)))
     for field, value in settings.items():
         if field not in FIELDS_USED[kind] and value != _DEFAULTS[field]:
-            raise ScheduleError(f'{name(field)} = {value!r} has no effect with schedule = '
-                                f'"{kind}" (it uses {uses})')
+            raise ScheduleError(
+                f'{name(field)} = {value!r} has no effect with schedule = "{kind}" (it uses {uses})'
+            )
     if kind == "step" and settings.get("step_size_epochs") is None:
         raise ScheduleError(f'{name("step_size_epochs")} is required with schedule = "step"')
     if kind == "onecycle" and not settings.get("warmup_steps"):
-        raise ScheduleError(f'{name("warmup_steps")} must be > 0 with schedule = "onecycle" '
-                            "(Smith uses ~30% of the steps)")
+        raise ScheduleError(
+            f'{name("warmup_steps")} must be > 0 with schedule = "onecycle" '
+            "(Smith uses ~30% of the steps)"
+        )
 
 
 _DEFAULTS = {f.name: f.default for f in fields(Schedule)}
 
 
-def _check(name: str, value: object, ok: Callable[[Any], bool], rule: str,
-           integer: bool = False) -> None:
+def _check(
+    name: str, value: object, ok: Callable[[Any], bool], rule: str, integer: bool = False
+) -> None:
     """`value` must be a finite number (an integer if `integer`) that satisfies `ok`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer
-                                                 else numbers.Real):
-        raise ScheduleError(f"{name} must be {'an integer' if integer else 'a number'}, "
-                            f"got {value!r}")
+    if isinstance(value, bool) or not isinstance(
+        value, numbers.Integral if integer else numbers.Real
+    ):
+        raise ScheduleError(
+            f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}"
+        )
     if not math.isfinite(value):
         raise ScheduleError(f"{name} must be finite, got {value!r}")
     if not ok(value):

@@ -96,8 +96,10 @@ class Solver:
             raise InvalidInput("lr_schedule and lr_decay exclude each other")
         self.patience = settings["patience"]
         if self.patience is not None and (
-                isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral)
-                or self.patience < 1):
+            isinstance(self.patience, bool)
+            or not isinstance(self.patience, numbers.Integral)
+            or self.patience < 1
+        ):
             raise InvalidInput(f"patience must be an integer >= 1, got {self.patience!r}")
 
         rule = settings["update_rule"]
@@ -117,9 +119,11 @@ class Solver:
             flush_denormals()
         # A model whose loss can write into a given gradient buffer (FullyConnectedNet)
         # gets the same one every step instead of a fresh one.
-        self._grads = (model.params.empty_like()
-                       if _takes_grads_out(model) and isinstance(model.params, FlatParams)
-                       else None)
+        self._grads = (
+            model.params.empty_like()
+            if _takes_grads_out(model) and isinstance(model.params, FlatParams)
+            else None
+        )
         self._reset()
 
     def _reset(self) -> None:

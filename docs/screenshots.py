@@ -36,8 +36,10 @@ _ALL = """(() => { const found = []; const walk = root => { for (const el of
 def lines_drawn(min_points: int) -> str:
     """Chart lines are paths of M and L commands only (icons use curves and closings)."""
     pattern = f"/^M[^A-Za-z]*(L[^A-Za-z]*){{{min_points - 1},}}$/"
-    return (f"{_ALL}.filter(el => el.tagName === 'path' && "
-            f"{pattern}.test(el.getAttribute('d') || '')).length")
+    return (
+        f"{_ALL}.filter(el => el.tagName === 'path' && "
+        f"{pattern}.test(el.getAttribute('d') || '')).length"
+    )
 
 
 def text_shown(text: str) -> str:
@@ -46,12 +48,18 @@ def text_shown(text: str) -> str:
 
 # view -> (URL fragment, the condition under which the page has drawn it, page height)
 VIEWS = {
-    "curves": ("?darkMode=false&tagFilter=train/loss|accuracy/#timeseries",
-               f"{lines_drawn(10)} >= 1 && {text_shown('accuracy/val')}", 1300),
+    "curves": (
+        "?darkMode=false&tagFilter=train/loss|accuracy/#timeseries",
+        f"{lines_drawn(10)} >= 1 && {text_shown('accuracy/val')}",
+        1300,
+    ),
     "time_split": ("?darkMode=false#custom_scalars", f"{lines_drawn(10)} >= 5", 1500),
     "hparams": ("?darkMode=false#hparams", text_shown("hparam/test_acc"), 800),
-    "filters": ("?darkMode=false#images",
-                f"{_ALL}.filter(el => el.tagName === 'IMG').length >= 1", 900),
+    "filters": (
+        "?darkMode=false#images",
+        f"{_ALL}.filter(el => el.tagName === 'IMG').length >= 1",
+        900,
+    ),
 }
 
 
@@ -61,21 +69,33 @@ def train_run(job: str | None, settings: list[str], workdir: Path) -> Path:
     from distnet.config import load_job
     from distnet.job_files import find_job
 
-    overrides = [f"metrics.logdir={workdir / 'runs' / '{name}'}",
-                 f"checkpoint.dir={workdir / 'checkpoints' / '{name}'}", *settings]
-    result = distnet.train(load_job(find_job(job) if job else None, overrides),
-                           overwrite=True)
-    print(f"trained {result.steps} steps in {result.wall_s:.0f} s; test acc "
-          f"{result.test_acc:.3f}")
+    overrides = [
+        f"metrics.logdir={workdir / 'runs' / '{name}'}",
+        f"checkpoint.dir={workdir / 'checkpoints' / '{name}'}",
+        *settings,
+    ]
+    result = distnet.train(load_job(find_job(job) if job else None, overrides), overwrite=True)
+    print(f"trained {result.steps} steps in {result.wall_s:.0f} s; test acc {result.test_acc:.3f}")
     return Path(result.logdir)
 
 
 def serve(logdir: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """TensorBoard on 127.0.0.1 (a port the OS picks) serving the runs beside `logdir`."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir.parent),
-         "--host", "127.0.0.1", "--port", "0"], stdout=subprocess.DEVNULL,
-        stderr=log.open("w"))
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logdir.parent),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
     deadline = time.monotonic() + 120
     while not (found := re.search(r"at (http://127\.0\.0\.1:\d+)/", log.read_text())):
         if server.poll() is not None or time.monotonic() > deadline:
@@ -100,14 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--prefix", default="tensorboard_")
     args = parser.parse_args(argv)
-    settings = args.set + [f"data.{key}={value}" for key, value in
-                           (("source", args.source), ("md5", args.md5)) if value]
+    settings = args.set + [
+        f"data.{key}={value}"
+        for key, value in (("source", args.source), ("md5", args.md5))
+        if value
+    ]
     with tempfile.TemporaryDirectory(prefix="distnet-screenshots-") as tmp:
         logdir = args.logdir or train_run(args.job, settings, Path(tmp))
         server, url = serve(logdir.resolve(), Path(tmp) / "tensorboard.log")
         try:
-            views = VIEWS if has_images(url) else {k: v for k, v in VIEWS.items()
-                                                   if k != "filters"}
+            views = VIEWS if has_images(url) else {k: v for k, v in VIEWS.items() if k != "filters"}
             for view, (fragment, ready, height) in views.items():
                 picture = args.out / f"{args.prefix}{view}.png"
                 render_page(f"{url}/{fragment}", picture, ready=ready, height=height)

@@ -44,14 +44,24 @@ def main() -> None:
     # float32 as the seed trained it and as jobs/two_layer.toml does (the README compares
     # the two); TwoLayerNet's own default is the assignment's float64.
     model = TwoLayerNet(hidden_dim=100, reg=1e-2, dtype=np.float32)
-    solver = Solver(model, data, update_rule="sgd", optim_config={"learning_rate": 1e-3},
-                    lr_decay=0.95, num_epochs=10, batch_size=100, print_every=100)
+    solver = Solver(
+        model,
+        data,
+        update_rule="sgd",
+        optim_config={"learning_rate": 1e-3},
+        lr_decay=0.95,
+        num_epochs=10,
+        batch_size=100,
+        print_every=100,
+    )
     start = time.perf_counter()
     solver.train()
     wall = time.perf_counter() - start
     test_acc = solver.check_accuracy(data["X_test"], data["y_test"])
-    print(f"best val acc {solver.best_val_acc:.3f}, test acc {test_acc:.3f}, "
-          f"{wall:.1f} s ({10 * 49000 / wall:,.0f} samples/s)")
+    print(
+        f"best val acc {solver.best_val_acc:.3f}, test acc {test_acc:.3f}, "
+        f"{wall:.1f} s ({10 * 49000 / wall:,.0f} samples/s)"
+    )
 
 
 if __name__ == "__main__":

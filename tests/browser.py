@@ -25,26 +25,40 @@ import aiohttp  # comes with ray[default]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # gitignored
 FLAGS = [
-    "--headless", "--no-sandbox", "--hide-scrollbars", "--remote-debugging-port=0",
+    "--headless",
+    "--no-sandbox",
+    "--hide-scrollbars",
+    "--remote-debugging-port=0",
     # No WebGL (there is no GPU here): pages such as TensorBoard then draw their charts as
     # SVG, which shows in the DOM as well as in the picture.
-    "--disable-webgl", "--disable-3d-apis",
+    "--disable-webgl",
+    "--disable-3d-apis",
     # Loopback only: no background traffic, and no host name resolves to anything else.
-    "--disable-background-networking", "--disable-component-update",
+    "--disable-background-networking",
+    "--disable-component-update",
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 ]
 
 
-def render_page(url: str, screenshot: Path, ready: str, height: int = 1400,
-                timeout_s: float = 120) -> str:
+def render_page(
+    url: str, screenshot: Path, ready: str, height: int = 1400, timeout_s: float = 120
+) -> str:
     """Open `url`, wait until the JavaScript expression `ready` is true, save a PNG of the
     page to `screenshot` and return the DOM as rendered then."""
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dn-chromium-") as profile:
         browser = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size=1400,{height}",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)  # its own process group: the browser and its helpers
+            [
+                CHROMIUM,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size=1400,{height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # its own process group: the browser and its helpers
         try:
             port = _devtools_port(Path(profile), browser, timeout_s)
             png, dom = asyncio.run(asyncio.wait_for(_render(port, url, ready), timeout_s))
@@ -98,8 +112,7 @@ async def _render(port: int, url: str, ready: str) -> tuple[bytes, str]:
                 return reply["result"]
 
             async def evaluate(expression: str):
-                result = await call("Runtime.evaluate", expression=expression,
-                                    returnByValue=True)
+                result = await call("Runtime.evaluate", expression=expression, returnByValue=True)
                 return result["result"].get("value")
 
             await call("Page.navigate", url=url)
@@ -113,5 +126,7 @@ async def _render(port: int, url: str, ready: str) -> tuple[bytes, str]:
 def polylines(min_points: int) -> str:
     """JavaScript: how many SVG paths on the page are lines through at least `min_points`
     points (chart curves, not icons): for `ready=f"{polylines(10)} >= 4"`."""
-    return ("[...document.querySelectorAll('path')].filter(p => "
-            f"(p.getAttribute('d') || '').split('L').length >= {min_points}).length")
+    return (
+        "[...document.querySelectorAll('path')].filter(p => "
+        f"(p.getAttribute('d') || '').split('L').length >= {min_points}).length"
+    )

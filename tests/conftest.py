@@ -11,7 +11,8 @@ import pytest
 # The drivers, CLIs and `ray start` nodes that tests launch import the checkout under test,
 # whatever else this environment has installed (an editable install of another checkout).
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(Path(__file__).parent.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+    [str(Path(__file__).parent.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 
 # --- markers (registered in pyproject.toml) ---------------------------------------------
 # Tests that start Ray in a child process of their own, which none of their fixtures shows.
@@ -89,8 +90,9 @@ def tiny_dataset(tmp_path_factory) -> str:
     """240 train / 60 val / 50 test random images in 4 shards."""
     from datagen import make_prepared_dataset
 
-    return make_prepared_dataset(tmp_path_factory.mktemp("tiny"), shards=4,
-                                 n_train_per_batch=60, n_test=50, num_val=60)
+    return make_prepared_dataset(
+        tmp_path_factory.mktemp("tiny"), shards=4, n_train_per_batch=60, n_test=50, num_val=60
+    )
 
 
 @pytest.fixture
@@ -100,12 +102,12 @@ def tiny_job(tiny_dataset, tmp_path):
 
     def make(**sections):
         raw = {
-            "name": "tiny", "seed": 3,
+            "name": "tiny",
+            "seed": 3,
             "data": {"path": tiny_dataset},
             "model": {"kind": "fc", "hidden_dims": [16], "weight_scale": 1e-2},
             "optim": {"update_rule": "sgd_momentum", "learning_rate": 1e-2},
-            "train": {"num_epochs": 2, "batch_size": 40, "workers": 2,
-                      "num_train_samples": 100},
+            "train": {"num_epochs": 2, "batch_size": 40, "workers": 2, "num_train_samples": 100},
             "checkpoint": {"dir": str(tmp_path / "ckpt")},
             "metrics": {"logdir": str(tmp_path / "runs")},
         }

@@ -53,8 +53,10 @@ def model_gradient_errors(model, X, y, h=1e-5):
     loss, grads = model.loss(X, y)
     errors = {}
     for name in sorted(grads):
+
         def f(_):
             return model.loss(X, y)[0]
+
         grad_num = eval_numerical_gradient(f, model.params[name], verbose=False, h=h)
         errors[name] = rel_error(grad_num, grads[name])
     return loss, errors
@@ -67,8 +69,10 @@ def backward_errors(forward, backward, args, dout):
     analytic = backward(dout, cache)
     errors = []
     for i, arg in enumerate(args[: len(analytic)]):
+
         def f(value, i=i):
-            return forward(*args[:i], value, *args[i + 1:])[0]
+            return forward(*args[:i], value, *args[i + 1 :])[0]
+
         errors.append(rel_error(eval_numerical_gradient_array(f, arg, dout), analytic[i]))
     return errors
 
@@ -98,8 +102,9 @@ def norm_backward_errors(forward, backward, x_shape, gamma_shape, *params):
     """A normalisation backward cell: norm_check_inputs, then backward_errors of
     forward(x, gamma, beta, *params)."""
     x, gamma, beta, dout = norm_check_inputs(x_shape, gamma_shape)
-    return backward_errors(lambda x, g, b: forward(x, g, b, *params), backward, (x, gamma, beta),
-                           dout)
+    return backward_errors(
+        lambda x, g, b: forward(x, g, b, *params), backward, (x, gamma, beta), dout
+    )
 
 
 def check_batchnorm_net(make_model):
@@ -146,8 +151,8 @@ def check_dropout_forward(dropout_forward, ps, dropped):
     np.random.seed(231)
     x = np.random.randn(500, 500) + 10
     for p in ps:
-        out, _ = dropout_forward(x, {'mode': 'train', 'p': p})
-        out_test, _ = dropout_forward(x, {'mode': 'test', 'p': p})
+        out, _ = dropout_forward(x, {"mode": "train", "p": p})
+        out_test, _ = dropout_forward(x, {"mode": "test", "p": p})
         assert abs((out == 0).mean() - dropped(p)) < 0.01
         assert abs(out.mean() - x.mean()) < 0.02 * x.mean()
         assert (out_test == 0).mean() == 0
@@ -171,9 +176,10 @@ def dropout_backward_error(dropout_forward, dropout_backward, p):
     np.random.seed(231)
     x = np.random.randn(10, 10) + 10
     dout = np.random.randn(*x.shape)
-    dropout_param = {'mode': 'train', 'p': p, 'seed': 123}
+    dropout_param = {"mode": "train", "p": p, "seed": 123}
     _, cache = dropout_forward(x, dropout_param)
     dx = dropout_backward(dout, cache)
-    dx_num = eval_numerical_gradient_array(lambda xx: dropout_forward(xx, dropout_param)[0],
-                                           x, dout)
+    dx_num = eval_numerical_gradient_array(
+        lambda xx: dropout_forward(xx, dropout_param)[0], x, dout
+    )
     return rel_error(dx, dx_num), dx

@@ -20,8 +20,18 @@ from pathlib import Path
 import numpy as np
 
 FOLDER = "cifar-10-batches-py"
-LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck"]
+LABEL_NAMES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 @dataclass
@@ -66,30 +76,35 @@ def py2_pickle(obj) -> bytes:
 
 def batch_pickle(images: np.ndarray, labels, name: str = "batch") -> bytes:
     """One batch file, like data_batch_1: dict with bytes keys, labels a list of ints."""
-    return py2_pickle({
-        b"batch_label": name.encode(),
-        b"labels": [int(label) for label in labels],
-        b"data": images,
-        b"filenames": [f"img_{i:05d}.png".encode() for i in range(len(labels))],
-    })
+    return py2_pickle(
+        {
+            b"batch_label": name.encode(),
+            b"labels": [int(label) for label in labels],
+            b"data": images,
+            b"filenames": [f"img_{i:05d}.png".encode() for i in range(len(labels))],
+        }
+    )
 
 
 def cifar_members(data: FakeCifar) -> dict[str, bytes]:
     """Member name -> file bytes, as in the official tarball (tests edit this to break it)."""
     n = len(data.train_labels) // 5
     members = {
-        f"{FOLDER}/batches.meta": py2_pickle({
-            b"num_cases_per_batch": n,
-            b"label_names": [name.encode() for name in LABEL_NAMES],
-            b"num_vis": 3072,
-        }),
-        f"{FOLDER}/readme.html": b"<meta HTTP-EQUIV=\"REFRESH\" content=\"0\">\n",
+        f"{FOLDER}/batches.meta": py2_pickle(
+            {
+                b"num_cases_per_batch": n,
+                b"label_names": [name.encode() for name in LABEL_NAMES],
+                b"num_vis": 3072,
+            }
+        ),
+        f"{FOLDER}/readme.html": b'<meta HTTP-EQUIV="REFRESH" content="0">\n',
         f"{FOLDER}/test_batch": batch_pickle(data.test_images, data.test_labels, "test batch"),
     }
     for i in range(5):
         rows = slice(i * n, (i + 1) * n)
         members[f"{FOLDER}/data_batch_{i + 1}"] = batch_pickle(
-            data.train_images[rows], data.train_labels[rows], f"training batch {i + 1} of 5")
+            data.train_images[rows], data.train_labels[rows], f"training batch {i + 1} of 5"
+        )
     return members
 
 
@@ -103,8 +118,7 @@ def write_tarball(path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def make_cifar_tarball(path, n_train_per_batch: int = 60, n_test: int = 50,
-                       seed: int = 0) -> Path:
+def make_cifar_tarball(path, n_train_per_batch: int = 60, n_test: int = 50, seed: int = 0) -> Path:
     """A CIFAR-10 python tarball of random images at `path` (its MD5 is `md5_of(path)`)."""
     return write_tarball(path, cifar_members(fake_cifar(n_train_per_batch, n_test, seed)))
 
@@ -113,17 +127,28 @@ def md5_of(path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
-def make_prepared_dataset(tmpdir, shards: int = 4, n_train_per_batch: int = 60,
-                          n_test: int = 50, num_val: int = 20, seed: int = 0) -> str:
+def make_prepared_dataset(
+    tmpdir,
+    shards: int = 4,
+    n_train_per_batch: int = 60,
+    n_test: int = 50,
+    num_val: int = 20,
+    seed: int = 0,
+) -> str:
     """Prepare a small dataset under `tmpdir`; returns its directory (train has
     5 * n_train_per_batch - num_val images, val num_val, test n_test)."""
     from distnet.data.prepare import prepare_dataset
 
     tmpdir = Path(tmpdir)
     tmpdir.mkdir(parents=True, exist_ok=True)
-    tarball = make_cifar_tarball(tmpdir / "cifar-10-python.tar.gz", n_train_per_batch,
-                                 n_test, seed)
+    tarball = make_cifar_tarball(tmpdir / "cifar-10-python.tar.gz", n_train_per_batch, n_test, seed)
     out = tmpdir / "cifar10"
-    prepare_dataset(str(out), source=str(tarball), shards=shards, md5=md5_of(tarball),
-                    num_val=num_val, progress=False)
+    prepare_dataset(
+        str(out),
+        source=str(tarball),
+        shards=shards,
+        md5=md5_of(tarball),
+        num_val=num_val,
+        progress=False,
+    )
     return str(out)

@@ -33,8 +33,11 @@ from pathlib import Path
 import psutil
 
 TARGETS = ("worker", "server", "both")
-CLASSES = {"worker": ("GradientWorker",), "server": ("ParameterServer",),
-           "both": ("GradientWorker", "ParameterServer")}
+CLASSES = {
+    "worker": ("GradientWorker",),
+    "server": ("ParameterServer",),
+    "both": ("GradientWorker", "ParameterServer"),
+}
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,9 @@ class Kill:
     target: str  # one of TARGETS, or "interrupt"
 
 
-def random_schedule(seed: int, duration_s: float, max_kills: int = 3,
-                    interrupt: bool = False) -> list[Kill]:
+def random_schedule(
+    seed: int, duration_s: float, max_kills: int = 3, interrupt: bool = False
+) -> list[Kill]:
     """1..max_kills kills spread over `duration_s`; sometimes two close together."""
     rng = random.Random(seed)
     times = sorted(rng.uniform(0.3, duration_s) for _ in range(rng.randint(1, max_kills)))
@@ -104,17 +108,27 @@ def _fire(kill: Kill, rng: random.Random, driver: subprocess.Popen) -> list[int]
     return victims
 
 
-def run_driver(job_file: Path, address: str, out: Path, schedule: list[Kill] = (),
-               seed: int = 0, step_bound_s: float = 60.0, exit_bound_s: float = 10.0,
-               resume: bool = False, total_bound_s: float = 900.0,
-               interrupt_at: tuple[str, int] | None = None, kill_server_at: int | None = None,
-               clock: str = "workers") -> Watch:
+def run_driver(
+    job_file: Path,
+    address: str,
+    out: Path,
+    schedule: list[Kill] = (),
+    seed: int = 0,
+    step_bound_s: float = 60.0,
+    exit_bound_s: float = 10.0,
+    resume: bool = False,
+    total_bound_s: float = 900.0,
+    interrupt_at: tuple[str, int] | None = None,
+    kill_server_at: int | None = None,
+    clock: str = "workers",
+) -> Watch:
     """Run the driver in a child process, fire `schedule`, bound every wait.
 
     The schedule's times count from the first gradient worker alive (`clock="workers"`),
-    from the driver's first step (`clock="step"`) or from its start (`clock="start"`). `interrupt_at=(phase, n)`: the driver
-    sends itself SIGINT at the n-th time it reaches `phase` (see the module docstring);
-    `kill_server_at`: it kills parameter server 0 once that step is booked."""
+    from the driver's first step (`clock="step"`) or from its start (`clock="start"`).
+    `interrupt_at=(phase, n)`: the driver sends itself SIGINT at the n-th time it reaches
+    `phase` (see the module docstring); `kill_server_at`: it kills parameter server 0 once
+    that step is booked."""
     cmd = [sys.executable, __file__, str(job_file), address, str(out)]
     if resume:
         cmd.append("--resume")
@@ -149,14 +163,17 @@ def run_driver(job_file: Path, address: str, out: Path, schedule: list[Kill] = (
                 _, name, step = line.split()
                 watch.interrupted_in = (name, int(step))
 
-    readers = [threading.Thread(target=read_steps, daemon=True),
-               threading.Thread(target=lambda: err_lines.extend(driver.stderr), daemon=True)]
+    readers = [
+        threading.Thread(target=read_steps, daemon=True),
+        threading.Thread(target=lambda: err_lines.extend(driver.stderr), daemon=True),
+    ]
     for t in readers:
         t.start()
     start = time.monotonic()
     while driver.poll() is None and (
-            (clock == "workers" and not set(actor_pids("GradientWorker")) - earlier)
-            or (clock == "step" and not last[1])):
+        (clock == "workers" and not set(actor_pids("GradientWorker")) - earlier)
+        or (clock == "step" and not last[1])
+    ):
         if time.monotonic() - start > total_bound_s:
             break
         time.sleep(0.05)
@@ -169,7 +186,7 @@ def run_driver(job_file: Path, address: str, out: Path, schedule: list[Kill] = (
             if kill.target == "interrupt":
                 interrupted_at = now
         waited = now - last[0] if last[1] else 0.0
-        overdue = (interrupted_at is not None and now - interrupted_at > exit_bound_s)
+        overdue = interrupted_at is not None and now - interrupted_at > exit_bound_s
         if waited > step_bound_s or overdue or now - start > total_bound_s:
             watch.hung = True
             watch.stacks = _stacks(driver.pid)
@@ -191,8 +208,13 @@ def run_driver(job_file: Path, address: str, out: Path, schedule: list[Kill] = (
 
 def _stacks(pid: int) -> str:
     try:
-        return subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True,
-                              text=True, timeout=30, check=False).stdout
+        return subprocess.run(
+            ["py-spy", "dump", "--pid", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"(no stacks: {err})"
 
@@ -216,8 +238,14 @@ def read_result(out: Path):
     return np.load(out / "final_params.npy"), np.load(out / "params.npy"), summary
 
 
-def drive(job_file: str, address: str, out: str, resume: bool,
-          interrupt_at: tuple[str, int] | None = None, kill_server_at: int | None = None) -> int:
+def drive(
+    job_file: str,
+    address: str,
+    out: str,
+    resume: bool,
+    interrupt_at: tuple[str, int] | None = None,
+    kill_server_at: int | None = None,
+) -> int:
     """The driver process: train, print a line per step and per phase, write the result
     into `out`; SIGINT to itself at `interrupt_at` = (phase, n-th time); SIGKILL to
     parameter server 0 once step `kill_server_at` is booked (once: a recovery books the
@@ -247,8 +275,15 @@ def drive(job_file: str, address: str, out: str, resume: bool,
 
     job = load_job(job_file)
     try:
-        result = train(job, address=address, resume=resume, overwrite=not resume,
-                       progress=False, hooks=Hooks(on_phase=on_phase), on_step=on_step)
+        result = train(
+            job,
+            address=address,
+            resume=resume,
+            overwrite=not resume,
+            progress=False,
+            hooks=Hooks(on_phase=on_phase),
+            on_step=on_step,
+        )
     except KeyboardInterrupt:
         return 130
     out_dir = Path(out)
@@ -265,5 +300,11 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     at = args[args.index("--interrupt-at") + 1].split(":") if "--interrupt-at" in args else None
     kill = int(args[args.index("--kill-server-at") + 1]) if "--kill-server-at" in args else None
-    sys.exit(drive(*args[:3], resume="--resume" in args,
-                   interrupt_at=(at[0], int(at[1])) if at else None, kill_server_at=kill))
+    sys.exit(
+        drive(
+            *args[:3],
+            resume="--resume" in args,
+            interrupt_at=(at[0], int(at[1])) if at else None,
+            kill_server_at=kill,
+        )
+    )

@@ -33,14 +33,26 @@ class LoopbackNamespace:
         # when its stdin closes, at close() or when the test process dies.
         as_user = os.geteuid() != 0
         self.holder = subprocess.Popen(
-            ["unshare", *(["--user", "--map-root-user"] if as_user else []), "--net", "--",
-             "sh", "-c", "ip link set lo up && echo up && exec cat"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True)
+            [
+                "unshare",
+                *(["--user", "--map-root-user"] if as_user else []),
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "ip link set lo up && echo up && exec cat",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         if self.holder.stdout.readline() != b"up\n":
             self.holder.wait()
-            raise RuntimeError("cannot create a network namespace with only loopback: "
-                               + self.holder.stderr.read().decode().strip())
+            raise RuntimeError(
+                "cannot create a network namespace with only loopback: "
+                + self.holder.stderr.read().decode().strip()
+            )
         self.path = f"/proc/{self.holder.pid}/ns/net"
         self._enter = [f"--net={self.path}"]
         if as_user:
@@ -57,7 +69,9 @@ class LoopbackNamespace:
         listener = socket.create_server(("127.0.0.1", 0))
         forwarder = subprocess.Popen(
             self.argv([sys.executable, __file__, str(listener.fileno()), str(port)]),
-            pass_fds=[listener.fileno()], start_new_session=True)
+            pass_fds=[listener.fileno()],
+            start_new_session=True,
+        )
         local_port = listener.getsockname()[1]
         listener.close()  # the forwarder holds it now
         self.forwarders.append(forwarder)

@@ -48,15 +48,26 @@ COMPOSE_BINARY = Path(importlib.util.find_spec("compose").origin).parent / "dock
 START_TIMEOUT_S = 120
 START_ATTEMPTS = 3  # a node that lost a race for a port is started again
 # The test's own Ray settings must not leak into the nodes it starts.
-_CLEARED_ENV = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
-                "RAY_AUTH_TOKEN_PATH", "DISTNET_CACHE")
+_CLEARED_ENV = (
+    "RAY_ADDRESS",
+    "RAY_API_SERVER_ADDRESS",
+    "RAY_AUTH_MODE",
+    "RAY_AUTH_TOKEN",
+    "RAY_AUTH_TOKEN_PATH",
+    "DISTNET_CACHE",
+)
 
 
 def compose_services(token: str = "x") -> dict[str, dict]:
     """docker-compose.yml's services as the real Docker Compose resolves them."""
     env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV} | {"RAY_AUTH_TOKEN": token}
-    out = subprocess.run([COMPOSE_BINARY, "-f", COMPOSE_FILE, "config", "--format", "json"],
-                         env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [COMPOSE_BINARY, "-f", COMPOSE_FILE, "config", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out)["services"]
 
 
@@ -114,21 +125,32 @@ class ServiceProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
             argv = healthcheck_argv(service)
-            check = subprocess.run(self.netns.argv(argv) if self.netns else argv, env=self.env,
-                                   capture_output=True, check=False)
+            check = subprocess.run(
+                self.netns.argv(argv) if self.netns else argv,
+                env=self.env,
+                capture_output=True,
+                check=False,
+            )
             if check.returncode == 0 and ready():
                 return
             time.sleep(1)
-        raise RuntimeError(f"{self.name} not healthy after {START_TIMEOUT_S} s: "
-                           f"{self.log.read_text()[-3000:]}")
+        raise RuntimeError(
+            f"{self.name} not healthy after {START_TIMEOUT_S} s: {self.log.read_text()[-3000:]}"
+        )
 
 
-def start_service(name: str, service: dict, env: dict[str, str], log: Path,
-                  netns: LoopbackNamespace | None = None) -> ServiceProcess:
+def start_service(
+    name: str, service: dict, env: dict[str, str], log: Path, netns: LoopbackNamespace | None = None
+) -> ServiceProcess:
     argv = container_argv(service["command"])
     with open(log, "wb") as out:
-        process = subprocess.Popen(netns.argv(argv) if netns else argv, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            netns.argv(argv) if netns else argv,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return ServiceProcess(name, env, process, log, netns)
 
 
@@ -188,24 +210,31 @@ class RayCluster:
         return env
 
     def start_head(self) -> Node:
-        return self._start("ray-head", {
-            "RAY_GCS_PORT": str(self.gcs_port),
-            "RAY_DASHBOARD_HOST": "127.0.0.1",
-            "RAY_DASHBOARD_PORT": str(self.dashboard_port),
-            "RAY_CLIENT_PORT": str(free_port()),
-        })
+        return self._start(
+            "ray-head",
+            {
+                "RAY_GCS_PORT": str(self.gcs_port),
+                "RAY_DASHBOARD_HOST": "127.0.0.1",
+                "RAY_DASHBOARD_PORT": str(self.dashboard_port),
+                "RAY_CLIENT_PORT": str(free_port()),
+            },
+        )
 
     def add_worker(self) -> Node:
         return self._start("ray-worker", {"RAY_HEAD_ADDRESS": self.address})
 
     def node_ids(self) -> dict[str, str]:
         """node id -> IP of every node the cluster reports alive."""
-        return {n["node_id"]: n["node_ip"] for n in self.api("/api/v0/nodes?limit=100")
-                if n["state"] == "ALIVE"}
+        return {
+            n["node_id"]: n["node_ip"]
+            for n in self.api("/api/v0/nodes?limit=100")
+            if n["state"] == "ALIVE"
+        }
 
     def api(self, path: str) -> list[dict]:
-        request = urllib.request.Request(self.dashboard_url + path,
-                                         headers={"Authorization": f"Bearer {self.token}"})
+        request = urllib.request.Request(
+            self.dashboard_url + path, headers={"Authorization": f"Bearer {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)["data"]["result"]["result"]
 
@@ -216,15 +245,22 @@ class RayCluster:
         for attempt in range(START_ATTEMPTS):
             # Each node its own temp dir, as each container has its own /tmp: nodes sharing
             # one would unpack a job's working_dir over each other (and under its driver).
-            env = container_env(service, self.shared) | variables | {
-                "RAY_NODE_IP": ip, "RAY_AGENT_PORT": str(free_port()), "RAY_NUM_CPUS": "1",
-                "RAY_TEMP_DIR": str(self.root / f"n{index}"),
-                # Ray system config from the environment: a lost node is declared dead after
-                # 5 failed checks 1 s apart instead of 3 s apart, to keep failure tests short.
-                "RAY_health_check_period_ms": "1000",
-                # ... and on a loaded machine a raylet may take longer than the default 60 s
-                # to register with the GCS.
-                "RAY_raylet_start_wait_time_s": "180"}
+            env = (
+                container_env(service, self.shared)
+                | variables
+                | {
+                    "RAY_NODE_IP": ip,
+                    "RAY_AGENT_PORT": str(free_port()),
+                    "RAY_NUM_CPUS": "1",
+                    "RAY_TEMP_DIR": str(self.root / f"n{index}"),
+                    # Ray system config from the environment: a lost node is declared dead after
+                    # 5 failed checks 1 s apart instead of 3 s apart, to keep failure tests short.
+                    "RAY_health_check_period_ms": "1000",
+                    # ... and on a loaded machine a raylet may take longer than the default 60 s
+                    # to register with the GCS.
+                    "RAY_raylet_start_wait_time_s": "180",
+                }
+            )
             if self.python_bin:  # `ray start` (so the workers and jobs) from there
                 env["PATH"] = f"{self.python_bin}{os.pathsep}{env['PATH']}"
             log = self.root / f"node-{index}-{attempt}.log"
@@ -280,7 +316,7 @@ def container_env(service: dict, shared: Path) -> dict[str, str]:
     the /shared volume moved to the directory `shared` that stands in for it here."""
     env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
     for key, value in service.get("environment", {}).items():
-        env[key] = str(shared) + value[len("/shared"):] if value.startswith("/shared") else value
+        env[key] = str(shared) + value[len("/shared") :] if value.startswith("/shared") else value
     return env
 
 
@@ -289,9 +325,11 @@ def tensorboard(logdir: Path) -> Iterator[str]:
     """docker-compose.yml's TensorBoard serving `logdir` on 127.0.0.1; yields its URL."""
     service = compose_services()["tensorboard"]
     port = free_port()
-    env = container_env(service, logdir) | {"TENSORBOARD_LOGDIR": str(logdir),
-                                             "TENSORBOARD_HOST": "127.0.0.1",
-                                             "TENSORBOARD_PORT": str(port)}
+    env = container_env(service, logdir) | {
+        "TENSORBOARD_LOGDIR": str(logdir),
+        "TENSORBOARD_HOST": "127.0.0.1",
+        "TENSORBOARD_PORT": str(port),
+    }
     with tempfile.NamedTemporaryFile(prefix="dn-tensorboard-", suffix=".log") as log:
         server = start_service("tensorboard", service, env, Path(log.name))
         try:
@@ -330,4 +368,3 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-

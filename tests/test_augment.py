@@ -71,8 +71,11 @@ def test_crop_is_a_window_of_the_zero_padded_image(padding):
     out = random_crop(images, np.random.default_rng(3), padding)
     seen = set()
     for before, after in zip(images, out, strict=True):
-        matches = [o for o, crop in _crop_candidates(before, padding).items()
-                   if np.array_equal(crop, after)]
+        matches = [
+            o
+            for o, crop in _crop_candidates(before, padding).items()
+            if np.array_equal(crop, after)
+        ]
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) > 1  # offsets vary from image to image
@@ -146,11 +149,14 @@ def test_read_only_memory_map_is_left_alone(tmp_path, flip, padding):
     assert out.flags.writeable
 
 
-@pytest.mark.parametrize("fn", [
-    lambda x, rng: random_flip(x, rng),
-    lambda x, rng: random_crop(x, rng, 2),
-    lambda x, rng: augment(x, rng, True, 2),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x, rng: random_flip(x, rng),
+        lambda x, rng: random_crop(x, rng, 2),
+        lambda x, rng: augment(x, rng, True, 2),
+    ],
+)
 def test_empty_batch(fn):
     out = fn(np.zeros((0, 3072), np.uint8), np.random.default_rng(0))
     assert out.shape == (0, 3072) and out.dtype == np.uint8
@@ -161,8 +167,11 @@ def test_empty_batch(fn):
     [
         (np.zeros((2, 3072), np.float32), 2, "uint8 numpy array, got float32"),
         ([[0] * 3072], 2, "uint8 numpy array, got list"),
-        (np.zeros((2, 3, 32, 31), np.uint8), 2,
-         r"shape \(B, 3072\) or \(B, 3, 32, 32\), got \(2, 3, 32, 31\)"),
+        (
+            np.zeros((2, 3, 32, 31), np.uint8),
+            2,
+            r"shape \(B, 3072\) or \(B, 3, 32, 32\), got \(2, 3, 32, 31\)",
+        ),
         (np.zeros((2, 32, 32, 3), np.uint8), 2, r"got \(2, 32, 32, 3\)"),  # channels last
         (np.zeros((2, 1024), np.uint8), 2, r"shape \(B, 3072\)"),
         (np.zeros(3072, np.uint8), 2, r"got \(3072,\)"),
@@ -181,12 +190,15 @@ def test_bad_input_is_named(images, padding, message):
 # --- the (B, 3, 32, 32) layout ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("fn", [
-    lambda x, rng: random_flip(x, rng),
-    lambda x, rng: random_crop(x, rng, 3),
-    lambda x, rng: augment(x, rng, True, 3),
-    lambda x, rng: augment(x, rng, False, 0),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x, rng: random_flip(x, rng),
+        lambda x, rng: random_crop(x, rng, 3),
+        lambda x, rng: augment(x, rng, True, 3),
+        lambda x, rng: augment(x, rng, False, 0),
+    ],
+)
 def test_images_layout_is_augmented_as_the_rows_are(fn):
     rows = _images(48, seed=11)
     images = rows.reshape(-1, 3, 32, 32)  # the reader's "nchw" layout: the same bytes

@@ -16,14 +16,16 @@ from distnet.models import build_model
 
 @pytest.mark.parametrize("config", [*CONFIGS.values(), TINY], ids=lambda c: c.name)
 def test_config_sizes_match_distnet_models(config, tmp_path):
-    job = JobConfig.from_dict(config.job_dict(workers=2, data=str(tmp_path), tmp=str(tmp_path),
-                                              max_steps=10))
+    job = JobConfig.from_dict(
+        config.job_dict(workers=2, data=str(tmp_path), tmp=str(tmp_path), max_steps=10)
+    )
     model = build_model(job.model, seed=0)
     assert model.params.vector.size == config.param_count()
     assert model.get_bn_state().size == config.bn_count()
     assert model.params.vector.dtype == np.float32
-    assert report.bytes_per_step(config, 2) == 4 * 2 * 2 * (config.param_count()
-                                                             + config.bn_count())
+    assert report.bytes_per_step(config, 2) == 4 * 2 * 2 * (
+        config.param_count() + config.bn_count()
+    )
 
 
 def test_plan_visits_every_system_once_per_repeat_in_rotating_order():
@@ -41,8 +43,28 @@ def test_plan_visits_every_system_once_per_repeat_in_rotating_order():
 
 
 def test_statistics_discard_warmup_and_take_medians():
-    steps = [1.0] * 5 + [0.1, 0.2, 0.3, 0.2, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2, 0.4, 0.2,
-                         0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]
+    steps = [1.0] * 5 + [
+        0.1,
+        0.2,
+        0.3,
+        0.2,
+        0.1,
+        0.2,
+        0.2,
+        0.2,
+        0.2,
+        0.2,
+        0.4,
+        0.2,
+        0.2,
+        0.2,
+        0.2,
+        0.2,
+        0.2,
+        0.2,
+        0.2,
+        0.2,
+    ]
     m = Measurement("numpy", "two_layer", 100, 0, steps, load_avg=1.0, idle_before=0.5)
     assert max(m.timed) < 1.0  # the slow first steps are warm-up
     assert m.median_step_s == pytest.approx(0.2)
@@ -59,8 +81,9 @@ def test_write_readme_replaces_only_the_results(tmp_path):
     path = tmp_path / "README.md"
     path.write_text(f"# Title\nintro\n{report.START}\nold\n{report.END}\nafterword\n")
     report.write_readme(path, "new table\n")
-    assert path.read_text() == f"# Title\nintro\n{report.START}\nnew table\n{report.END}\n" \
-                               "afterword\n"
+    assert (
+        path.read_text() == f"# Title\nintro\n{report.START}\nnew table\n{report.END}\nafterword\n"
+    )
 
 
 def test_write_readme_adds_a_new_section_at_the_end_and_then_replaces_it(tmp_path):
@@ -68,8 +91,9 @@ def test_write_readme_adds_a_new_section_at_the_end_and_then_replaces_it(tmp_pat
     path.write_text(f"# Title\n{report.START}\nfc\n{report.END}\nafterword\n")
     report.write_readme(path, "conv 1\n", "conv-results")
     start, end = report.markers("conv-results")
-    assert path.read_text() == (f"# Title\n{report.START}\nfc\n{report.END}\nafterword\n\n"
-                                f"{start}\nconv 1\n{end}\n")
+    assert path.read_text() == (
+        f"# Title\n{report.START}\nfc\n{report.END}\nafterword\n\n{start}\nconv 1\n{end}\n"
+    )
     report.write_readme(path, "conv 2\n", "conv-results")
     assert path.read_text().endswith(f"{start}\nconv 2\n{end}\n")
     assert f"{report.START}\nfc\n{report.END}" in path.read_text()
@@ -77,14 +101,27 @@ def test_write_readme_adds_a_new_section_at_the_end_and_then_replaces_it(tmp_pat
 
 def test_results_file_appends_runs_and_reads_back_measurements(tmp_path):
     path = tmp_path / "results.jsonl"
-    first = [Measurement("numpy", "two_layer", 100, r, [0.5, 0.25, 0.125], 1.0, 0.5,
-                         {"split_ms": {"step_s": 2.0}}) for r in range(2)]
+    first = [
+        Measurement(
+            "numpy",
+            "two_layer",
+            100,
+            r,
+            [0.5, 0.25, 0.125],
+            1.0,
+            0.5,
+            {"split_ms": {"step_s": 2.0}},
+        )
+        for r in range(2)
+    ]
     second = [Measurement("ddp", "large", 512, 0, [], 3.0, 0.1, error="boom")]
-    results.append_run(path, {"date": "2026-01-01 10:00", "label": "a"},
-                        [m.to_json() for m in first])
+    results.append_run(
+        path, {"date": "2026-01-01 10:00", "label": "a"}, [m.to_json() for m in first]
+    )
     before = path.read_text()
-    results.append_run(path, {"date": "2026-01-01 10:00", "label": "b"},
-                        [m.to_json() for m in second])
+    results.append_run(
+        path, {"date": "2026-01-01 10:00", "label": "b"}, [m.to_json() for m in second]
+    )
     assert path.read_text().startswith(before)  # earlier runs are not rewritten
     assert len(path.read_text().splitlines()) == 5  # a header and one line per measurement
     runs = results.read_runs(path)

@@ -58,7 +58,10 @@ def assert_bit_equal(a, b):
 
 def assert_states_equal(loaded, state):
     assert (loaded.step, loaded.epoch, loaded.best_val_acc) == (
-        state.step, state.epoch, state.best_val_acc)
+        state.step,
+        state.epoch,
+        state.best_val_acc,
+    )
     for name in ("params", "bn_state", "best_params", "best_bn_state"):
         if getattr(state, name) is None:
             assert getattr(loaded, name) is None
@@ -213,9 +216,14 @@ CRASHING_WRITER = textwrap.dedent("""
 
 def run_crashing_writer(directory, mode):
     # `python -c` imports from its working directory first: test_checkpoint from tests/.
-    return subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(directory), mode],
-                          cwd=os.path.dirname(__file__), capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", CRASHING_WRITER, str(directory), mode],
+        cwd=os.path.dirname(__file__),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_crash_during_write_leaves_previous_checkpoint(tmp_path):

@@ -59,13 +59,18 @@ def test_a_checkpoint_that_fits_the_model_loads(tmp_path):
     load_checkpoint(save_checkpoint(tmp_path / "fresh", fresh, keep=1), spec_of(fresh))
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"param_size": 999},
-     "params is float32 of shape (1000,), this model needs float32 of shape (999,)"),
-    ({"bn_size": 41}, "bn_state is float32 of shape (40,), this model needs float32 of shape"),
-    ({"dtype": np.dtype(np.float64)}, "float32 of shape (1000,), this model needs float64"),
-    ({"max_step": 6}, "step 7 is beyond this job's 6 steps"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            {"param_size": 999},
+            "params is float32 of shape (1000,), this model needs float32 of shape (999,)",
+        ),
+        ({"bn_size": 41}, "bn_state is float32 of shape (40,), this model needs float32 of shape"),
+        ({"dtype": np.dtype(np.float64)}, "float32 of shape (1000,), this model needs float64"),
+        ({"max_step": 6}, "step 7 is beyond this job's 6 steps"),
+    ],
+)
 def test_a_checkpoint_for_another_model_is_named(tmp_path, change, match):
     state = fitting_state()
     path = save_checkpoint(tmp_path, state, keep=1)
@@ -80,20 +85,29 @@ def test_float64_parameters_are_refused_for_a_float32_model(tmp_path):
     assert "params is float64" in one_line_mismatch(path, spec)
 
 
-@pytest.mark.parametrize("craft, match", [
-    (lambda s: {"arrays": {"opt_state/m": s.params[:10]}},
-     "opt_state['m'] is float32 of shape (10,)"),
-    (lambda s: {"arrays": {"best_params": s.params.astype(np.float64)}},
-     "invalid checkpoint (TrainState.best_params must have the shape and dtype of params)"),
-    (lambda s: {"arrays": {"params": np.full_like(s.params, np.nan)}}, "params holds NaN"),
-    (lambda s: {"meta": {"best_val_acc": 7.5}}, "best_val_acc 7.5 is not an accuracy"),
-    (lambda s: {"meta": {"opt_scalars": {"t": float("inf")}}}, "opt_state['t'] is inf"),
-    (lambda s: {"arrays": {"history/val_acc_history": np.array([0.5, 3.0])}},
-     "val_acc_history holds values outside [0, 1]"),
-    (lambda s: {"meta": {"step": 10**15}}, f"must be an integer in [0, {MAX_STEP}]"),
-    (lambda s: {"meta": {"step": 3, "epoch": 5}}, "epoch 5 is larger than step 3"),
-    (lambda s: {"meta": {"step": "7"}}, "TrainState.step must be an integer"),
-])
+@pytest.mark.parametrize(
+    "craft, match",
+    [
+        (
+            lambda s: {"arrays": {"opt_state/m": s.params[:10]}},
+            "opt_state['m'] is float32 of shape (10,)",
+        ),
+        (
+            lambda s: {"arrays": {"best_params": s.params.astype(np.float64)}},
+            "invalid checkpoint (TrainState.best_params must have the shape and dtype of params)",
+        ),
+        (lambda s: {"arrays": {"params": np.full_like(s.params, np.nan)}}, "params holds NaN"),
+        (lambda s: {"meta": {"best_val_acc": 7.5}}, "best_val_acc 7.5 is not an accuracy"),
+        (lambda s: {"meta": {"opt_scalars": {"t": float("inf")}}}, "opt_state['t'] is inf"),
+        (
+            lambda s: {"arrays": {"history/val_acc_history": np.array([0.5, 3.0])}},
+            "val_acc_history holds values outside [0, 1]",
+        ),
+        (lambda s: {"meta": {"step": 10**15}}, f"must be an integer in [0, {MAX_STEP}]"),
+        (lambda s: {"meta": {"step": 3, "epoch": 5}}, "epoch 5 is larger than step 3"),
+        (lambda s: {"meta": {"step": "7"}}, "TrainState.step must be an integer"),
+    ],
+)
 def test_crafted_values_are_named(tmp_path, craft, match):
     state = fitting_state()
     path = save_checkpoint(tmp_path, state, keep=1)
@@ -111,6 +125,7 @@ def test_an_absurd_step_is_refused_even_without_a_model(tmp_path):
 
 # --- the newest intact checkpoint ------------------------------------------------------------
 
+
 def test_a_truncated_latest_falls_back_to_the_newest_intact_one(tmp_path):
     for step in (10, 20, 30):
         save_checkpoint(tmp_path, fitting_state(step=step), keep=5)
@@ -122,8 +137,9 @@ def test_a_truncated_latest_falls_back_to_the_newest_intact_one(tmp_path):
     assert state.step == 10
     assert len(warnings) == 2 and all("\n" not in w for w in warnings)
     assert warnings[0].startswith(f"{tmp_path / 'ckpt-00000030.npz'}: corrupted or truncated")
-    assert warnings[0].endswith("moved aside to ckpt-00000030.npz.damaged; continuing from "
-                                "ckpt-00000010.npz")
+    assert warnings[0].endswith(
+        "moved aside to ckpt-00000030.npz.damaged; continuing from ckpt-00000010.npz"
+    )
     # Out of the way: later saves, pruning and lookups see only intact checkpoints.
     assert latest_checkpoint(tmp_path) == tmp_path / "ckpt-00000010.npz"
     assert (tmp_path / "ckpt-00000020.npz.damaged").exists()
@@ -144,15 +160,19 @@ def test_no_intact_checkpoint_is_an_error_and_none_is_none(tmp_path):
     assert load_latest_checkpoint(tmp_path / "empty") is None
     (tmp_path / "ckpt-00000005.npz").write_bytes(b"")
     (tmp_path / "ckpt-00000006.npz").write_bytes(b"x")
-    with pytest.raises(CheckpointError, match=f"no intact checkpoint in {tmp_path}: .*"
-                                              r"ckpt-00000006.npz.*\(and 1 more\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=f"no intact checkpoint in {tmp_path}: .*"
+        r"ckpt-00000006.npz.*\(and 1 more\)",
+    ):
         load_latest_checkpoint(tmp_path, warn=pytest.fail)
 
 
 def test_a_newest_checkpoint_of_another_model_is_an_error_not_a_fallback(tmp_path):
     save_checkpoint(tmp_path, fitting_state(step=1), keep=5)
     save_checkpoint(tmp_path, fitting_state(step=2, size=500), keep=5)
-    with pytest.raises(CheckpointMismatch, match="ckpt-00000002.npz: params is float32 of "
-                                                 "shape \\(500,\\)"):
+    with pytest.raises(
+        CheckpointMismatch, match="ckpt-00000002.npz: params is float32 of shape \\(500,\\)"
+    ):
         load_latest_checkpoint(tmp_path, spec_of(fitting_state()), warn=pytest.fail)
     assert len(list_checkpoints(tmp_path)) == 2  # nothing moved

@@ -34,9 +34,14 @@ def s3():
     server.start()
     host, port = server.get_host_and_port()
     assert host == "127.0.0.1"
-    filesystem = pafs.S3FileSystem(access_key="testing", secret_key="testing",
-                                   endpoint_override=f"{host}:{port}", scheme="http",
-                                   region="us-east-1", allow_bucket_creation=True)
+    filesystem = pafs.S3FileSystem(
+        access_key="testing",
+        secret_key="testing",
+        endpoint_override=f"{host}:{port}",
+        scheme="http",
+        region="us-east-1",
+        allow_bucket_creation=True,
+    )
     filesystem.create_dir("runs")
     options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
     yield filesystem, lambda key: f"s3://testing:testing@runs/{key}?{options}"
@@ -50,9 +55,17 @@ def objects(filesystem, prefix):
 
 def state(step):
     params = np.random.default_rng(step).standard_normal(50).astype(np.float32)
-    return TrainState(step=step, epoch=step // 10, params=params, opt_state={"t": step},
-                      bn_state=np.zeros(0, np.float32), best_params=None, best_val_acc=-1.0,
-                      history={"loss_history": [2.3] * step}, config={"name": "x"})
+    return TrainState(
+        step=step,
+        epoch=step // 10,
+        params=params,
+        opt_state={"t": step},
+        bn_state=np.zeros(0, np.float32),
+        best_params=None,
+        best_val_acc=-1.0,
+        history={"loss_history": [2.3] * step},
+        config={"name": "x"},
+    )
 
 
 def test_a_uri_is_a_remote_path_and_file_uris_are_local(s3, tmp_path):
@@ -97,12 +110,19 @@ def test_a_damaged_newest_object_is_moved_aside(s3):
 def on_s3(s3, ray_session, tiny_dataset):
     """--set arguments of a small job whose checkpoints and TensorBoard logs go to S3."""
     _, uri = s3
-    settings = {"data.path": tiny_dataset, "checkpoint.dir": uri("tiny"),
-                "metrics.logdir": uri("tiny-logs"),
-                "model.kind": "fc", "model.hidden_dims": [16], "model.use_batchnorm": True,
-                "train.batch_size": 40, "train.num_epochs": 2}
-    return [arg for key, value in settings.items()
-            for arg in ("--set", f"{key}={json.dumps(value)}")]
+    settings = {
+        "data.path": tiny_dataset,
+        "checkpoint.dir": uri("tiny"),
+        "metrics.logdir": uri("tiny-logs"),
+        "model.kind": "fc",
+        "model.hidden_dims": [16],
+        "model.use_batchnorm": True,
+        "train.batch_size": 40,
+        "train.num_epochs": 2,
+    }
+    return [
+        arg for key, value in settings.items() for arg in ("--set", f"{key}={json.dumps(value)}")
+    ]
 
 
 def test_train_refuse_resume_eval_and_load_model_on_s3(s3, on_s3, capsys, tmp_path):

@@ -38,16 +38,19 @@ IMAGE = f"distnet:{distnet.__version__}"
 BASE_IMAGE = f"rayproject/ray:{ray.__version__}-py311-cpu"
 
 
-def compose(*args: str, token: str | None = "t0ken",
-            file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess:
+def compose(
+    *args: str, token: str | None = "t0ken", file: Path = COMPOSE_FILE
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
     if token is not None:
         env["RAY_AUTH_TOKEN"] = token
-    return subprocess.run([COMPOSE_BINARY, "-f", file, *args], env=env,
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [COMPOSE_BINARY, "-f", file, *args], env=env, capture_output=True, text=True, check=False
+    )
 
 
 # --- docker-compose.yml -------------------------------------------------------------------
+
 
 def test_compose_file_is_valid_for_docker_compose_v2():
     assert "v2." in compose("version").stdout
@@ -75,10 +78,16 @@ def test_compose_cluster_has_token_auth_and_publishes_only_on_loopback():
         env = services[name]["environment"]
         assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == "s3cret"
         assert "disabled" not in json.dumps(services[name]).lower()
-    published = {(p["host_ip"], int(p["published"]), p["target"])
-                 for s in services.values() for p in s.get("ports", [])}
-    assert published == {("127.0.0.1", 8265, 8265), ("127.0.0.1", 10001, 10001),
-                         ("127.0.0.1", 6006, 6006)}
+    published = {
+        (p["host_ip"], int(p["published"]), p["target"])
+        for s in services.values()
+        for p in s.get("ports", [])
+    }
+    assert published == {
+        ("127.0.0.1", 8265, 8265),
+        ("127.0.0.1", 10001, 10001),
+        ("127.0.0.1", 6006, 6006),
+    }
     assert "ports" not in services["ray-worker"]  # so `--scale ray-worker=N` cannot clash
 
 
@@ -110,15 +119,36 @@ def expand(argv: list[str]) -> str:
     """What `sh -c` runs once its variables are expanded (echoed instead of executed)."""
     assert argv[:2] == ["sh", "-c"] and argv[2].startswith("exec ")
     env = {"PATH": os.environ["PATH"]}
-    return subprocess.run(["sh", "-c", "echo " + argv[2][len("exec "):]], env=env,
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["sh", "-c", "echo " + argv[2][len("exec ") :]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 # --- cluster/Dockerfile (parsed by BuildKit's own parser; nothing is built here) ---------
 
-INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT",
-                "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK",
-                "SHELL"}
+INSTRUCTIONS = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+}
 
 
 def project() -> dict:
@@ -155,8 +185,9 @@ def test_dockerfile_copies_what_the_build_needs_and_the_dockerignore_lets_it_thr
 def test_one_image_tag_for_compose_kuberay_and_ray_up():
     assert compose_services()["ray-head"]["image"] == IMAGE
     assert {s["image"] for s in compose_services().values()} == {IMAGE}
-    kuberay = {c["image"] for t in pod_templates(kuberay_documents()[1])
-               for c in t["spec"]["containers"]}
+    kuberay = {
+        c["image"] for t in pod_templates(kuberay_documents()[1]) for c in t["spec"]["containers"]
+    }
     assert kuberay == {IMAGE}
     assert launcher_config()["docker"]["image"].endswith("/" + IMAGE)  # from your registry
     # Each file's build instructions tag what the file runs.
@@ -172,6 +203,7 @@ def test_kuberay_names_its_image_in_one_place():
 
 
 # --- cluster/aws.yaml: Ray's own checks, as `ray up` runs them before touching the cloud ---
+
 
 def launcher_config() -> dict:
     return yaml.safe_load((CLUSTER / "aws.yaml").read_text())
@@ -201,14 +233,18 @@ def test_every_launcher_node_has_an_instance_profile_for_the_s3_data():
     # workers read their own shards of s3:// data and pull the image.
     for name, node_type in launcher_config()["available_node_types"].items():
         profile = node_type["node_config"]["IamInstanceProfile"]
-        assert re.fullmatch(r"arn:aws:iam::\w+:instance-profile/distnet-(head|worker)",
-                            profile["Arn"]), name
+        assert re.fullmatch(
+            r"arn:aws:iam::\w+:instance-profile/distnet-(head|worker)", profile["Arn"]
+        ), name
     registry = launcher_config()["docker"]["image"].partition("/")[0]
-    assert any(registry in command and "docker login" in command
-               for command in launcher_config()["initialization_commands"])
+    assert any(
+        registry in command and "docker login" in command
+        for command in launcher_config()["initialization_commands"]
+    )
 
 
 # --- cluster/kuberay-rayjob.yaml ----------------------------------------------------------
+
 
 def kuberay_documents() -> list[dict]:
     return list(yaml.safe_load_all((CLUSTER / "kuberay-rayjob.yaml").read_text()))
@@ -220,8 +256,11 @@ def rayjob_validator() -> jsonschema.Validator:
 
     def close(node):
         if isinstance(node, dict):
-            if ("properties" in node and "additionalProperties" not in node
-                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
                 node["additionalProperties"] = False
             for value in node.values():
                 close(value)
@@ -236,8 +275,10 @@ def rayjob_validator() -> jsonschema.Validator:
 
 def pod_templates(rayjob: dict) -> list[dict]:
     cluster = rayjob["spec"]["rayClusterSpec"]
-    return [cluster["headGroupSpec"]["template"],
-            *(group["template"] for group in cluster["workerGroupSpecs"])]
+    return [
+        cluster["headGroupSpec"]["template"],
+        *(group["template"] for group in cluster["workerGroupSpecs"]),
+    ]
 
 
 def test_kuberay_manifest_is_well_formed_kubernetes():
@@ -245,9 +286,16 @@ def test_kuberay_manifest_is_well_formed_kubernetes():
     assert [d["kind"] for d in documents] == ["PersistentVolumeClaim", "RayJob"]
     kubernetes_validate.validate(documents[0], KUBERNETES_VERSION, strict=True)
     for template in pod_templates(documents[1]):
-        kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate",
-                                      "metadata": {"name": "ray-pod"}, "template": template},
-                                     KUBERNETES_VERSION, strict=True)
+        kubernetes_validate.validate(
+            {
+                "apiVersion": "v1",
+                "kind": "PodTemplate",
+                "metadata": {"name": "ray-pod"},
+                "template": template,
+            },
+            KUBERNETES_VERSION,
+            strict=True,
+        )
 
 
 def test_kuberay_rayjob_matches_kuberays_schema():
@@ -296,10 +344,13 @@ def test_kuberay_gradient_workers_fit_on_the_worker_pods_not_the_head():
     rayjob = kuberay_documents()[1]
     cluster = rayjob["spec"]["rayClusterSpec"]
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
-    job = tomllib.loads((REPO / "jobs" / rayjob["spec"]["entrypoint"].split()[2]
-                         .rpartition("/")[2]).read_text())["train"]
-    worker_cpus = sum(group["replicas"] * float(group["rayStartParams"]["num-cpus"])
-                      for group in cluster["workerGroupSpecs"])
+    job = tomllib.loads(
+        (REPO / "jobs" / rayjob["spec"]["entrypoint"].split()[2].rpartition("/")[2]).read_text()
+    )["train"]
+    worker_cpus = sum(
+        group["replicas"] * float(group["rayStartParams"]["num-cpus"])
+        for group in cluster["workerGroupSpecs"]
+    )
     assert worker_cpus >= job["workers"] * job.get("worker_cpus", 1)
     for group in cluster["workerGroupSpecs"]:
         limit = group["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]

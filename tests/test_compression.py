@@ -30,12 +30,13 @@ def test_fp16_round_trips_within_half_precision(dtype):
     dense = decode(payload, dtype)
     assert dense.dtype == dtype
     # float16 keeps 11 significant bits: relative error at most 2**-11 for normal numbers
-    np.testing.assert_allclose(dense, grad, rtol=2.0 ** -11, atol=6e-8)
+    np.testing.assert_allclose(dense, grad, rtol=2.0**-11, atol=6e-8)
     assert not np.array_equal(dense, grad)  # it really was rounded
 
 
-@pytest.mark.parametrize("size,ratio,k", [(1000, 0.01, 10), (1001, 0.01, 11), (7, 0.5, 4),
-                                          (5, 1e-9, 1), (3, 1.0, 3)])
+@pytest.mark.parametrize(
+    "size,ratio,k", [(1000, 0.01, 10), (1001, 0.01, 11), (7, 0.5, 4), (5, 1e-9, 1), (3, 1.0, 3)]
+)
 def test_topk_count_is_the_ceiling_and_at_least_one(size, ratio, k):
     assert topk_count(size, ratio) == k
 
@@ -88,8 +89,12 @@ def test_each_slice_has_its_own_residual():
 
 
 @settings(max_examples=40, deadline=None)
-@given(size=st.integers(1, 300), ratio=st.floats(1e-3, 1.0), steps=st.integers(1, 5),
-       seed=st.integers(0, 2**16))
+@given(
+    size=st.integers(1, 300),
+    ratio=st.floats(1e-3, 1.0),
+    steps=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
 def test_topk_conserves_the_gradient_sum(size, ratio, steps, seed):
     rng = np.random.default_rng(seed)
     encoder = Encoder("topk", ratio=ratio)

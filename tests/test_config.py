@@ -56,16 +56,27 @@ def test_packaged_default_is_the_two_layer_job():
 def test_two_layer_job_is_the_seed_recipe():
     job = load_job(REPO / "jobs" / "two_layer.toml")
     assert (job.model.kind, job.model.hidden_dims, job.model.reg, job.model.weight_scale) == (
-        "two_layer", (100,), 1e-2, 1e-3)
+        "two_layer",
+        (100,),
+        1e-2,
+        1e-3,
+    )
     assert (job.optim.update_rule, job.optim.rule_config(), job.optim.lr_decay) == (
-        "sgd", {"learning_rate": 1e-3}, 0.95)
+        "sgd",
+        {"learning_rate": 1e-3},
+        0.95,
+    )
     assert (job.train.num_epochs, job.train.batch_size) == (10, 100)
 
 
 def test_large_job_has_batchnorm_and_dropout():
     model = load_job(REPO / "jobs" / "large.toml").model
     assert (model.kind, model.hidden_dims, model.use_batchnorm, model.dropout) == (
-        "fc", (1024, 512, 256), True, 0.3)
+        "fc",
+        (1024, 512, 256),
+        True,
+        0.3,
+    )
 
 
 def test_empty_file_gives_documented_defaults(tmp_path, monkeypatch):
@@ -80,7 +91,10 @@ def test_empty_file_gives_documented_defaults(tmp_path, monkeypatch):
 
 
 def test_paths_placeholders_and_uris(tmp_path):
-    job = load_job(write_job(tmp_path, """
+    job = load_job(
+        write_job(
+            tmp_path,
+            """
         name = "exp-1"
         [data]
         path = "s3://bucket/~cifar"
@@ -88,7 +102,9 @@ def test_paths_placeholders_and_uris(tmp_path):
         dir = "~/ckpt/{name}/x"
         [metrics]
         logdir = "/runs/{name}"
-    """))
+    """,
+        )
+    )
     assert job.data.path == "s3://bucket/~cifar"  # URIs are left alone
     assert job.checkpoint.dir == str(Path.home() / "ckpt" / "exp-1" / "x")
     assert job.metrics.logdir == "/runs/exp-1"
@@ -96,8 +112,9 @@ def test_paths_placeholders_and_uris(tmp_path):
 
 
 def test_ints_are_accepted_as_numbers_and_lists_frozen():
-    job = JobConfig.from_dict({"optim": {"learning_rate": 1}, "model": {"kind": "fc",
-                                                                        "hidden_dims": [3, 2]}})
+    job = JobConfig.from_dict(
+        {"optim": {"learning_rate": 1}, "model": {"kind": "fc", "hidden_dims": [3, 2]}}
+    )
     assert job.optim.learning_rate == 1.0 and type(job.optim.learning_rate) is float
     assert job.model.hidden_dims == (3, 2)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -121,15 +138,21 @@ BAD = [
     ({"seed": -1}, "seed must be in [0, 2**32)"),
     ({"data": {"md5": "xyz"}}, "data.md5 must be 32 hex digits"),
     ({"data": {"shards": 0}}, "data.shards must be >= 1, got 0"),
-    ({"data": {"md5": "0" * 32, "verify": False}}, "data.md5 = \"000"),
+    ({"data": {"md5": "0" * 32, "verify": False}}, 'data.md5 = "000'),
     ({"data": {"path": ""}}, "data.path must be a non-empty path"),
-    ({"model": {"hidden_dims": [100, 50]}},
-     'model.hidden_dims must be one layer for kind = "two_layer"'),
+    (
+        {"model": {"hidden_dims": [100, 50]}},
+        'model.hidden_dims must be one layer for kind = "two_layer"',
+    ),
     ({"model": {"hidden_dims": []}}, "model.hidden_dims must be one layer"),
-    ({"model": {"kind": "fc", "hidden_dims": [10, 0]}},
-     "model.hidden_dims must be a list of positive"),
-    ({"model": {"use_batchnorm": True}},
-     'model.use_batchnorm = true applies only with kind = "fc"'),
+    (
+        {"model": {"kind": "fc", "hidden_dims": [10, 0]}},
+        "model.hidden_dims must be a list of positive",
+    ),
+    (
+        {"model": {"use_batchnorm": True}},
+        'model.use_batchnorm = true applies only with kind = "fc"',
+    ),
     ({"model": {"dropout": 0.5}}, "model.dropout = 0.5 applies only with kind"),
     ({"model": {"kind": "fc", "dropout": 1.0}}, "model.dropout must be in [0, 1), got 1.0"),
     ({"model": {"weight_scale": 0}}, "model.weight_scale must be > 0"),
@@ -144,23 +167,31 @@ BAD = [
     ({"optim": {"update_rule": "rmsprop", "epsilon": 0}}, "optim.epsilon must be > 0"),
     ({"optim": {"update_rule": "nesterov"}}, "optim.update_rule must be one of"),
     ({"optim": {"lr_decay": 0}}, "optim.lr_decay must be in (0, 1]"),
-    ({"optim": {"schedule": "cosine", "lr_decay": 0.9}},
-     'optim.lr_decay = 0.9 has no effect with schedule = "cosine"'),
+    (
+        {"optim": {"schedule": "cosine", "lr_decay": 0.9}},
+        'optim.lr_decay = 0.9 has no effect with schedule = "cosine"',
+    ),
     ({"optim": {"schedule": "step"}}, "optim.step_size_epochs is required"),
     ({"optim": {"step_size_epochs": 3}}, "optim.step_size_epochs = 3 has no effect"),
     ({"optim": {"schedule": "onecycle"}}, "optim.warmup_steps must be > 0"),
-    ({"optim": {"schedule": "cosine", "min_lr": 1}},
-     "optim.min_lr must be in [0, optim.learning_rate), got 1.0"),
+    (
+        {"optim": {"schedule": "cosine", "min_lr": 1}},
+        "optim.min_lr must be in [0, optim.learning_rate), got 1.0",
+    ),
     ({"optim": {"lr_decay": 1.5}}, "optim.lr_decay must be in (0, 1], got 1.5"),
-    ({"train": {"batch_size": 3, "workers": 4}},
-     "train.batch_size must be at least train.workers (4), got 3"),
+    (
+        {"train": {"batch_size": 3, "workers": 4}},
+        "train.batch_size must be at least train.workers (4), got 3",
+    ),
     ({"train": {"num_epochs": 0}}, "train.num_epochs must be >= 1"),
     ({"train": {"max_steps": 0}}, "train.max_steps must be >= 1"),
     ({"train": {"mode": "ssp", "staleness": -1}}, "train.staleness must be >= 0"),
     ({"train": {"staleness": 2}}, 'train.staleness = 2 applies only with mode = "ssp"'),
     ({"train": {"mode": "async", "backup_workers": 1}}, "train.backup_workers = 1 applies only"),
-    ({"train": {"topk_ratio": 0.1}},
-     'train.topk_ratio = 0.1 applies only with compression = "topk"'),
+    (
+        {"train": {"topk_ratio": 0.1}},
+        'train.topk_ratio = 0.1 applies only with compression = "topk"',
+    ),
     ({"train": {"compression": "topk", "topk_ratio": 0}}, "train.topk_ratio must be in (0, 1]"),
     ({"train": {"worker_cpus": 0}}, "train.worker_cpus must be > 0"),
     ({"checkpoint": {"keep": 0}}, "checkpoint.keep must be >= 1"),
@@ -180,17 +211,26 @@ def test_mistakes_name_the_key_and_the_file(raw, message):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("rule, settings, expected", [
-    ("sgd", {}, {"learning_rate": 1e-2}),
-    ("sgd_momentum", {}, {"learning_rate": 1e-2}),
-    ("sgd_momentum", {"momentum": 0.5}, {"learning_rate": 1e-2, "momentum": 0.5}),
-    ("sgd_nesterov", {"momentum": 0.9}, {"learning_rate": 1e-2, "momentum": 0.9}),
-    ("rmsprop", {"decay_rate": 0.9, "epsilon": 1e-6},
-     {"learning_rate": 1e-2, "decay_rate": 0.9, "epsilon": 1e-6}),
-    ("adam", {"beta1": 0.8}, {"learning_rate": 1e-2, "beta1": 0.8}),
-    ("adamw", {"beta2": 0.99, "weight_decay": 0.05},
-     {"learning_rate": 1e-2, "beta2": 0.99, "weight_decay": 0.05}),
-])
+@pytest.mark.parametrize(
+    "rule, settings, expected",
+    [
+        ("sgd", {}, {"learning_rate": 1e-2}),
+        ("sgd_momentum", {}, {"learning_rate": 1e-2}),
+        ("sgd_momentum", {"momentum": 0.5}, {"learning_rate": 1e-2, "momentum": 0.5}),
+        ("sgd_nesterov", {"momentum": 0.9}, {"learning_rate": 1e-2, "momentum": 0.9}),
+        (
+            "rmsprop",
+            {"decay_rate": 0.9, "epsilon": 1e-6},
+            {"learning_rate": 1e-2, "decay_rate": 0.9, "epsilon": 1e-6},
+        ),
+        ("adam", {"beta1": 0.8}, {"learning_rate": 1e-2, "beta1": 0.8}),
+        (
+            "adamw",
+            {"beta2": 0.99, "weight_decay": 0.05},
+            {"learning_rate": 1e-2, "beta2": 0.99, "weight_decay": 0.05},
+        ),
+    ],
+)
 def test_rule_config_has_only_the_rules_settings(rule, settings, expected):
     optim = OptimConfig(update_rule=rule, learning_rate=1e-2, **settings)
     assert optim.rule_config() == expected
@@ -206,15 +246,25 @@ def test_every_update_rule_and_setting_can_be_written_in_a_job_file():
             assert fields[name].type == "float | None" and fields[name].default is None, name
         config = OptimConfig(update_rule=rule, **{n: 0.5 for n in RULE_SETTINGS[rule]})
         assert config.rule_config() == {"learning_rate": 1e-3} | dict.fromkeys(
-            RULE_SETTINGS[rule], 0.5)
+            RULE_SETTINGS[rule], 0.5
+        )
 
 
 def test_overrides_are_toml_values_or_bare_strings():
     raw = {"train": {"workers": 2}, "model": {"kind": "fc"}}
-    result = apply_overrides(raw, ["train.workers=4", "model.hidden_dims=[100, 50]",
-                                   'data.path="x y"', "data.source=/tmp/cifar.tar.gz",
-                                   "optim.learning_rate=1e-2", "data.verify=false", "name=run2",
-                                   "model.use_batchnorm = true"])
+    result = apply_overrides(
+        raw,
+        [
+            "train.workers=4",
+            "model.hidden_dims=[100, 50]",
+            'data.path="x y"',
+            "data.source=/tmp/cifar.tar.gz",
+            "optim.learning_rate=1e-2",
+            "data.verify=false",
+            "name=run2",
+            "model.use_batchnorm = true",
+        ],
+    )
     assert result == {
         "train": {"workers": 4},
         "model": {"kind": "fc", "hidden_dims": [100, 50], "use_batchnorm": True},
@@ -225,12 +275,15 @@ def test_overrides_are_toml_values_or_bare_strings():
     assert raw == {"train": {"workers": 2}, "model": {"kind": "fc"}}  # input left untouched
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.wrkers=4", "--set 'train.wrkers=4': unknown key train.wrkers"),
-    ("trian.workers=4", "unknown key trian.workers"),
-    ("train=4", "unknown key train"),
-    ("train.workers", "expected section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.wrkers=4", "--set 'train.wrkers=4': unknown key train.wrkers"),
+        ("trian.workers=4", "unknown key trian.workers"),
+        ("train=4", "unknown key train"),
+        ("train.workers", "expected section.key=value"),
+    ],
+)
 def test_bad_overrides(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         apply_overrides({}, [override])
@@ -277,16 +330,26 @@ def test_build_model_follows_the_config():
     assert two.params["W1"].shape == (20, 100) and two.params["W2"].shape == (100, 5)
     assert two.params.vector.dtype == np.float32
 
-    cfg = JobConfig.from_dict({"model": {"kind": "fc", "hidden_dims": [7, 6], "use_batchnorm": True,
-                                         "dropout": 0.25, "weight_scale": 0.5}}).model
+    cfg = JobConfig.from_dict(
+        {
+            "model": {
+                "kind": "fc",
+                "hidden_dims": [7, 6],
+                "use_batchnorm": True,
+                "dropout": 0.25,
+                "weight_scale": 0.5,
+            }
+        }
+    ).model
     fc = build_model(cfg, input_dim=20, dtype="float64", seed=3)
     assert type(fc) is FullyConnectedNet and fc.use_batchnorm and fc.use_dropout
     assert fc.params.vector.dtype == np.float64
     assert [fc.params[f"W{i}"].shape for i in (1, 2, 3)] == [(20, 7), (7, 6), (6, 10)]
     assert 0.3 < fc.params["W1"].std() < 0.7  # weight_scale reached the model
 
-    linear = build_model(JobConfig.from_dict({"model": {"kind": "fc", "hidden_dims": []}}).model,
-                         input_dim=20)
+    linear = build_model(
+        JobConfig.from_dict({"model": {"kind": "fc", "hidden_dims": []}}).model, input_dim=20
+    )
     assert list(linear.params.keys()) == ["W1", "b1"]
 
     again = build_model(cfg, input_dim=20, dtype="float64", seed=3)

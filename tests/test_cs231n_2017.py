@@ -42,17 +42,22 @@ def test_affine_forward():
     w = np.linspace(-0.2, 0.3, num=weight_size).reshape(np.prod(input_shape), output_dim)
     b = np.linspace(-0.3, 0.1, num=output_dim)
     out, _ = affine_forward(x, w, b)
-    correct_out = np.array([[1.49834967, 1.70660132, 1.91485297],
-                            [3.25553199, 3.5141327, 3.77273342]])
+    correct_out = np.array(
+        [[1.49834967, 1.70660132, 1.91485297], [3.25553199, 3.5141327, 3.77273342]]
+    )
     about(rel_error(out, correct_out), 1e-9)  # "The error should be around 1e-9."
 
 
 # The affine and affine-relu backward cells: seed 231, then x, w, b and dout of these
 # shapes. The sandwich cell states no tolerance: that of affine_backward, "around 1e-10".
-@pytest.mark.parametrize("forward, backward, shapes", [
-    (affine_forward, affine_backward, [(10, 2, 3), (6, 5), (5,), (10, 5)]),
-    (affine_relu_forward, affine_relu_backward, [(2, 3, 4), (12, 10), (10,), (2, 10)]),
-], ids=["affine", "affine_relu"])
+@pytest.mark.parametrize(
+    "forward, backward, shapes",
+    [
+        (affine_forward, affine_backward, [(10, 2, 3), (6, 5), (5,), (10, 5)]),
+        (affine_relu_forward, affine_relu_backward, [(2, 3, 4), (12, 10), (10,), (2, 10)]),
+    ],
+    ids=["affine", "affine_relu"],
+)
 def test_affine_backward(forward, backward, shapes):
     np.random.seed(231)
     x, w, b, dout = (np.random.randn(*shape) for shape in shapes)
@@ -63,9 +68,13 @@ def test_affine_backward(forward, backward, shapes):
 def test_relu_forward():
     x = np.linspace(-0.5, 0.5, num=12).reshape(3, 4)
     out, _ = relu_forward(x)
-    correct_out = np.array([[0., 0., 0., 0.],
-                            [0., 0., 0.04545455, 0.13636364],
-                            [0.22727273, 0.31818182, 0.40909091, 0.5]])
+    correct_out = np.array(
+        [
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.04545455, 0.13636364],
+            [0.22727273, 0.31818182, 0.40909091, 0.5],
+        ]
+    )
     about(rel_error(out, correct_out), 5e-8)  # "The error should be around 5e-8"
 
 
@@ -102,36 +111,60 @@ def test_two_layer_net():
 
     std = 1e-3
     model = TwoLayerNet(input_dim=D, hidden_dim=H, num_classes=C, weight_scale=std)
-    assert abs(model.params['W1'].std() - std) < std / 10, 'First layer weights do not seem right'
-    assert np.all(model.params['b1'] == 0), 'First layer biases do not seem right'
-    assert abs(model.params['W2'].std() - std) < std / 10, 'Second layer weights do not seem right'
-    assert np.all(model.params['b2'] == 0), 'Second layer biases do not seem right'
+    assert abs(model.params["W1"].std() - std) < std / 10, "First layer weights do not seem right"
+    assert np.all(model.params["b1"] == 0), "First layer biases do not seem right"
+    assert abs(model.params["W2"].std() - std) < std / 10, "Second layer weights do not seem right"
+    assert np.all(model.params["b2"] == 0), "Second layer biases do not seem right"
 
-    model.params['W1'] = np.linspace(-0.7, 0.3, num=D*H).reshape(D, H)
-    model.params['b1'] = np.linspace(-0.1, 0.9, num=H)
-    model.params['W2'] = np.linspace(-0.3, 0.4, num=H*C).reshape(H, C)
-    model.params['b2'] = np.linspace(-0.9, 0.1, num=C)
-    X = np.linspace(-5.5, 4.5, num=N*D).reshape(D, N).T
+    model.params["W1"] = np.linspace(-0.7, 0.3, num=D * H).reshape(D, H)
+    model.params["b1"] = np.linspace(-0.1, 0.9, num=H)
+    model.params["W2"] = np.linspace(-0.3, 0.4, num=H * C).reshape(H, C)
+    model.params["b2"] = np.linspace(-0.9, 0.1, num=C)
+    X = np.linspace(-5.5, 4.5, num=N * D).reshape(D, N).T
     scores = model.loss(X)
     correct_scores = np.asarray(
-      [[11.53165108,  12.2917344,   13.05181771,  13.81190102,  14.57198434, 15.33206765,
-        16.09215096],
-       [12.05769098,  12.74614105,  13.43459113,  14.1230412,   14.81149128, 15.49994135,
-        16.18839143],
-       [12.58373087,  13.20054771,  13.81736455,  14.43418138,  15.05099822, 15.66781506,
-        16.2846319 ]])
+        [
+            [
+                11.53165108,
+                12.2917344,
+                13.05181771,
+                13.81190102,
+                14.57198434,
+                15.33206765,
+                16.09215096,
+            ],
+            [
+                12.05769098,
+                12.74614105,
+                13.43459113,
+                14.1230412,
+                14.81149128,
+                15.49994135,
+                16.18839143,
+            ],
+            [
+                12.58373087,
+                13.20054771,
+                13.81736455,
+                14.43418138,
+                15.05099822,
+                15.66781506,
+                16.2846319,
+            ],
+        ]
+    )
     scores_diff = np.abs(scores - correct_scores).sum()
-    assert scores_diff < 1e-6, 'Problem with test-time forward pass'
+    assert scores_diff < 1e-6, "Problem with test-time forward pass"
 
     y = np.asarray([0, 5, 1])
     loss, _ = model.loss(X, y)
     correct_loss = 3.4702243556
-    assert abs(loss - correct_loss) < 1e-10, 'Problem with training-time loss'
+    assert abs(loss - correct_loss) < 1e-10, "Problem with training-time loss"
 
     model.reg = 1.0
     loss, _ = model.loss(X, y)
     correct_loss = 26.5948426952
-    assert abs(loss - correct_loss) < 1e-10, 'Problem with regularization loss'
+    assert abs(loss - correct_loss) < 1e-10, "Problem with regularization loss"
 
     for reg in [0.0, 0.7]:
         model.reg = reg
@@ -148,8 +181,9 @@ def test_fully_connected_net_gradients():
     X, y, sizes, hidden_dims = fc_check_data()
     recorded_losses = {0: 2.300479089768492, 3.14: 7.052114776533016}  # the 2022 copy's
     for reg in [0, 3.14]:
-        model = FullyConnectedNet(hidden_dims, **sizes,
-                                  reg=reg, weight_scale=5e-2, dtype=np.float64)
+        model = FullyConnectedNet(
+            hidden_dims, **sizes, reg=reg, weight_scale=5e-2, dtype=np.float64
+        )
         loss, errors = model_gradient_errors(model, X, y)
         assert loss == pytest.approx(recorded_losses[reg], rel=1e-9)
         for name, error in errors.items():
@@ -165,51 +199,93 @@ def linspace_4x5(low, high):
 # weights and state (4 x 5 each, as the notebook writes them).
 UPDATE_RULE_CELLS = {
     "sgd_momentum": (
-        sgd_momentum, {'learning_rate': 1e-3, 'velocity': linspace_4x5(0.6, 0.9)},
-        {"next_w": [
-            [ 0.1406,      0.20738947,  0.27417895,  0.34096842,  0.40775789],
-            [ 0.47454737,  0.54133684,  0.60812632,  0.67491579,  0.74170526],
-            [ 0.80849474,  0.87528421,  0.94207368,  1.00886316,  1.07565263],
-            [ 1.14244211,  1.20923158,  1.27602105,  1.34281053,  1.4096    ]],
-         "velocity": [
-            [ 0.5406,      0.55475789,  0.56891579, 0.58307368,  0.59723158],
-            [ 0.61138947,  0.62554737,  0.63970526,  0.65386316,  0.66802105],
-            [ 0.68217895,  0.69633684,  0.71049474,  0.72465263,  0.73881053],
-            [ 0.75296842,  0.76712632,  0.78128421,  0.79544211,  0.8096    ]]},
+        sgd_momentum,
+        {"learning_rate": 1e-3, "velocity": linspace_4x5(0.6, 0.9)},
+        {
+            "next_w": [
+                [0.1406, 0.20738947, 0.27417895, 0.34096842, 0.40775789],
+                [0.47454737, 0.54133684, 0.60812632, 0.67491579, 0.74170526],
+                [0.80849474, 0.87528421, 0.94207368, 1.00886316, 1.07565263],
+                [1.14244211, 1.20923158, 1.27602105, 1.34281053, 1.4096],
+            ],
+            "velocity": [
+                [0.5406, 0.55475789, 0.56891579, 0.58307368, 0.59723158],
+                [0.61138947, 0.62554737, 0.63970526, 0.65386316, 0.66802105],
+                [0.68217895, 0.69633684, 0.71049474, 0.72465263, 0.73881053],
+                [0.75296842, 0.76712632, 0.78128421, 0.79544211, 0.8096],
+            ],
+        },
         # No stated tolerance; the 2022 copy: "Should see relative errors around e-8 or less".
-        lambda error: about(error, 1e-8)),
+        lambda error: about(error, 1e-8),
+    ),
     "rmsprop": (
-        rmsprop, {'learning_rate': 1e-2, 'cache': linspace_4x5(0.6, 0.9)},
-        {"next_w": [
-            [-0.39223849, -0.34037513, -0.28849239, -0.23659121, -0.18467247],
-            [-0.132737,   -0.08078555, -0.02881884,  0.02316247,  0.07515774],
-            [ 0.12716641,  0.17918792,  0.23122175,  0.28326742,  0.33532447],
-            [ 0.38739248,  0.43947102,  0.49155973,  0.54365823,  0.59576619]],
-         "cache": [
-            [ 0.5976,      0.6126277,   0.6277108,   0.64284931,  0.65804321],
-            [ 0.67329252,  0.68859723,  0.70395734,  0.71937285,  0.73484377],
-            [ 0.75037008,  0.7659518,   0.78158892,  0.79728144,  0.81302936],
-            [ 0.82883269,  0.84469141,  0.86060554,  0.87657507,  0.8926    ]]},
-        lambda error: below(error, 1e-7)),  # "you should see errors less than 1e-7"
+        rmsprop,
+        {"learning_rate": 1e-2, "cache": linspace_4x5(0.6, 0.9)},
+        {
+            "next_w": [
+                [-0.39223849, -0.34037513, -0.28849239, -0.23659121, -0.18467247],
+                [-0.132737, -0.08078555, -0.02881884, 0.02316247, 0.07515774],
+                [0.12716641, 0.17918792, 0.23122175, 0.28326742, 0.33532447],
+                [0.38739248, 0.43947102, 0.49155973, 0.54365823, 0.59576619],
+            ],
+            "cache": [
+                [0.5976, 0.6126277, 0.6277108, 0.64284931, 0.65804321],
+                [0.67329252, 0.68859723, 0.70395734, 0.71937285, 0.73484377],
+                [0.75037008, 0.7659518, 0.78158892, 0.79728144, 0.81302936],
+                [0.82883269, 0.84469141, 0.86060554, 0.87657507, 0.8926],
+            ],
+        },
+        lambda error: below(error, 1e-7),
+    ),  # "you should see errors less than 1e-7"
     "adam": (
-        adam, {'learning_rate': 1e-2, 'm': linspace_4x5(0.6, 0.9),
-               'v': linspace_4x5(0.7, 0.5), 't': 5},
-        {"next_w": [
-            [-0.40094747, -0.34836187, -0.29577703, -0.24319299, -0.19060977],
-            [-0.1380274,  -0.08544591, -0.03286534,  0.01971428,  0.0722929],
-            [ 0.1248705,   0.17744702,  0.23002243,  0.28259667,  0.33516969],
-            [ 0.38774145,  0.44031188,  0.49288093,  0.54544852,  0.59801459]],
-         "v": [
-            [ 0.69966,     0.68908382,  0.67851319,  0.66794809,  0.65738853,],
-            [ 0.64683452,  0.63628604,  0.6257431,   0.61520571,  0.60467385,],
-            [ 0.59414753,  0.58362676,  0.57311152,  0.56260183,  0.55209767,],
-            [ 0.54159906,  0.53110598,  0.52061845,  0.51013645,  0.49966,   ]],
-         "m": [
-            [ 0.48,        0.49947368,  0.51894737,  0.53842105,  0.55789474],
-            [ 0.57736842,  0.59684211,  0.61631579,  0.63578947,  0.65526316],
-            [ 0.67473684,  0.69421053,  0.71368421,  0.73315789,  0.75263158],
-            [ 0.77210526,  0.79157895,  0.81105263,  0.83052632,  0.85      ]]},
-        lambda error: about(error, 1e-7)),  # "you should see errors around 1e-7 or less"
+        adam,
+        {"learning_rate": 1e-2, "m": linspace_4x5(0.6, 0.9), "v": linspace_4x5(0.7, 0.5), "t": 5},
+        {
+            "next_w": [
+                [-0.40094747, -0.34836187, -0.29577703, -0.24319299, -0.19060977],
+                [-0.1380274, -0.08544591, -0.03286534, 0.01971428, 0.0722929],
+                [0.1248705, 0.17744702, 0.23002243, 0.28259667, 0.33516969],
+                [0.38774145, 0.44031188, 0.49288093, 0.54544852, 0.59801459],
+            ],
+            "v": [
+                [
+                    0.69966,
+                    0.68908382,
+                    0.67851319,
+                    0.66794809,
+                    0.65738853,
+                ],
+                [
+                    0.64683452,
+                    0.63628604,
+                    0.6257431,
+                    0.61520571,
+                    0.60467385,
+                ],
+                [
+                    0.59414753,
+                    0.58362676,
+                    0.57311152,
+                    0.56260183,
+                    0.55209767,
+                ],
+                [
+                    0.54159906,
+                    0.53110598,
+                    0.52061845,
+                    0.51013645,
+                    0.49966,
+                ],
+            ],
+            "m": [
+                [0.48, 0.49947368, 0.51894737, 0.53842105, 0.55789474],
+                [0.57736842, 0.59684211, 0.61631579, 0.63578947, 0.65526316],
+                [0.67473684, 0.69421053, 0.71368421, 0.73315789, 0.75263158],
+                [0.77210526, 0.79157895, 0.81105263, 0.83052632, 0.85],
+            ],
+        },
+        lambda error: about(error, 1e-7),
+    ),  # "you should see errors around 1e-7 or less"
 }
 
 
@@ -230,13 +306,13 @@ def test_batchnorm_forward_train():
     D3 = 3
     a = two_layer_activations(N=200)
     # "Means should be close to zero and stds close to one"
-    a_norm, _ = batchnorm_forward(a, np.ones(D3), np.zeros(D3), {'mode': 'train'})
+    a_norm, _ = batchnorm_forward(a, np.ones(D3), np.zeros(D3), {"mode": "train"})
     np.testing.assert_allclose(a_norm.mean(axis=0), 0, atol=1e-12)
     np.testing.assert_allclose(a_norm.std(axis=0), 1, atol=1e-6)
     # "Now means should be close to beta and stds close to gamma"
     gamma = np.asarray([1.0, 2.0, 3.0])
     beta = np.asarray([11.0, 12.0, 13.0])
-    a_norm, _ = batchnorm_forward(a, gamma, beta, {'mode': 'train'})
+    a_norm, _ = batchnorm_forward(a, gamma, beta, {"mode": "train"})
     np.testing.assert_allclose(a_norm.mean(axis=0), beta, rtol=1e-12)
     np.testing.assert_allclose(a_norm.std(axis=0), gamma, rtol=1e-6)
 
@@ -246,14 +322,14 @@ def test_batchnorm_forward_test_time():
     N, D1, D2, D3 = 200, 50, 60, 3
     W1 = np.random.randn(D1, D2)
     W2 = np.random.randn(D2, D3)
-    bn_param = {'mode': 'train'}
+    bn_param = {"mode": "train"}
     gamma = np.ones(D3)
     beta = np.zeros(D3)
     for _ in range(50):
         X = np.random.randn(N, D1)
         a = np.maximum(0, X.dot(W1)).dot(W2)
         batchnorm_forward(a, gamma, beta, bn_param)
-    bn_param['mode'] = 'test'
+    bn_param["mode"] = "test"
     X = np.random.randn(N, D1)
     a = np.maximum(0, X.dot(W1)).dot(W2)
     a_norm, _ = batchnorm_forward(a, gamma, beta, bn_param)
@@ -263,24 +339,25 @@ def test_batchnorm_forward_test_time():
     assert np.all(np.abs(a_norm.std(axis=0) - 1) < 0.1)
     # Recorded (2017 and 2025 copies alike), to the printed digits: a missing running_var
     # starts at zeros as in the assignment's batchnorm_forward.
-    np.testing.assert_allclose(a_norm.mean(axis=0), [-0.03927354, -0.04349152, -0.10452688],
-                               rtol=1e-7)
-    np.testing.assert_allclose(a_norm.std(axis=0), [1.01531428, 1.01238373, 0.97819988],
-                               rtol=1e-7)
+    np.testing.assert_allclose(
+        a_norm.mean(axis=0), [-0.03927354, -0.04349152, -0.10452688], rtol=1e-7
+    )
+    np.testing.assert_allclose(a_norm.std(axis=0), [1.01531428, 1.01238373, 0.97819988], rtol=1e-7)
 
 
 def test_batchnorm_backward():
     N, D = 4, 5
     # No stated tolerance; the 2022 copy: "relative errors between 1e-13 and 1e-8".
-    for error in norm_backward_errors(batchnorm_forward, batchnorm_backward, (N, D), (D,),
-                                      {'mode': 'train'}):
+    for error in norm_backward_errors(
+        batchnorm_forward, batchnorm_backward, (N, D), (D,), {"mode": "train"}
+    ):
         below(error, 1e-8)
 
 
 def test_batchnorm_backward_alt():
     N, D = 100, 500
     x, gamma, beta, dout = norm_check_inputs((N, D), (D,))
-    bn_param = {'mode': 'train'}
+    bn_param = {"mode": "train"}
     _, cache = batchnorm_forward(x, gamma, beta, bn_param)
     dx1, dgamma1, dbeta1 = batchnorm_backward(dout, cache)
     dx2, dgamma2, dbeta2 = batchnorm_backward_alt(dout, cache)
@@ -290,8 +367,11 @@ def test_batchnorm_backward_alt():
 
 
 def test_fully_connected_net_with_batchnorm():
-    check_batchnorm_net(lambda hidden_dims, sizes, reg: FullyConnectedNet(
-        hidden_dims, **sizes, reg=reg, weight_scale=5e-2, dtype=np.float64, use_batchnorm=True))
+    check_batchnorm_net(
+        lambda hidden_dims, sizes, reg: FullyConnectedNet(
+            hidden_dims, **sizes, reg=reg, weight_scale=5e-2, dtype=np.float64, use_batchnorm=True
+        )
+    )
 
 
 # --- Dropout.ipynb ------------------------------------------------------------------------
@@ -309,9 +389,12 @@ def test_dropout_backward():
 
 
 def test_fully_connected_net_with_dropout():
-    check_dropout_net(lambda hidden_dims, sizes, dropout: FullyConnectedNet(
-        hidden_dims, **sizes, weight_scale=5e-2, dtype=np.float64, dropout=dropout, seed=123),
-        [0, 0.25, 0.5])
+    check_dropout_net(
+        lambda hidden_dims, sizes, dropout: FullyConnectedNet(
+            hidden_dims, **sizes, weight_scale=5e-2, dtype=np.float64, dropout=dropout, seed=123
+        ),
+        [0, 0.25, 0.5],
+    )
 
 
 # --- cs231n/data_utils.py -----------------------------------------------------------------
@@ -329,11 +412,13 @@ def test_get_cifar10_data_from_a_distnet_dataset(tiny_dataset):
         assert data[f"X_{split}"].shape == (n, 3, 32, 32)
         np.testing.assert_array_equal(data[f"X_{split}"], full[f"X_{split}"][:n])
         np.testing.assert_array_equal(data[f"y_{split}"], full[f"y_{split}"][:n])
-    raw = get_CIFAR10_data(num_training=200, num_validation=50, num_test=40,
-                           subtract_mean=False, path=tiny_dataset)
+    raw = get_CIFAR10_data(
+        num_training=200, num_validation=50, num_test=40, subtract_mean=False, path=tiny_dataset
+    )
     mean_image = raw["X_train"][0] - data["X_train"][0]
-    np.testing.assert_allclose(raw["X_test"] - data["X_test"], np.broadcast_to(
-        mean_image, data["X_test"].shape), atol=1e-4)
+    np.testing.assert_allclose(
+        raw["X_test"] - data["X_test"], np.broadcast_to(mean_image, data["X_test"].shape), atol=1e-4
+    )
     too_many = len(full["y_val"]) + 1
     with pytest.raises(InvalidInput, match=f"asked for {too_many} val images, the dataset has"):
         get_CIFAR10_data(num_training=10, num_validation=too_many, num_test=10, path=tiny_dataset)

@@ -131,24 +131,32 @@ def test_more_workers_than_val_images(pristine):
 
 # --- manifests: every wrong key or value is named ------------------------------------------
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda raw: "{not json", "invalid manifest: not JSON"),
-    (lambda raw: "[1, 2]", "must be a JSON object, got list"),
-    (lambda raw: {k: v for k, v in raw.items() if k != "source_md5"},
-     "lacks the key(s) source_md5"),
-    (lambda raw: {**raw, "colour": 1}, "unknown key(s) colour"),
-    (lambda raw: {**raw, "splits": {**raw["splits"], "val": {"rows": 20}}},
-     "split 'val' lacks the key(s) shards"),
-    (lambda raw: {**raw, "mean": [float("nan")] + raw["mean"][1:]}, "found nan"),
-    (lambda raw: {**raw, "mean": ["12.5"] + raw["mean"][1:]}, "found '12.5'"),
-    (lambda raw: {**raw, "mean": [True] + raw["mean"][1:]}, "found True"),
-    (lambda raw: {**raw, "mean": [1e9] + raw["mean"][1:]}, "in [0, 255]"),
-    (lambda raw: {**raw, "mean": "0"}, "mean has str values"),
-    (lambda raw: {**raw, "num_val": 21}, "num_val 21 differs"),
-    (lambda raw: {**raw, "label_names": "cat"}, "label_names must be a list"),
-    (lambda raw: {**raw, "source_md5": "x"}, "source_md5 must be 32"),
-    (lambda raw: {**raw, "image_shape": "3x32x32"}, "image_shape must be a list"),
-])
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda raw: "{not json", "invalid manifest: not JSON"),
+        (lambda raw: "[1, 2]", "must be a JSON object, got list"),
+        (
+            lambda raw: {k: v for k, v in raw.items() if k != "source_md5"},
+            "lacks the key(s) source_md5",
+        ),
+        (lambda raw: {**raw, "colour": 1}, "unknown key(s) colour"),
+        (
+            lambda raw: {**raw, "splits": {**raw["splits"], "val": {"rows": 20}}},
+            "split 'val' lacks the key(s) shards",
+        ),
+        (lambda raw: {**raw, "mean": [float("nan")] + raw["mean"][1:]}, "found nan"),
+        (lambda raw: {**raw, "mean": ["12.5"] + raw["mean"][1:]}, "found '12.5'"),
+        (lambda raw: {**raw, "mean": [True] + raw["mean"][1:]}, "found True"),
+        (lambda raw: {**raw, "mean": [1e9] + raw["mean"][1:]}, "in [0, 255]"),
+        (lambda raw: {**raw, "mean": "0"}, "mean has str values"),
+        (lambda raw: {**raw, "num_val": 21}, "num_val 21 differs"),
+        (lambda raw: {**raw, "label_names": "cat"}, "label_names must be a list"),
+        (lambda raw: {**raw, "source_md5": "x"}, "source_md5 must be 32"),
+        (lambda raw: {**raw, "image_shape": "3x32x32"}, "image_shape must be a list"),
+    ],
+)
 def test_a_bad_manifest_is_named_by_verify_and_check(scratch, edit, match):
     edit_manifest(scratch, edit)
     for call in (load_manifest, verify_dataset, check_dataset):
@@ -169,14 +177,15 @@ def test_bad_shard_entries_are_named(scratch):
 
 # --- ensure_dataset: no silent rebuild, no download over a user's dataset -----------------
 
-@pytest.mark.parametrize("text, match", [("{oops", "not JSON"),
-                                         (None, "lacks the key(s) splits")])
+
+@pytest.mark.parametrize("text, match", [("{oops", "not JSON"), (None, "lacks the key(s) splits")])
 def test_ensure_dataset_never_replaces_a_broken_manifest(scratch, tmp_path, text, match):
     edit_manifest(scratch, lambda raw: text or {k: v for k, v in raw.items() if k != "splits"})
     before = {p: p.read_bytes() for p in scratch.rglob("*") if p.is_file()}
     # A source that would fail differently if ensure_dataset tried to rebuild from it.
-    message = one_line_error(ensure_dataset, str(scratch), source=str(tmp_path / "absent.tgz"),
-                             progress=False)
+    message = one_line_error(
+        ensure_dataset, str(scratch), source=str(tmp_path / "absent.tgz"), progress=False
+    )
     assert match in message and "absent" not in message
     assert {p: p.read_bytes() for p in scratch.rglob("*") if p.is_file()} == before
 
@@ -184,14 +193,26 @@ def test_ensure_dataset_never_replaces_a_broken_manifest(scratch, tmp_path, text
 def test_ensure_dataset_rebuilds_damage_only_from_the_same_tarball(tmp_path):
     tarball = make_cifar_tarball(tmp_path / "cifar.tar.gz", 20, 10)
     out = tmp_path / "cifar10"
-    kwargs = {"source": str(tarball), "md5": md5_of(tarball), "shards": 2, "num_val": 10,
-              "progress": False}
+    kwargs = {
+        "source": str(tarball),
+        "md5": md5_of(tarball),
+        "shards": 2,
+        "num_val": 10,
+        "progress": False,
+    }
     ensure_dataset(str(out), **kwargs)
     victim = out / "test" / "shard-00000-of-00002.arrow"
     victim.unlink()
     other = make_cifar_tarball(tmp_path / "other.tar.gz", 20, 10, seed=1)
-    message = one_line_error(ensure_dataset, str(out), source=str(other), md5=md5_of(other),
-                             shards=2, num_val=10, progress=False)
+    message = one_line_error(
+        ensure_dataset,
+        str(out),
+        source=str(other),
+        md5=md5_of(other),
+        shards=2,
+        num_val=10,
+        progress=False,
+    )
     assert f"shard {victim} is missing; not rebuilt" in message and md5_of(tarball) in message
     assert not victim.exists()
     ensure_dataset(str(out), **kwargs)  # its own tarball: rebuilt as it was

@@ -52,10 +52,29 @@ def tarball(tmp_path_factory):
 def prepared_once(tmp_path_factory, tarball):
     out = tmp_path_factory.mktemp("cli-out") / "cifar10"
     # The real entry point, once: a new process, its exit status and its output.
-    result = subprocess.run([sys.executable, "-m", "distnet", "data", "prepare", "--source",
-                             str(tarball), "--md5", md5_of(tarball), "--out", str(out),
-                             "--shards", "2", "--num-val", "10"],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distnet",
+            "data",
+            "prepare",
+            "--source",
+            str(tarball),
+            "--md5",
+            md5_of(tarball),
+            "--out",
+            str(out),
+            "--shards",
+            "2",
+            "--num-val",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     return out, result
 
 
@@ -68,9 +87,13 @@ def prepared(prepared_once):
 
 
 def test_python_m_distnet_exits_2_with_one_line(tarball, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "distnet", "data", "verify",
-                             str(tmp_path / "nothing")],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "distnet", "data", "verify", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert_one_line_error(result, "is not a prepared dataset")
 
 
@@ -99,15 +122,35 @@ def test_bad_layout(distnet, tmp_path):
     members = cifar_members(fake_cifar(10, 10))
     del members[f"{FOLDER}/test_batch"]
     bad = write_tarball(tmp_path / "bad.tar.gz", members)
-    result = distnet("data", "prepare", "--source", bad, "--no-verify", "--out", tmp_path / "o",
-                     "--num-val", "5", "--shards", "2")
+    result = distnet(
+        "data",
+        "prepare",
+        "--source",
+        bad,
+        "--no-verify",
+        "--out",
+        tmp_path / "o",
+        "--num-val",
+        "5",
+        "--shards",
+        "2",
+    )
     assert_one_line_error(result, "missing cifar-10-batches-py/test_batch")
 
 
 def test_unwritable_output(distnet, tarball, tmp_path):
     (tmp_path / "a-file").write_text("")
-    result = distnet("data", "prepare", "--source", tarball, "--no-verify",
-                     "--out", tmp_path / "a-file" / "out", "--num-val", "5")
+    result = distnet(
+        "data",
+        "prepare",
+        "--source",
+        tarball,
+        "--no-verify",
+        "--out",
+        tmp_path / "a-file" / "out",
+        "--num-val",
+        "5",
+    )
     assert_one_line_error(result, "a-file")
 
 
@@ -126,21 +169,24 @@ def test_missing_shard_and_missing_dataset(distnet, prepared, tmp_path):
     scratch = shutil.copytree(prepared, tmp_path / "scratch")
     (scratch / "test" / "shard-00000-of-00002.arrow").unlink()
     assert_one_line_error(distnet("data", "verify", scratch), "listed in the manifest is missing")
-    assert_one_line_error(distnet("data", "info", tmp_path / "nothing"),
-                          "is not a prepared dataset")
+    assert_one_line_error(
+        distnet("data", "info", tmp_path / "nothing"), "is not a prepared dataset"
+    )
 
 
 def test_default_output_is_in_distnet_cache(distnet, tarball, tmp_path, monkeypatch):
     monkeypatch.setenv("DISTNET_CACHE", str(tmp_path / "cache"))
-    result = distnet("data", "prepare", "--source", tarball, "--no-verify", "--shards", "1",
-                     "--num-val", "5")
+    result = distnet(
+        "data", "prepare", "--source", tarball, "--no-verify", "--shards", "1", "--num-val", "5"
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cache" / "cifar10" / "manifest.json").is_file()
 
 
 @pytest.mark.parametrize("mean, shown", [(float("nan"), "found nan"), ("12.5", "found '12.5'")])
-def test_verify_refuses_a_manifest_mean_that_is_not_a_pixel_value(distnet, prepared, tmp_path,
-                                                                   mean, shown):
+def test_verify_refuses_a_manifest_mean_that_is_not_a_pixel_value(
+    distnet, prepared, tmp_path, mean, shown
+):
     import shutil
 
     scratch = shutil.copytree(prepared, tmp_path / "scratch")

@@ -43,8 +43,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(body)))
         if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(self.content) - 1}/"
-                                              f"{len(self.content)}")
+            self.send_header(
+                "Content-Range", f"bytes {start}-{len(self.content) - 1}/{len(self.content)}"
+            )
         self.end_headers()
         if kind == "always-drop" or (kind == "drop-once" and seen == 1):
             self.wfile.write(body[: len(body) // 2])
@@ -89,13 +90,15 @@ def test_cache_dir_follows_distnet_cache_then_home(tmp_path, monkeypatch):
 
 def test_prepare_from_url_downloads_into_the_cache_once(server, cache, tmp_path):
     url = f"{server}/range/{NAME}"
-    manifest = prepare_dataset(str(tmp_path / "out"), source=url, md5=md5(), shards=2,
-                               num_val=20, progress=False)
+    manifest = prepare_dataset(
+        str(tmp_path / "out"), source=url, md5=md5(), shards=2, num_val=20, progress=False
+    )
     assert (cache / NAME).read_bytes() == Handler.content
     assert not (cache / f"{NAME}.part").exists()
     assert manifest.source_md5 == md5() and manifest.splits["test"].rows == 50
-    prepare_dataset(str(tmp_path / "other"), source=url, md5=md5(), shards=2, num_val=20,
-                    progress=False)
+    prepare_dataset(
+        str(tmp_path / "other"), source=url, md5=md5(), shards=2, num_val=20, progress=False
+    )
     assert Handler.requests == [(f"/range/{NAME}", None)]  # the second run used the cache
     assert load_manifest(str(tmp_path / "other")) == manifest
 
@@ -136,8 +139,11 @@ def test_transient_server_error_is_retried(server, cache):
 
 
 def test_server_that_always_drops_gives_up_with_a_clear_error(server, cache):
-    with pytest.raises(DataError, match=r"cannot download .*3 attempts in a row without "
-                                        r"progress.*run the command again to resume"):
+    with pytest.raises(
+        DataError,
+        match=r"cannot download .*3 attempts in a row without "
+        r"progress.*run the command again to resume",
+    ):
         download(f"{server}/always-drop/{NAME}", cache / NAME, md5(), progress=False, attempts=3)
     assert not (cache / NAME).exists()
     assert len(Handler.requests) == 4  # one with progress, then three without

@@ -38,8 +38,13 @@ def prepare(tarball, out, **kwargs):
     if "md5" not in kwargs:
         kwargs["md5"] = md5_of(tarball)
     kwargs.setdefault("shards", 3)
-    return prepare_dataset(str(out), source=str(tarball), num_val=kwargs.pop("num_val", NUM_VAL),
-                           progress=False, **kwargs)
+    return prepare_dataset(
+        str(out),
+        source=str(tarball),
+        num_val=kwargs.pop("num_val", NUM_VAL),
+        progress=False,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +81,10 @@ def test_round_trip_is_bit_exact(prepared, data, split):
 def test_split_sizes_shards_and_metadata(prepared):
     manifest = load_manifest(str(prepared))
     assert {name: split.rows for name, split in manifest.splits.items()} == {
-        "train": 5 * N_PER_BATCH - NUM_VAL, "val": NUM_VAL, "test": N_TEST}
+        "train": 5 * N_PER_BATCH - NUM_VAL,
+        "val": NUM_VAL,
+        "test": N_TEST,
+    }
     for split in manifest.splits.values():
         rows = [shard.rows for shard in split.shards]
         assert len(rows) == 3 and max(rows) - min(rows) <= 1
@@ -99,7 +107,7 @@ def test_shards_are_plain_arrow_files(prepared, data):
     assert table.column_names == ["image", "label"]
     assert table.schema.field("image").type == pa.list_(pa.uint8(), 3072)
     assert table.column("image")[0].as_py() == data.train_images[0].tolist()
-    assert table.column("label").to_pylist() == data.train_labels[:table.num_rows].tolist()
+    assert table.column("label").to_pylist() == data.train_labels[: table.num_rows].tolist()
 
 
 def test_manifest_is_plain_json_without_pickle(prepared):
@@ -123,8 +131,10 @@ def test_rerun_with_other_shard_count_rewrites_and_removes_stale_shards(tmp_path
     prepare(tarball, out, shards=3)
     prepare(tarball, out, shards=2)
     assert sorted(p.relative_to(out).as_posix() for p in shard_files(out)) == [
-        f"{split}/shard-0000{k}-of-00002.arrow" for split in ("test", "train", "val")
-        for k in range(2)]
+        f"{split}/shard-0000{k}-of-00002.arrow"
+        for split in ("test", "train", "val")
+        for k in range(2)
+    ]
     assert load_manifest(str(out)).shards_per_split == 2
 
 
@@ -143,19 +153,27 @@ def test_file_uri_output_goes_through_the_pyarrow_filesystem(tmp_path, tarball, 
     prepare(tarball, uri)
     assert (tmp_path / "via-uri" / "manifest.json").is_file()
     reader = open_split(uri, "val", worker_index=1, num_workers=2)
-    np.testing.assert_array_equal(reader.labels, expected_splits(data)["val"][1][NUM_VAL // 2:])
+    np.testing.assert_array_equal(reader.labels, expected_splits(data)["val"][1][NUM_VAL // 2 :])
 
 
 def test_ensure_dataset_returns_existing_without_the_source(prepared, tmp_path, tarball):
-    assert ensure_dataset(str(prepared), source=str(tmp_path / "absent.tar.gz")) == \
-        load_manifest(str(prepared))
+    assert ensure_dataset(str(prepared), source=str(tmp_path / "absent.tar.gz")) == load_manifest(
+        str(prepared)
+    )
     out = tmp_path / "fresh"
-    manifest = ensure_dataset(str(out), source=str(tarball), md5=md5_of(tarball), shards=2,
-                              num_val=NUM_VAL, progress=False)
+    manifest = ensure_dataset(
+        str(out),
+        source=str(tarball),
+        md5=md5_of(tarball),
+        shards=2,
+        num_val=NUM_VAL,
+        progress=False,
+    )
     assert manifest.splits["val"].rows == NUM_VAL and (out / "manifest.json").is_file()
 
 
 # --- bad input: one DataError each, and nothing written --------------------------------------
+
 
 def assert_refused(tmp_path, source, match, **kwargs):
     out = tmp_path / "out"
@@ -183,8 +201,11 @@ def test_truncated_or_corrupted_tarball(tmp_path, tarball, damage):
         bad.write_bytes(content[: len(content) // 2])
     elif damage == "corrupted":
         middle = len(content) // 2
-        bad.write_bytes(content[:middle] + bytes(b ^ 0xFF for b in content[middle:middle + 64])
-                        + content[middle + 64:])
+        bad.write_bytes(
+            content[:middle]
+            + bytes(b ^ 0xFF for b in content[middle : middle + 64])
+            + content[middle + 64 :]
+        )
     else:
         bad.write_bytes(b"hello, not a tarball\n" * 100)
     assert_refused(tmp_path, bad, "truncated or corrupt tarball")
@@ -201,30 +222,38 @@ def test_missing_batch(tmp_path, data):
     assert_refused(tmp_path, bad, "missing cifar-10-batches-py/data_batch_3")
 
 
-@pytest.mark.parametrize("images, labels, match", [
-    (np.zeros((10, 1024), np.uint8), [0] * 10, r"data must be uint8 of shape \(n, 3072\)"),
-    (np.zeros((10, 3072), np.float32), [0] * 10, r"data must be uint8 of shape \(n, 3072\)"),
-    (np.zeros((10, 3072), np.uint8), [0] * 9, "9 labels for 10 images"),
-    (np.zeros((10, 3072), np.uint8), [0] * 9 + [10], r"labels must lie in 0\.\.9"),
-    (np.zeros((10, 3072), np.uint8), [0] * 9 + [-1], r"labels must lie in 0\.\.9"),
-])
+@pytest.mark.parametrize(
+    "images, labels, match",
+    [
+        (np.zeros((10, 1024), np.uint8), [0] * 10, r"data must be uint8 of shape \(n, 3072\)"),
+        (np.zeros((10, 3072), np.float32), [0] * 10, r"data must be uint8 of shape \(n, 3072\)"),
+        (np.zeros((10, 3072), np.uint8), [0] * 9, "9 labels for 10 images"),
+        (np.zeros((10, 3072), np.uint8), [0] * 9 + [10], r"labels must lie in 0\.\.9"),
+        (np.zeros((10, 3072), np.uint8), [0] * 9 + [-1], r"labels must lie in 0\.\.9"),
+    ],
+)
 def test_batch_of_another_layout(tmp_path, data, images, labels, match):
     def edit(members):
         members[f"{FOLDER}/test_batch"] = batch_pickle(images, labels)
+
     assert_refused(tmp_path, broken_tarball(tmp_path, data, edit), f"test_batch: {match}")
 
 
 def test_batch_that_is_not_a_dict(tmp_path, data):
     def edit(members):
         members[f"{FOLDER}/data_batch_1"] = py2_pickle([1, 2, 3])
+
     assert_refused(tmp_path, broken_tarball(tmp_path, data, edit), "expected a pickled dict")
 
 
-@pytest.mark.parametrize("num_val, shards, match", [
-    (300, 3, "leaves no training images"),
-    (2, 3, "3 shards is more than the 2 images of split val"),
-    (0, 3, "must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "num_val, shards, match",
+    [
+        (300, 3, "leaves no training images"),
+        (2, 3, "3 shards is more than the 2 images of split val"),
+        (0, 3, "must be at least 1"),
+    ],
+)
 def test_impossible_split_settings(tmp_path, tarball, num_val, shards, match):
     assert_refused(tmp_path, tarball, match, num_val=num_val, shards=shards)
 
@@ -235,4 +264,3 @@ def test_unwritable_output(tmp_path, tarball):
     with pytest.raises(DataError, match="a-file"):
         prepare(tarball, blocker / "cifar10")
     assert blocker.read_text() == "not a directory"
-

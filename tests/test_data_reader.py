@@ -22,8 +22,9 @@ SHARDS, NUM_VAL = 4, 20
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return make_prepared_dataset(tmp_path_factory.mktemp("reader"), shards=SHARDS,
-                                 num_val=NUM_VAL, seed=3)
+    return make_prepared_dataset(
+        tmp_path_factory.mktemp("reader"), shards=SHARDS, num_val=NUM_VAL, seed=3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +113,9 @@ def test_nchw_layout_is_the_rows_as_rgb_planes(dataset, train_truth, num_workers
     assert pixels.flags.c_contiguous and pixels.base is not None  # a view of the gathered rows
     source = images[nchw.start + rows]
     for c in range(3):  # channel c is bytes [1024 c, 1024 (c + 1)) of the stored row
-        np.testing.assert_array_equal(pixels[:, c], source[:, 1024 * c:1024 * (c + 1)]
-                                      .reshape(4, 32, 32))
+        np.testing.assert_array_equal(
+            pixels[:, c], source[:, 1024 * c : 1024 * (c + 1)].reshape(4, 32, 32)
+        )
     X, y = nchw.batch(rows)
     X_flat, y_flat = flat.batch(rows)
     assert X.shape == (4, 3, 32, 32) and X.dtype == np.float32 and nchw.mean.shape == (3, 32, 32)
@@ -145,8 +147,9 @@ def test_only_the_overlapping_shards_are_opened(scratch):
     # Delete the last train shard: worker 0 of 2 never touches it, worker 1 does.
     (scratch / "train" / f"shard-00003-of-0000{SHARDS}.arrow").unlink()
     assert open_split(str(scratch), "train", 0, 2).num_rows == 140
-    with pytest.raises(DataError, match="shard-00003-of-00004.arrow listed in the manifest is "
-                                        "missing"):
+    with pytest.raises(
+        DataError, match="shard-00003-of-00004.arrow listed in the manifest is missing"
+    ):
         open_split(str(scratch), "train", 1, 2)
 
 
@@ -190,8 +193,9 @@ def test_shard_with_the_wrong_row_count_is_named(scratch):
     raw["splits"]["test"]["shards"][0]["rows"] += 1
     raw["splits"]["test"]["shards"][1]["rows"] -= 1
     manifest_path.write_text(json.dumps(raw))
-    with pytest.raises(DataError, match="shard-00000-of-00004.arrow holds 12 rows, manifest "
-                                        "says 13"):
+    with pytest.raises(
+        DataError, match="shard-00000-of-00004.arrow holds 12 rows, manifest says 13"
+    ):
         open_split(str(scratch), "test", verify=False)
 
 
@@ -204,12 +208,15 @@ def test_not_a_prepared_dataset(tmp_path):
         load_manifest(str(tmp_path))
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda raw: "{not json", "invalid manifest"),
-    (lambda raw: {**raw, "version": 99}, "this distnet reads distnet-cifar10-arrow v1"),
-    (lambda raw: {k: v for k, v in raw.items() if k != "splits"}, "invalid manifest"),
-    (lambda raw: {**raw, "mean": raw["mean"][:5]}, "mean has 5 values"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda raw: "{not json", "invalid manifest"),
+        (lambda raw: {**raw, "version": 99}, "this distnet reads distnet-cifar10-arrow v1"),
+        (lambda raw: {k: v for k, v in raw.items() if k != "splits"}, "invalid manifest"),
+        (lambda raw: {**raw, "mean": raw["mean"][:5]}, "mean has 5 values"),
+    ],
+)
 def test_invalid_manifest(scratch, edit, match):
     raw = json.loads((scratch / "manifest.json").read_text())
     edited = edit(raw)

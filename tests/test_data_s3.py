@@ -24,9 +24,14 @@ def s3():
     server.start()
     host, port = server.get_host_and_port()
     options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-    filesystem = pafs.S3FileSystem(access_key="testing", secret_key="testing",
-                                   endpoint_override=f"{host}:{port}", scheme="http",
-                                   region="us-east-1", allow_bucket_creation=True)
+    filesystem = pafs.S3FileSystem(
+        access_key="testing",
+        secret_key="testing",
+        endpoint_override=f"{host}:{port}",
+        scheme="http",
+        region="us-east-1",
+        allow_bucket_creation=True,
+    )
     filesystem.create_dir("datasets")
     yield filesystem, lambda key: f"s3://testing:testing@datasets/{key}?{options}"
     server.stop()
@@ -41,15 +46,24 @@ def data():
 def on_s3(s3, data, tmp_path_factory):
     filesystem, uri = s3
     tarball = write_tarball(tmp_path_factory.mktemp("s3") / "c.tar.gz", cifar_members(data))
-    prepare_dataset(uri("cifar10"), source=str(tarball), md5=md5_of(tarball), shards=3,
-                    num_val=NUM_VAL, progress=False)
+    prepare_dataset(
+        uri("cifar10"),
+        source=str(tarball),
+        md5=md5_of(tarball),
+        shards=3,
+        num_val=NUM_VAL,
+        progress=False,
+    )
     return tarball
 
 
 def test_prepare_writes_shards_and_manifest_as_objects(s3, on_s3):
     filesystem, uri = s3
-    keys = {info.path for info in filesystem.get_file_info(
-        pafs.FileSelector("datasets/cifar10", recursive=True)) if info.is_file}
+    keys = {
+        info.path
+        for info in filesystem.get_file_info(pafs.FileSelector("datasets/cifar10", recursive=True))
+        if info.is_file
+    }
     assert "datasets/cifar10/manifest.json" in keys
     assert len([key for key in keys if key.endswith(".arrow")]) == 9
     assert not [key for key in keys if ".tmp-" in key]
@@ -72,22 +86,35 @@ def test_rerun_on_s3_rewrites_nothing(s3, on_s3):
     selector = pafs.FileSelector("datasets/cifar10", recursive=True)
     before = {info.path: info.mtime for info in filesystem.get_file_info(selector)}
     time.sleep(1.1)  # S3 reports modification times in whole seconds
-    prepare_dataset(uri("cifar10"), source=str(on_s3), md5=md5_of(on_s3), shards=3,
-                    num_val=NUM_VAL, progress=False)
+    prepare_dataset(
+        uri("cifar10"),
+        source=str(on_s3),
+        md5=md5_of(on_s3),
+        shards=3,
+        num_val=NUM_VAL,
+        progress=False,
+    )
     assert {info.path: info.mtime for info in filesystem.get_file_info(selector)} == before
 
 
 def test_corrupted_object_is_named(s3, on_s3):
     filesystem, uri = s3
-    prepare_dataset(uri("damaged"), source=str(on_s3), md5=md5_of(on_s3), shards=3,
-                    num_val=NUM_VAL, progress=False)
+    prepare_dataset(
+        uri("damaged"),
+        source=str(on_s3),
+        md5=md5_of(on_s3),
+        shards=3,
+        num_val=NUM_VAL,
+        progress=False,
+    )
     key = "datasets/damaged/val/shard-00002-of-00003.arrow"
     with filesystem.open_input_stream(key) as stream:
         content = stream.read()
     with filesystem.open_output_stream(key) as stream:
         stream.write(content[:-10])
-    with pytest.raises(DataError, match="shard datasets/damaged/val/shard-00002-of-00003.arrow "
-                                        "is corrupt"):
+    with pytest.raises(
+        DataError, match="shard datasets/damaged/val/shard-00002-of-00003.arrow is corrupt"
+    ):
         open_split(uri("damaged"), "val", verify=True)
 
 
@@ -99,8 +126,14 @@ def test_missing_dataset_on_s3(s3):
 
 def test_check_dataset_on_s3_reads_train_metadata_and_hashes_val_and_test(s3, on_s3):
     filesystem, uri = s3
-    prepare_dataset(uri("flipped"), source=str(on_s3), md5=md5_of(on_s3), shards=3,
-                    num_val=NUM_VAL, progress=False)
+    prepare_dataset(
+        uri("flipped"),
+        source=str(on_s3),
+        md5=md5_of(on_s3),
+        shards=3,
+        num_val=NUM_VAL,
+        progress=False,
+    )
     assert check_dataset(uri("flipped"), num_workers=2) == load_manifest(uri("flipped"))
     for split in ("train", "test"):
         key = f"datasets/flipped/{split}/shard-00001-of-00003.arrow"
@@ -113,6 +146,7 @@ def test_check_dataset_on_s3_reads_train_metadata_and_hashes_val_and_test(s3, on
             check_dataset(uri("flipped"))
             with pytest.raises(DataError, match=f"shard {key} is corrupt"):
                 open_split(uri("flipped"), "train", 0, 2, verify=True)
-    with pytest.raises(DataError, match="shard datasets/flipped/test/shard-00001-of-00003.arrow "
-                                        "is corrupt"):
+    with pytest.raises(
+        DataError, match="shard datasets/flipped/test/shard-00001-of-00003.arrow is corrupt"
+    ):
         check_dataset(uri("flipped"))

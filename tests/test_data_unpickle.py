@@ -68,10 +68,17 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, protocol):
     assert not sentinel.exists()
 
 
-@pytest.mark.parametrize("module, name", [
-    ("builtins", "eval"), ("subprocess", "Popen"), ("numpy", "load"),
-    ("numpy.lib.npyio", "load"), ("numpy.testing", "assert_"), ("pickle", "loads"),
-])
+@pytest.mark.parametrize(
+    "module, name",
+    [
+        ("builtins", "eval"),
+        ("subprocess", "Popen"),
+        ("numpy", "load"),
+        ("numpy.lib.npyio", "load"),
+        ("numpy.testing", "assert_"),
+        ("pickle", "loads"),
+    ],
+)
 def test_other_globals_are_refused(module, name):
     payload = b"\x80\x02c" + f"{module}\n{name}\n".encode() + b")R."
     with pytest.raises(ForbiddenGlobalError, match=f"{module}.{name}"):
@@ -90,8 +97,14 @@ def test_tarball_with_a_malicious_batch_is_refused_without_side_effect(tmp_path)
     members[f"{FOLDER}/data_batch_2"] = evil_payload(sentinel)
     tarball = write_tarball(tmp_path / "evil.tar.gz", members)
     with pytest.raises(ForbiddenGlobalError, match="data_batch_2: pickle asks for forbidden"):
-        prepare_dataset(str(tmp_path / "out"), source=str(tarball), md5=md5_of(tarball),
-                        shards=2, num_val=5, progress=False)
+        prepare_dataset(
+            str(tmp_path / "out"),
+            source=str(tarball),
+            md5=md5_of(tarball),
+            shards=2,
+            num_val=5,
+            progress=False,
+        )
     assert not sentinel.exists()
     assert not (tmp_path / "out" / "manifest.json").exists()
 
@@ -107,10 +120,17 @@ def test_no_other_code_unpickles():
         if path == root / "distnet" / "data" / "unpickle.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Attribute) and node.attr in ("load", "loads", "Unpickler") \
-                    and isinstance(node.value, ast.Name) and "pickle" in node.value.id:
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("load", "loads", "Unpickler")
+                and isinstance(node.value, ast.Name)
+                and "pickle" in node.value.id
+            ):
                 found.append(f"{path.relative_to(root)}:{node.lineno} pickle.{node.attr}")
-            if isinstance(node, ast.keyword) and node.arg == "allow_pickle" and not (
-                    isinstance(node.value, ast.Constant) and node.value.value is False):
+            if (
+                isinstance(node, ast.keyword)
+                and node.arg == "allow_pickle"
+                and not (isinstance(node.value, ast.Constant) and node.value.value is False)
+            ):
                 found.append(f"{path.relative_to(root)}:{node.value.lineno} allow_pickle")
     assert not found, found

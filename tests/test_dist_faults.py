@@ -33,10 +33,12 @@ def killer(steps, pick):
 
 @pytest.fixture
 def job(tiny_job):
-    return tiny_job(model={"hidden_dims": [16], "use_batchnorm": True, "dropout": 0.2},
-                    optim={"update_rule": "adam", "learning_rate": 1e-3},
-                    train={"num_epochs": 3, "workers": 2, "servers": 2},
-                    checkpoint={"every_steps": 4})
+    return tiny_job(
+        model={"hidden_dims": [16], "use_batchnorm": True, "dropout": 0.2},
+        optim={"update_rule": "adam", "learning_rate": 1e-3},
+        train={"num_epochs": 3, "workers": 2, "servers": 2},
+        checkpoint={"every_steps": 4},
+    )
 
 
 @pytest.fixture
@@ -54,12 +56,21 @@ def test_killed_workers_are_restarted_and_the_result_is_unchanged(ray_session, j
 
 
 def test_killed_server_is_restored_from_checkpoint_and_the_result_is_unchanged(
-        ray_session, job, clean):
+    ray_session, job, clean
+):
     on_step = killer({6}, lambda group, n: group.server_pids()[1])
     recovery = []
-    result = train(job, progress=False, overwrite=True, on_step=on_step,
-                   hooks=Hooks(on_phase=lambda phase, step: phase.startswith("recover")
-                               and recovery.append((phase, step))))
+    result = train(
+        job,
+        progress=False,
+        overwrite=True,
+        on_step=on_step,
+        hooks=Hooks(
+            on_phase=lambda phase, step: (
+                phase.startswith("recover") and recovery.append((phase, step))
+            )
+        ),
+    )
     assert on_step.fired == {6}
     # the failure shows at step 7 or 8 (the step queued behind, or step 8's checkpoint); the
     # epoch end's checkpoint (6 steps), written before step 6 was submitted, holds
@@ -89,9 +100,21 @@ def start_driver():
 
     def start(job_file, address, *extra):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "distnet", "train", str(job_file), "--address", address,
-             "--json", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "distnet",
+                "train",
+                str(job_file),
+                "--address",
+                address,
+                "--json",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         procs.append(proc)
         return proc
 
@@ -115,14 +138,15 @@ def wait_for_checkpoint(directory, proc, timeout=300):
 @pytest.fixture
 def slow_job(tiny_job, job):
     """The same job, long enough (180 steps) that a driver can be stopped half way."""
-    return tiny_job(model=job.model.__dict__ | {"hidden_dims": [16]},
-                    optim={"update_rule": "adam", "learning_rate": 1e-3},
-                    train={"num_epochs": 30, "workers": 2, "servers": 2},
-                    checkpoint={"every_steps": 4})
+    return tiny_job(
+        model=job.model.__dict__ | {"hidden_dims": [16]},
+        optim={"update_rule": "adam", "learning_rate": 1e-3},
+        train={"num_epochs": 30, "workers": 2, "servers": 2},
+        checkpoint={"every_steps": 4},
+    )
 
 
-def test_killed_driver_resumes_with_the_same_result(ray_session, slow_job, tmp_path,
-                                                    start_driver):
+def test_killed_driver_resumes_with_the_same_result(ray_session, slow_job, tmp_path, start_driver):
     clean = train(slow_job, progress=False, overwrite=True)
     for path in Path(slow_job.checkpoint.dir).glob("*"):
         path.unlink()
@@ -136,8 +160,22 @@ def test_killed_driver_resumes_with_the_same_result(ray_session, slow_job, tmp_p
     assert 0 < interrupted.step < clean.steps
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "distnet", "train", str(job_file), "--address", address,
-         "--json", "--resume"], check=False, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "distnet",
+            "train",
+            str(job_file),
+            "--address",
+            address,
+            "--json",
+            "--resume",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["steps"] == clean.steps
@@ -146,8 +184,9 @@ def test_killed_driver_resumes_with_the_same_result(ray_session, slow_job, tmp_p
     assert final.history["loss_history"] == clean.loss_history
 
 
-def test_ctrl_c_writes_a_final_checkpoint_and_exits_cleanly(ray_session, slow_job, tmp_path,
-                                                           start_driver):
+def test_ctrl_c_writes_a_final_checkpoint_and_exits_cleanly(
+    ray_session, slow_job, tmp_path, start_driver
+):
     job_file = write_job(slow_job, tmp_path / "job.toml")
     address = ray_session.get_runtime_context().gcs_address
     proc = start_driver(job_file, address)

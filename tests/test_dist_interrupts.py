@@ -17,29 +17,43 @@ import random
 
 import numpy as np
 import pytest
-from distnet.distributed.hooks import PHASES
 from killer import Kill, read_result, run_driver, write_job_file
+
+from distnet.distributed.hooks import PHASES
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 8  # of 3 steps (2 workers), 2 steps (2 + 1 backup): long enough to interrupt
 # The n-th time a phase is reached (1-based): past the first epoch end, before the last.
-AT = {"submitted": 7, "fetched": 5, "booked": 5, "evaluating": 2, "evaluated": 2,
-      "checkpointing": 3, "checkpointed": 3, "recovering": 1, "recovered": 1}
+AT = {
+    "submitted": 7,
+    "fetched": 5,
+    "booked": 5,
+    "evaluating": 2,
+    "evaluated": 2,
+    "checkpointing": 3,
+    "checkpointed": 3,
+    "recovering": 1,
+    "recovered": 1,
+}
 KILL_SERVER_AT = 4  # the step after which a server dies, for the recovery phases
-MODES = {"sync": {}, "backup": {"backup_workers": 1}, "async": {"mode": "async"},
-         "ssp": {"mode": "ssp", "staleness": 1}}
+MODES = {
+    "sync": {},
+    "backup": {"backup_workers": 1},
+    "async": {"mode": "async"},
+    "ssp": {"mode": "ssp", "staleness": 1},
+}
 
 
 def job(dataset: str, root, **train) -> dict:
     return {
-        "name": "interrupts", "seed": 7,
+        "name": "interrupts",
+        "seed": 7,
         "data": {"path": dataset},
-        "model": {"kind": "fc", "hidden_dims": [16], "weight_scale": 1e-2,
-                  "use_batchnorm": True},
+        "model": {"kind": "fc", "hidden_dims": [16], "weight_scale": 1e-2, "use_batchnorm": True},
         "optim": {"update_rule": "adam", "learning_rate": 1e-3},
-        "train": {"num_epochs": EPOCHS, "batch_size": 80, "workers": 2,
-                  "num_train_samples": 60} | train,
+        "train": {"num_epochs": EPOCHS, "batch_size": 80, "workers": 2, "num_train_samples": 60}
+        | train,
         "checkpoint": {"dir": str(root / "ckpt"), "every_steps": 4},
         "metrics": {"logdir": str(root / "runs")},
     }
@@ -71,6 +85,7 @@ def resumed_after(first, job_file, address, out, steps: int | None = None):
 
 # --- start-up -----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sync_run(tiny_dataset, address, tmp_path_factory):
     """A deterministic job and its undisturbed result, with how long its actors took to
@@ -86,8 +101,9 @@ def sync_run(tiny_dataset, address, tmp_path_factory):
 def test_ctrl_c_while_the_actors_start_leaves_a_checkpoint(sync_run, address, tmp_path, seed):
     job_file, clean, startup_s = sync_run
     at = round(random.Random(seed).uniform(0.0, 0.7 * startup_s), 2)
-    first, _ = interrupted_then_resumed(job_file, address, tmp_path / "run",
-                                        schedule=[Kill(at, "interrupt")])
+    first, _ = interrupted_then_resumed(
+        job_file, address, tmp_path / "run", schedule=[Kill(at, "interrupt")]
+    )
     assert first.steps == 0, f"the SIGINT at {at} s came after a step: not start-up"
     assert_identical(tmp_path / "run", clean)
 
@@ -96,12 +112,20 @@ def assert_identical(out, clean):
     final, kept, summary = read_result(out)
     np.testing.assert_array_equal(final, clean[0])
     np.testing.assert_array_equal(kept, clean[1])
-    for key in ("loss_history", "train_acc_history", "val_acc_history", "applied_gradients",
-                "steps", "epochs", "best_val_acc"):
+    for key in (
+        "loss_history",
+        "train_acc_history",
+        "val_acc_history",
+        "applied_gradients",
+        "steps",
+        "epochs",
+        "best_val_acc",
+    ):
         assert summary[key] == clean[2][key], key
 
 
 # --- every phase, every mode ------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def runs(tiny_dataset, address, tmp_path_factory):
@@ -114,8 +138,7 @@ def runs(tiny_dataset, address, tmp_path_factory):
             job_file = write_job_file(job(tiny_dataset, root, **MODES[mode]), root / "job.toml")
             clean = run_driver(job_file, address, root / "clean")
             assert clean.returncode == 0, clean.stderr[-3000:]
-            assert {phase for phase, _ in clean.phases} == set(PHASES) - {"recovering",
-                                                                         "recovered"}
+            assert {phase for phase, _ in clean.phases} == set(PHASES) - {"recovering", "recovered"}
             made[mode] = job_file, read_result(root / "clean"), clean
         return made[mode]
 
@@ -144,8 +167,12 @@ def test_ctrl_c_at_each_phase_then_resume(runs, address, tmp_path, mode, phase):
     job_file, clean, _ = runs(mode)
     recovery = phase in ("recovering", "recovered")
     first, _ = interrupted_then_resumed(
-        job_file, address, tmp_path / "run", interrupt_at=(phase, AT[phase]),
-        kill_server_at=KILL_SERVER_AT if recovery else None)
+        job_file,
+        address,
+        tmp_path / "run",
+        interrupt_at=(phase, AT[phase]),
+        kill_server_at=KILL_SERVER_AT if recovery else None,
+    )
     assert first.interrupted_in[0] == phase
     assert_books_exact(tmp_path / "run", clean, mode)
 
@@ -157,8 +184,9 @@ def test_ctrl_c_at_seeded_random_moments_then_resume(runs, address, tmp_path, mo
     rng = random.Random(seed)
     for _ in range(3):  # a moment after a faster run had ended tests nothing: draw again
         at = round(rng.uniform(0.0, 0.8 * (watch.ended_s - watch.first_step_s)), 2)
-        first = run_driver(job_file, address, tmp_path / "run", schedule=[Kill(at, "interrupt")],
-                           clock="step")
+        first = run_driver(
+            job_file, address, tmp_path / "run", schedule=[Kill(at, "interrupt")], clock="step"
+        )
         if first.fired:
             break
         assert first.returncode == 0, first.stderr[-3000:]

@@ -7,7 +7,6 @@ schedules of the same harness."""
 
 import numpy as np
 import pytest
-
 from killer import Kill, random_schedule, read_result, run_driver, write_job_file
 
 pytestmark = pytest.mark.slow
@@ -17,13 +16,24 @@ pytestmark = pytest.mark.slow
 def raw_job(tiny_dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("kills")
     return {
-        "name": "kills", "seed": 5,
+        "name": "kills",
+        "seed": 5,
         "data": {"path": tiny_dataset},
-        "model": {"kind": "fc", "hidden_dims": [16], "weight_scale": 1e-2,
-                  "use_batchnorm": True, "dropout": 0.2},
+        "model": {
+            "kind": "fc",
+            "hidden_dims": [16],
+            "weight_scale": 1e-2,
+            "use_batchnorm": True,
+            "dropout": 0.2,
+        },
         "optim": {"update_rule": "adam", "learning_rate": 1e-3},
-        "train": {"num_epochs": 40, "batch_size": 40, "workers": 2, "servers": 2,
-                  "num_train_samples": 100},
+        "train": {
+            "num_epochs": 40,
+            "batch_size": 40,
+            "workers": 2,
+            "servers": 2,
+            "num_train_samples": 100,
+        },
         "checkpoint": {"dir": str(root / "ckpt"), "every_steps": 4},
         "metrics": {"logdir": str(root / "runs")},
     }

@@ -40,8 +40,7 @@ def tensorboard_tags(logdir) -> dict[str, list[str]]:
 
 # --- the server's bookkeeping, without Ray --------------------------------------------------
 def test_server_applies_each_worker_step_once_with_its_share_of_the_learning_rate():
-    schedule = Schedule("epoch_decay", base_lr=0.1, steps_per_epoch=2, total_steps=8,
-                        lr_decay=0.5)
+    schedule = Schedule("epoch_decay", base_lr=0.1, steps_per_epoch=2, total_steps=8, lr_decay=0.5)
     server = ParameterServer(0, "sgd", {"learning_rate": 0.1}, schedule)
     server.load(ShardState(0, np.zeros(3), worker_steps=[0, 0]))
     lrs = []
@@ -74,8 +73,10 @@ def test_server_decodes_compressed_gradients():
 
 # --- whole runs ---------------------------------------------------------------------------
 def test_async_applies_every_gradient_once_across_worker_kills(ray_session, tiny_job):
-    job = tiny_job(model={"hidden_dims": [16], "use_batchnorm": True},
-                   train={"mode": "async", "workers": 2, "servers": 2, "num_epochs": 3})
+    job = tiny_job(
+        model={"hidden_dims": [16], "use_batchnorm": True},
+        train={"mode": "async", "workers": 2, "servers": 2, "num_epochs": 3},
+    )
     kill = killer({2, 6, 9}, lambda group, n: group.worker_pids()[n % 2])
     events = []
 
@@ -99,25 +100,29 @@ def test_async_applies_every_gradient_once_across_worker_kills(ray_session, tiny
 
 
 def test_async_resume_continues_each_worker_at_its_count(ray_session, tiny_job):
-    first = train(tiny_job(train={"mode": "async", "max_steps": 3}), progress=False,
-                  overwrite=True)
+    first = train(tiny_job(train={"mode": "async", "max_steps": 3}), progress=False, overwrite=True)
     assert sum(first.worker_steps) == 6
     events = []
-    second = train(tiny_job(train={"mode": "async", "max_steps": 7}), progress=False,
-                   resume=True, on_step=events.append)
+    second = train(
+        tiny_job(train={"mode": "async", "max_steps": 7}),
+        progress=False,
+        resume=True,
+        on_step=events.append,
+    )
     assert second.steps == 7 and len(second.loss_history) == 7
     assert sum(second.worker_steps) == 14 and len(applied_order(events)) == 8
-    assert_applied_once_in_order(applied_order(events), second.worker_steps,
-                                 first=first.worker_steps)
+    assert_applied_once_in_order(
+        applied_order(events), second.worker_steps, first=first.worker_steps
+    )
 
 
 def test_ssp_never_lets_a_worker_run_more_than_staleness_steps_ahead(ray_session, tiny_job):
     staleness = 2
-    job = tiny_job(train={"mode": "ssp", "staleness": staleness, "workers": 2,
-                          "max_steps": 6})
+    job = tiny_job(train={"mode": "ssp", "staleness": staleness, "workers": 2, "max_steps": 6})
     events = []
-    result = train(job, progress=False, overwrite=True, on_step=events.append,
-                   hooks=Hooks(worker_delay_s=0.2))
+    result = train(
+        job, progress=False, overwrite=True, on_step=events.append, hooks=Hooks(worker_delay_s=0.2)
+    )
     order = applied_order(events)
     assert len(order) == result.applied_gradients == 12
     assert_applied_once_in_order(order, result.worker_steps)
@@ -134,8 +139,9 @@ def test_ssp_never_lets_a_worker_run_more_than_staleness_steps_ahead(ray_session
 def test_backup_workers_drop_exactly_the_late_gradients(ray_session, tiny_job):
     job = tiny_job(train={"workers": 2, "backup_workers": 1})
     events = []
-    result = train(job, progress=False, overwrite=True, on_step=events.append,
-                   hooks=Hooks(worker_delay_s=0.5))
+    result = train(
+        job, progress=False, overwrite=True, on_step=events.append, hooks=Hooks(worker_delay_s=0.5)
+    )
     steps = 2 * (240 // 3 // 20)  # 3 workers own 80 rows each; per-worker batch 40 / 2
     assert result.steps == len(events) == steps
     for event in events:  # the straggler (worker 0) never made it into a step
@@ -148,9 +154,14 @@ def test_backup_workers_drop_exactly_the_late_gradients(ray_session, tiny_job):
 
 
 def test_compression_cuts_the_bytes_on_the_wire(ray_session, tiny_job):
-    runs = {codec: train(tiny_job(train={"servers": 2, "max_steps": 2, "compression": codec}),
-                         progress=False, overwrite=True)
-            for codec in ("none", "fp16", "topk")}
+    runs = {
+        codec: train(
+            tiny_job(train={"servers": 2, "max_steps": 2, "compression": codec}),
+            progress=False,
+            overwrite=True,
+        )
+        for codec in ("none", "fp16", "topk")
+    }
     job = tiny_job()
     initial = build_model(job.model, seed=job.seed).params.vector
     size = initial.size

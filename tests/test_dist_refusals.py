@@ -21,26 +21,33 @@ GB = 10**9
 
 
 def make_job(**sections) -> JobConfig:
-    raw = {"data": {"path": "/nonexistent"}, "model": {"kind": "fc", "hidden_dims": [16]},
-           "train": {"workers": 2, "batch_size": 40}}
+    raw = {
+        "data": {"path": "/nonexistent"},
+        "model": {"kind": "fc", "hidden_dims": [16]},
+        "train": {"workers": 2, "batch_size": 40},
+    }
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     return JobConfig.from_dict(raw)
 
 
-@pytest.mark.parametrize("model", [
-    {"kind": "fc", "hidden_dims": [100, 50]},
-    {"kind": "fc", "hidden_dims": [64, 32], "use_batchnorm": True, "dtype": "float64"},
-    {"kind": "two_layer", "hidden_dims": [10]},
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"kind": "fc", "hidden_dims": [100, 50]},
+        {"kind": "fc", "hidden_dims": [64, 32], "use_batchnorm": True, "dtype": "float64"},
+        {"kind": "two_layer", "hidden_dims": [10]},
+    ],
+)
 def test_the_parameter_count_is_the_models(model):
     job = make_job(model=model)
     params = build_model(job.model, seed=0).params.vector
     assert estimate(job).params == params.nbytes
 
 
-@pytest.mark.parametrize("rule, slots", [("sgd", 0), ("sgd_momentum", 1), ("rmsprop", 1),
-                                         ("adam", 2)])
+@pytest.mark.parametrize(
+    "rule, slots", [("sgd", 0), ("sgd_momentum", 1), ("rmsprop", 1), ("adam", 2)]
+)
 def test_optimizer_state_is_the_rules_arrays(rule, slots):
     need = estimate(make_job(optim={"update_rule": rule}))
     assert need.optimizer == slots * need.params
@@ -48,8 +55,9 @@ def test_optimizer_state_is_the_rules_arrays(rule, slots):
 
 
 def test_activations_grow_with_the_batch_and_the_evaluated_rows():
-    small, large = (estimate(make_job(train={"batch_size": b, "eval_batch_size": 1}))
-                    for b in (40, 400))
+    small, large = (
+        estimate(make_job(train={"batch_size": b, "eval_batch_size": 1})) for b in (40, 400)
+    )
     # 180 more rows per worker, each at least its input as pixels and as float32
     assert large.worker - small.worker >= 180 * 3072 * 5
     assert large.workers == 2 * large.worker
@@ -60,8 +68,11 @@ def test_activations_grow_with_the_batch_and_the_evaluated_rows():
 
 def test_a_model_larger_than_the_machine_is_refused_for_the_driver():
     need = estimate(make_job(model={"hidden_dims": [10**9]}))
-    with pytest.raises(OutOfMemory, match=r"the driver alone needs at least 37\.0 TB .* "
-                                          r"more than this machine has \(16\.0 GB\)"):
+    with pytest.raises(
+        OutOfMemory,
+        match=r"the driver alone needs at least 37\.0 TB .* "
+        r"more than this machine has \(16\.0 GB\)",
+    ):
         need.check_driver(16 * GB)
     estimate(make_job()).check_driver(16 * GB)
     need.check_driver(None)  # an OS that does not say: not refused
@@ -78,8 +89,11 @@ def test_the_cluster_check_counts_all_actors_and_the_largest_node():
 
 
 def test_a_batch_larger_than_the_data_is_an_error():
-    with pytest.raises(DistnetError, match=r"train.batch_size = 500 is larger than the "
-                                           r"training set \(240 images\)"):
+    with pytest.raises(
+        DistnetError,
+        match=r"train.batch_size = 500 is larger than the "
+        r"training set \(240 images\)",
+    ):
         budget.check_batch(make_job(train={"batch_size": 500}), 240)
     # 4 actors share 240 images (60 each), but each takes half of a 200 batch
     with pytest.raises(DistnetError, match="worker 0's share .* is 100 images, more than its 60"):
@@ -95,9 +109,15 @@ def test_the_machine_memory_is_the_os_figure():
 
 # --- through `distnet train` and `train()` ----------------------------------------------------
 
+
 def distnet(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distnet", *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "distnet", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def one_line(out: subprocess.CompletedProcess) -> str:
@@ -109,27 +129,41 @@ def one_line(out: subprocess.CompletedProcess) -> str:
 def test_an_absurd_model_is_refused_before_ray_or_the_dataset(tmp_path):
     start = time.monotonic()
     # no dataset at all, and no tarball to prepare one from: it is never looked for
-    out = distnet("train", "--set", "model.hidden_dims=[1000000000]",
-                  "--set", f"data.path={json.dumps(str(tmp_path / 'none'))}",
-                  "--set", f"data.source={json.dumps(str(tmp_path / 'none.tar.gz'))}")
+    out = distnet(
+        "train",
+        "--set",
+        "model.hidden_dims=[1000000000]",
+        "--set",
+        f"data.path={json.dumps(str(tmp_path / 'none'))}",
+        "--set",
+        f"data.source={json.dumps(str(tmp_path / 'none.tar.gz'))}",
+    )
     assert "the driver alone needs at least" in one_line(out)
     assert time.monotonic() - start < 60
     assert not (tmp_path / "none").exists()
 
 
 def test_an_absurd_batch_is_refused_against_the_training_set(tiny_dataset, tmp_path):
-    out = distnet("train", "--set", "train.batch_size=1000000000000",
-                  "--set", f"data.path={json.dumps(tiny_dataset)}")
-    assert "train.batch_size = 1000000000000 is larger than the training set (240 images)" \
+    out = distnet(
+        "train",
+        "--set",
+        "train.batch_size=1000000000000",
+        "--set",
+        f"data.path={json.dumps(tiny_dataset)}",
+    )
+    assert (
+        "train.batch_size = 1000000000000 is larger than the training set (240 images)"
         in one_line(out)
+    )
 
 
 def test_a_job_larger_than_the_ray_cluster_is_refused_before_any_actor(ray_session, tiny_job):
     import ray
 
     available, _ = budget.cluster_memory()
-    assert available == int(ray.cluster_resources()["memory"]
-                            + ray.cluster_resources()["object_store_memory"])
+    assert available == int(
+        ray.cluster_resources()["memory"] + ray.cluster_resources()["object_store_memory"]
+    )
     # Parameters of available/8 bytes: the driver's 3 copies fit this machine, the
     # actors' 12 (2 workers x 2, the server's 5 with Adam, 3 in the object store) do not.
     hidden = available // 8 // (4 * 3072)
@@ -142,6 +176,7 @@ def test_a_job_larger_than_the_ray_cluster_is_refused_before_any_actor(ray_sessi
 
 # --- a damaged train shard, found by the worker that opens it ---------------------------------
 
+
 @pytest.fixture(scope="module")
 def s3_uri():
     """A real S3-compatible server (moto's) on 127.0.0.1; yields key -> dataset URI."""
@@ -152,26 +187,32 @@ def s3_uri():
     server.start()
     host, port = server.get_host_and_port()
     options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-    pafs.S3FileSystem(access_key="testing", secret_key="testing",
-                      endpoint_override=f"{host}:{port}", scheme="http", region="us-east-1",
-                      allow_bucket_creation=True).create_dir("datasets")
+    pafs.S3FileSystem(
+        access_key="testing",
+        secret_key="testing",
+        endpoint_override=f"{host}:{port}",
+        scheme="http",
+        region="us-east-1",
+        allow_bucket_creation=True,
+    ).create_dir("datasets")
     yield lambda key: f"s3://testing:testing@datasets/{key}?{options}"
     server.stop()
 
 
 def test_a_damaged_train_shard_is_one_line_naming_it(ray_session, s3_uri, tiny_job, tmp_path):
     from datagen import make_cifar_tarball, md5_of
+    from killer import actor_pids
     from pyarrow import fs as pafs
 
     from distnet.data.errors import DataError
     from distnet.data.prepare import prepare_dataset
     from distnet.distributed.driver import train
-    from killer import actor_pids
 
     tarball = make_cifar_tarball(tmp_path / "c.tar.gz", 60, 50, 0)
     uri = s3_uri("flipped")
-    prepare_dataset(uri, source=str(tarball), md5=md5_of(tarball), shards=4, num_val=60,
-                    progress=False)
+    prepare_dataset(
+        uri, source=str(tarball), md5=md5_of(tarball), shards=4, num_val=60, progress=False
+    )
     filesystem, root = pafs.FileSystem.from_uri(uri)
     key = f"{root}/train/shard-00002-of-00004.arrow"
     with filesystem.open_input_stream(key) as stream:

@@ -29,17 +29,28 @@ EPOCHS = 3
 def run(ray_session, tiny_dataset, tmp_path_factory):
     """(checkpoint directory, the dataset) of a finished run."""
     root = tmp_path_factory.mktemp("trained")
-    job = JobConfig.from_dict({
-        "name": "trained", "seed": 5,
-        "data": {"path": tiny_dataset},
-        "model": {"kind": "fc", "hidden_dims": [16], "use_batchnorm": True,
-                  "weight_scale": 1e-2},
-        "optim": {"update_rule": "adam", "learning_rate": 3e-3},
-        "train": {"num_epochs": EPOCHS, "batch_size": 40, "workers": 2,
-                  "num_train_samples": 100},
-        "checkpoint": {"dir": str(root / "ckpt")},
-        "metrics": {"logdir": str(root / "runs")},
-    })
+    job = JobConfig.from_dict(
+        {
+            "name": "trained",
+            "seed": 5,
+            "data": {"path": tiny_dataset},
+            "model": {
+                "kind": "fc",
+                "hidden_dims": [16],
+                "use_batchnorm": True,
+                "weight_scale": 1e-2,
+            },
+            "optim": {"update_rule": "adam", "learning_rate": 3e-3},
+            "train": {
+                "num_epochs": EPOCHS,
+                "batch_size": 40,
+                "workers": 2,
+                "num_train_samples": 100,
+            },
+            "checkpoint": {"dir": str(root / "ckpt")},
+            "metrics": {"logdir": str(root / "runs")},
+        }
+    )
     distnet.train(job, progress=False)
     return root / "ckpt", tiny_dataset
 
@@ -110,8 +121,9 @@ def expected_scores(run, split):
     confusion = np.zeros((10, 10), np.int64)
     for true, guess in zip(y, predicted, strict=True):
         confusion[true, guess] += 1
-    per_class = [float(np.mean(predicted[y == c] == c)) if (y == c).any() else None
-                 for c in range(10)]
+    per_class = [
+        float(np.mean(predicted[y == c] == c)) if (y == c).any() else None for c in range(10)
+    ]
     return float(np.mean(predicted == y)), per_class, confusion, len(y)
 
 
@@ -135,14 +147,14 @@ def test_eval_prints_accuracy_per_class_and_the_confusion_matrix(run, capsys):
     lines = out.splitlines()
     assert lines[0] == f"test: accuracy {accuracy:.4f} ({np.trace(confusion)} of {count} images)"
     names = load_manifest(run[1]).label_names
-    table = {line.split()[0]: line.split()[1:] for line in lines[3:3 + len(names)]}
+    table = {line.split()[0]: line.split()[1:] for line in lines[3 : 3 + len(names)]}
     for name, acc, row in zip(names, per_class, confusion, strict=True):
         shown = "-" if acc is None else f"{acc:.4f}"
         assert table[name] == [shown, str(row.sum())], name
     start = lines.index("confusion (rows: true class, columns: predicted)") + 2
-    matrix = [[int(v) for v in line.split()[1:]] for line in lines[start:start + len(names)]]
+    matrix = [[int(v) for v in line.split()[1:]] for line in lines[start : start + len(names)]]
     np.testing.assert_array_equal(matrix, confusion)
-    assert [line.split()[0] for line in lines[start:start + len(names)]] == names
+    assert [line.split()[0] for line in lines[start : start + len(names)]] == names
 
 
 # --- distnet predict -----------------------------------------------------------------
@@ -189,8 +201,9 @@ def test_predict_labels_png_and_jpeg_files(run, test_images, tmp_path, capsys):
     got = predictions(out)
     assert list(got) == [str(png), str(jpeg), str(wide)]
     decoded_jpeg = np.asarray(Image.open(jpeg).convert("RGB")).transpose(2, 0, 1)  # lossy
-    expected = expected_probabilities(run, np.stack(
-        [test_images[0], decoded_jpeg.reshape(-1), test_images[2]]))
+    expected = expected_probabilities(
+        run, np.stack([test_images[0], decoded_jpeg.reshape(-1), test_images[2]])
+    )
     np.testing.assert_allclose(np.stack(list(got.values())), expected, rtol=1e-5, atol=1e-9)
     for probs in got.values():
         assert probs.sum() == pytest.approx(1.0, abs=1e-9) and (probs >= 0).all()
@@ -216,7 +229,8 @@ def test_predict_a_npy_batch_of_pixels_or_model_inputs(run, test_images, tmp_pat
     assert (status, err) == (0, "")
     got = predictions(out)
     assert list(got) == [f"{channels_last}[{i}]" for i in range(4)] + [
-        f"{inputs}[{i}]" for i in range(2)]
+        f"{inputs}[{i}]" for i in range(2)
+    ]
     probs = np.stack(list(got.values()))
     expected = expected_probabilities(run, np.concatenate([test_images, test_images[:2]]))
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-9)
@@ -232,8 +246,13 @@ def test_predict_prints_the_top_classes(run, test_images, tmp_path, capsys):
     expected = expected_probabilities(run, test_images)
     for i, line in enumerate(out.splitlines()):
         best = expected[i].argsort()[::-1][:2]
-        assert line.split() == [f"{batch}[{i}]", names[best[0]], f"{expected[i, best[0]]:.3f}",
-                                names[best[1]], f"{expected[i, best[1]]:.3f}"]
+        assert line.split() == [
+            f"{batch}[{i}]",
+            names[best[0]],
+            f"{expected[i, best[0]]:.3f}",
+            names[best[1]],
+            f"{expected[i, best[1]]:.3f}",
+        ]
 
 
 # --- bad input: one line, a non-zero exit --------------------------------------------
@@ -276,8 +295,9 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(run, tmp_path, capsys):
         assert message in err, (argv, err)
 
 
-def test_pictures_without_the_images_extra_are_one_line_naming_it(run, test_images, tmp_path,
-                                                                   capsys, monkeypatch):
+def test_pictures_without_the_images_extra_are_one_line_naming_it(
+    run, test_images, tmp_path, capsys, monkeypatch
+):
     png = tmp_path / "a.png"
     Image.fromarray(picture(test_images[0])).save(png)
     batch = tmp_path / "batch.npy"

@@ -73,8 +73,9 @@ def test_conv_fast_equals_naive(x_shape, w_shape, stride, pad):
     assert rel_error(out_fast, out_naive) < 1e-9
     assert all(a is b for a, b in zip(cache_fast[:4], cache_naive, strict=True))
     dout = np.random.default_rng(1).standard_normal(out_naive.shape)
-    for naive, fast in zip(conv_backward_naive(dout, cache_naive),
-                           conv_backward_fast(dout, cache_fast), strict=True):
+    for naive, fast in zip(
+        conv_backward_naive(dout, cache_naive), conv_backward_fast(dout, cache_fast), strict=True
+    ):
         assert fast.shape == naive.shape
         assert rel_error(fast, naive) < 1e-9
 
@@ -139,12 +140,16 @@ def test_interleaved_layers_do_not_share_state():
     # Two layers' forward passes, then their backward passes in reverse order (as a
     # network runs them), equal the same layers run alone: nothing a call leaves in the
     # reused scratch buffers survives into another call.
-    cases = [conv_case((3, 6, 8, 8), (7, 6, 3, 3), seed=11),
-             conv_case((3, 7, 8, 8), (5, 7, 3, 3), seed=12)]
+    cases = [
+        conv_case((3, 6, 8, 8), (7, 6, 3, 3), seed=11),
+        conv_case((3, 7, 8, 8), (5, 7, 3, 3), seed=12),
+    ]
     param = {"stride": 1, "pad": 1}
     dout = [np.random.default_rng(13).standard_normal((3, w.shape[0], 8, 8)) for _, w, _ in cases]
-    alone = [conv_backward_fast(d, conv_forward_fast(*case, param)[1])
-             for case, d in zip(cases, dout, strict=True)]
+    alone = [
+        conv_backward_fast(d, conv_forward_fast(*case, param)[1])
+        for case, d in zip(cases, dout, strict=True)
+    ]
     caches = [conv_forward_fast(*case, param)[1] for case in cases]
     for k in (1, 0):
         for a, b in zip(conv_backward_fast(dout[k], caches[k]), alone[k], strict=True):
@@ -182,13 +187,16 @@ def test_conv_backward_skips_dx_and_writes_into_given_arrays():
     assert np.array_equal(flat, np.concatenate([dw.ravel(), db]))
 
 
-@pytest.mark.parametrize(("x_shape", "w_shape", "conv_param", "words"), [
-    ((2, 3, 8), (4, 3, 3, 3), {"stride": 1, "pad": 1}, "(2, 3, 8)"),
-    ((2, 3, 8, 8), (4, 2, 3, 3), {"stride": 1, "pad": 1}, "(4, 2, 3, 3)"),
-    ((2, 3, 8, 8), (4, 3, 3, 3), {"stride": 2, "pad": 1}, "do not tile"),
-    ((2, 3, 8, 8), (4, 3, 3, 3), {"stride": 1}, "pad"),
-    ((2, 3, 4, 4), (4, 3, 7, 7), {"stride": 1, "pad": 1}, "exceeds"),
-])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "conv_param", "words"),
+    [
+        ((2, 3, 8), (4, 3, 3, 3), {"stride": 1, "pad": 1}, "(2, 3, 8)"),
+        ((2, 3, 8, 8), (4, 2, 3, 3), {"stride": 1, "pad": 1}, "(4, 2, 3, 3)"),
+        ((2, 3, 8, 8), (4, 3, 3, 3), {"stride": 2, "pad": 1}, "do not tile"),
+        ((2, 3, 8, 8), (4, 3, 3, 3), {"stride": 1}, "pad"),
+        ((2, 3, 4, 4), (4, 3, 7, 7), {"stride": 1, "pad": 1}, "exceeds"),
+    ],
+)
 def test_conv_bad_input_is_one_clear_error(x_shape, w_shape, conv_param, words):
     x, w, b = conv_case(x_shape, w_shape)
     with pytest.raises(InvalidInput) as error:
@@ -197,11 +205,14 @@ def test_conv_bad_input_is_one_clear_error(x_shape, w_shape, conv_param, words):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize(("x_shape", "param", "words"), [
-    ((3, 8, 8), pool_param(2, 2, 2), "(3, 8, 8)"),
-    ((2, 3, 7, 8), pool_param(2, 2, 2), "do not tile"),
-    ((2, 3, 8, 8), {"pool_height": 2, "stride": 2}, "pool_width"),
-])
+@pytest.mark.parametrize(
+    ("x_shape", "param", "words"),
+    [
+        ((3, 8, 8), pool_param(2, 2, 2), "(3, 8, 8)"),
+        ((2, 3, 7, 8), pool_param(2, 2, 2), "do not tile"),
+        ((2, 3, 8, 8), {"pool_height": 2, "stride": 2}, "pool_width"),
+    ],
+)
 def test_max_pool_bad_input_is_one_clear_error(x_shape, param, words):
     with pytest.raises(InvalidInput) as error:
         max_pool_forward_fast(np.zeros(x_shape), param)

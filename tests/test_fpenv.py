@@ -10,12 +10,18 @@ import pytest
 
 X86_GLIBC = platform.machine().lower() in ("x86_64", "amd64") and platform.libc_ver()[0] == "glibc"
 needs_x86_glibc = pytest.mark.skipif(
-    not X86_GLIBC, reason="FTZ/DAZ are set through glibc's x86-64 fenv_t")
+    not X86_GLIBC, reason="FTZ/DAZ are set through glibc's x86-64 fenv_t"
+)
 
 
 def run_child(code: str) -> str:
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                            capture_output=True, text=True, check=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return result.stdout.strip()
 
 
@@ -38,8 +44,11 @@ def test_denormals_become_zero_after_the_call():
     flush_denormals(False)  # back to IEEE gradual underflow
     print(products())
     """)
-    assert out.splitlines() == ["(False, False, False)", "(True, True, True)",
-                                "(False, False, False)"]
+    assert out.splitlines() == [
+        "(False, False, False)",
+        "(True, True, True)",
+        "(False, False, False)",
+    ]
 
 
 @needs_x86_glibc

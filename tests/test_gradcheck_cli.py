@@ -68,25 +68,33 @@ def test_gradcheck_passes_and_prints_each_parameter(args, names):
     assert lines[-1].startswith("all gradients within 1e-0")
 
 
-CONV_BLOCKS = ('[{"type": "conv", "filters": 4, "norm": "groupnorm", "groups": 2}, '
-               '{"type": "pool"}, {"type": "conv", "filters": 4, "stride": 2, '
-               '"norm": "batchnorm"}, {"type": "affine", "units": 6}, '
-               '{"type": "dropout", "p": 0.2}]')
+CONV_BLOCKS = (
+    '[{"type": "conv", "filters": 4, "norm": "groupnorm", "groups": 2}, '
+    '{"type": "pool"}, {"type": "conv", "filters": 4, "stride": 2, '
+    '"norm": "batchnorm"}, {"type": "affine", "units": 6}, '
+    '{"type": "dropout", "p": 0.2}]'
+)
 
 
 @pytest.mark.parametrize(
     "args, header, names, threshold",
     [
-        (["--conv"], "ThreeLayerConvNet: layers 3 (conv 3 3x3 stride 1 pad 1, pool 2x2 "
-         "stride 2, affine 7, affine 10), reg 0.0; float64, batch 3 x 3x8x8",
-         ["W1", "b1", "W2", "b2", "W3", "b3"], "1e-06"),
+        (
+            ["--conv"],
+            "ThreeLayerConvNet: layers 3 (conv 3 3x3 stride 1 pad 1, pool 2x2 "
+            "stride 2, affine 7, affine 10), reg 0.0; float64, batch 3 x 3x8x8",
+            ["W1", "b1", "W2", "b2", "W3", "b3"],
+            "1e-06",
+        ),
         # Odd, non-square images; batch and group norm, a stride-2 conv, dropout and reg.
-        (["--blocks", CONV_BLOCKS, "--image-shape", "2,10,6", "--reg", "0.3"],
-         "ConvNet: layers 4 (conv 4 3x3 stride 1 pad 1 groupnorm(2), pool 2x2 stride 2, "
-         "conv 4 3x3 stride 2 pad 1 batchnorm, affine 6, dropout 0.2, affine 10), reg 0.3; "
-         "float64, batch 3 x 2x10x6",
-         ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2", "W3", "b3", "W4",
-          "b4"], "1e-05"),
+        (
+            ["--blocks", CONV_BLOCKS, "--image-shape", "2,10,6", "--reg", "0.3"],
+            "ConvNet: layers 4 (conv 4 3x3 stride 1 pad 1 groupnorm(2), pool 2x2 stride 2, "
+            "conv 4 3x3 stride 2 pad 1 batchnorm, affine 6, dropout 0.2, affine 10), reg 0.3; "
+            "float64, batch 3 x 2x10x6",
+            ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2", "W3", "b3", "W4", "b4"],
+            "1e-05",
+        ),
     ],
 )
 def test_gradcheck_covers_conv_nets(args, header, names, threshold):
@@ -99,10 +107,13 @@ def test_gradcheck_covers_conv_nets(args, header, names, threshold):
     assert lines[-1] == f"all gradients within {threshold}"
 
 
-@pytest.mark.parametrize("job, header", [
-    ("three_layer_convnet", "ThreeLayerConvNet: layers 3 (conv 32 7x7 stride 1 pad 3"),
-    ("cifar10_convnet_best", "ConvNet: layers 4 (conv 32 3x3 stride 1 pad 1 batchnorm"),
-])
+@pytest.mark.parametrize(
+    "job, header",
+    [
+        ("three_layer_convnet", "ThreeLayerConvNet: layers 3 (conv 32 7x7 stride 1 pad 3"),
+        ("cifar10_convnet_best", "ConvNet: layers 4 (conv 32 3x3 stride 1 pad 1 batchnorm"),
+    ],
+)
 def test_gradcheck_checks_a_conv_job_files_network_on_small_images(job, header):
     jobs = Path(__file__).parent.parent / "jobs"
     result = distnet(str(jobs / f"{job}.toml"), "--batch-size", "2", "--max-checks", "8")
@@ -130,14 +141,21 @@ def test_gradcheck_exits_1_above_the_threshold():
         (["no/such/job.toml"], "distnet: error: "),
         (["job.toml", "--reg", "0.1"], "distnet: error: --hidden-dims, --batchnorm, --dropout"),
         (["job.toml", "--conv"], "distnet: error: --hidden-dims, --batchnorm, --dropout, --conv"),
-        (["--conv", "--batchnorm"], "distnet: error: --hidden-dims, --batchnorm and --dropout "
-                                    "describe a fully connected net"),
+        (
+            ["--conv", "--batchnorm"],
+            "distnet: error: --hidden-dims, --batchnorm and --dropout "
+            "describe a fully connected net",
+        ),
         (["--image-shape", "3,8,8"], "distnet: error: --image-shape is the input of a conv net"),
-        (["--conv", "--image-shape", "3,7,8"],
-         "distnet: error: block 1 (pool 2x2 stride 2) on 3x7x8 images: windows of height 2 "
-         "at stride 2 do not tile the input height 7"),
-        (["--blocks", '[{"type": "conv", "filters": 6, "norm": "groupnorm", "groups": 4}]'],
-         "distnet: error: block 0: conv block: groups 4 does not divide its 6 channels"),
+        (
+            ["--conv", "--image-shape", "3,7,8"],
+            "distnet: error: block 1 (pool 2x2 stride 2) on 3x7x8 images: windows of height 2 "
+            "at stride 2 do not tile the input height 7",
+        ),
+        (
+            ["--blocks", '[{"type": "conv", "filters": 6, "norm": "groupnorm", "groups": 4}]'],
+            "distnet: error: block 0: conv block: groups 4 does not divide its 6 channels",
+        ),
     ],
 )
 def test_bad_values_give_a_one_line_error(args, message):
@@ -150,10 +168,14 @@ def test_bad_values_give_a_one_line_error(args, message):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--hidden-dims", "ten"],
-         "argument --hidden-dims: expected comma-separated integers, got 'ten'"),
-        (["--conv", "--image-shape", "3,8"],
-         "argument --image-shape: expected C,H,W (three positive integers), got '3,8'"),
+        (
+            ["--hidden-dims", "ten"],
+            "argument --hidden-dims: expected comma-separated integers, got 'ten'",
+        ),
+        (
+            ["--conv", "--image-shape", "3,8"],
+            "argument --image-shape: expected C,H,W (three positive integers), got '3,8'",
+        ),
         (["--blocks", "[{"], "argument --blocks: expected a JSON list of blocks (Expecting"),
         (["--blocks", '{"type": "pool"}'], "argument --blocks: expected a JSON list of blocks"),
         (["--conv", "--blocks", "[]"], "argument --blocks: not allowed with argument --conv"),

@@ -8,8 +8,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "distnet"
 
 def import_graph() -> dict[str, set[str]]:
     """Module -> the package modules it imports (at the top or inside functions)."""
-    paths = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts)
-             .removesuffix(".__init__"): p for p in PACKAGE.rglob("*.py")}
+    paths = {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PACKAGE.rglob("*.py")
+    }
     graph = {}
     for name, path in paths.items():
         graph[name] = set()
@@ -34,7 +36,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node], _ = "open", path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node], _ = "done", path.pop()

@@ -22,8 +22,14 @@ JOB_FILES = sorted((REPO / "jobs").glob("*.toml"))
 
 
 def distnet_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "distnet", *args], capture_output=True,
-                          text=True, timeout=120, cwd=cwd, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "distnet", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def test_distribution_name_is_not_the_taken_one_and_metadata_is_spdx():
@@ -40,7 +46,8 @@ def test_ray_allows_patch_releases_and_tensorboard_is_an_extra():
     assert ray.specifier.contains("2.60.0") and ray.specifier.contains("2.60.7")
     assert not ray.specifier.contains("2.61.0")
     assert [Requirement(d).name for d in PROJECT["optional-dependencies"]["tensorboard"]] == [
-        "tensorboard"]
+        "tensorboard"
+    ]
 
 
 def test_every_job_file_is_package_data_without_a_copy():
@@ -105,7 +112,11 @@ def test_the_image_build_context_carries_the_license():
     # `pip install .` in cluster/Dockerfile builds a wheel whose metadata names LICENSE.
     import dockerfile
 
-    copied = [path for c in dockerfile.parse_file(str(REPO / "cluster" / "Dockerfile"))
-              if c.cmd == "COPY" for path in c.value[:-1]]
+    copied = [
+        path
+        for c in dockerfile.parse_file(str(REPO / "cluster" / "Dockerfile"))
+        if c.cmd == "COPY"
+        for path in c.value[:-1]
+    ]
     assert "LICENSE" in copied
     assert "!LICENSE" in (REPO / "cluster" / "Dockerfile.dockerignore").read_text().split()

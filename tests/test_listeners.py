@@ -45,7 +45,7 @@ def _parse_address(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Add
     """/proc/net/tcp's "0100007F:1F90": the address as 32-bit words in host (little-endian)
     order, the port in hex."""
     address, port = text.split(":")
-    raw = b"".join(bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, len(address), 8))
+    raw = b"".join(bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, len(address), 8))
     ip = ipaddress.ip_address(raw)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
@@ -75,8 +75,9 @@ def listeners(pid: int) -> list[Listener]:
             for line in lines:
                 fields = line.split()
                 if fields[3] == state and f"socket:[{fields[9]}]" in inodes:
-                    found.append(Listener(pid, command, netns_pid, protocol,
-                                          *_parse_address(fields[1])))
+                    found.append(
+                        Listener(pid, command, netns_pid, protocol, *_parse_address(fields[1]))
+                    )
     return sorted(set(found), key=str)
 
 
@@ -101,8 +102,11 @@ def exposed(pids: list[int]) -> list[str]:
     bad = []
     for pid in pids:
         for listener in listeners(pid):
-            reachable = (namespace_addresses(listener.netns_pid) if listener.ip in WILDCARDS
-                         else {listener.ip})
+            reachable = (
+                namespace_addresses(listener.netns_pid)
+                if listener.ip in WILDCARDS
+                else {listener.ip}
+            )
             outside = sorted(str(ip) for ip in reachable if not ip.is_loopback)
             if outside:
                 bad.append(f"{listener} (reachable on {', '.join(outside)})")
@@ -114,8 +118,10 @@ def test_the_check_sees_a_socket_open_to_the_network():
     network address (this namespace has one), a loopback socket is not."""
     if not [ip for ip in namespace_addresses(os.getpid()) if not ip.is_loopback]:
         pytest.fail("this machine has no network address to test the check with")
-    with socket.create_server(("0.0.0.0", 0)) as public, \
-            socket.create_server(("127.0.0.1", 0)) as private:
+    with (
+        socket.create_server(("0.0.0.0", 0)) as public,
+        socket.create_server(("127.0.0.1", 0)) as private,
+    ):
         found = {(lst.ip, lst.port) for lst in listeners(os.getpid())}
         assert (ipaddress.ip_address("0.0.0.0"), public.getsockname()[1]) in found
         assert (ipaddress.ip_address("127.0.0.1"), private.getsockname()[1]) in found
@@ -145,13 +151,17 @@ LOCAL_RAY = textwrap.dedent("""
 
 
 def test_local_ray_listens_on_loopback_only():
-    driver = subprocess.Popen([sys.executable, "-c", LOCAL_RAY], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", LOCAL_RAY], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert driver.stdout.readline() == "ready\n"
         pids = [driver.pid, *_descendants(driver.pid)]
-        commands = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids
-                    if Path(f"/proc/{pid}/comm").exists()}
+        commands = {
+            Path(f"/proc/{pid}/comm").read_text().strip()
+            for pid in pids
+            if Path(f"/proc/{pid}/comm").exists()
+        }
         assert {"gcs_server", "raylet"} <= commands, commands
         sockets = [lst for pid in pids for lst in listeners(pid)]
         assert len(sockets) >= 5, sockets  # gcs, raylet, agents, dashboard, workers
@@ -177,8 +187,9 @@ def test_a_test_cluster_listens_on_loopback_only():
         assert {"gcs_server", "raylet"} <= commands, commands
         assert exposed(pids) == []
         # ... and what the tests reach it through: a forwarder on 127.0.0.1 here.
-        forwarders = [pid for proc in cluster.netns.forwarders
-                      for pid in [proc.pid, *_descendants(proc.pid)]]
+        forwarders = [
+            pid for proc in cluster.netns.forwarders for pid in [proc.pid, *_descendants(proc.pid)]
+        ]
         assert [str(lst.ip) for pid in forwarders for lst in listeners(pid)] == ["127.0.0.1"]
         assert exposed(forwarders) == []
         # Token authentication is still on behind the forwarder.

@@ -28,15 +28,24 @@ WARNING = "distnet: warning: TensorBoard logging to "
 
 
 def stats(step: int, workers: int = 2) -> StepStats:
-    return StepStats(step=step, loss=2.0 - step / 100, learning_rate=1e-3, grad_norm=0.5,
-                     samples_per_s=1000.0, step_s=0.02, compute_s=[0.01 + i / 1000
-                                                                  for i in range(workers)],
-                     server_update_s=0.004, grad_bytes=400, param_bytes=800)
+    return StepStats(
+        step=step,
+        loss=2.0 - step / 100,
+        learning_rate=1e-3,
+        grad_norm=0.5,
+        samples_per_s=1000.0,
+        step_s=0.02,
+        compute_s=[0.01 + i / 1000 for i in range(workers)],
+        server_update_s=0.004,
+        grad_bytes=400,
+        param_bytes=800,
+    )
 
 
 def read(logdir) -> EventAccumulator:
-    return EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0,
-                                                        "tensors": 0}).Reload()
+    return EventAccumulator(
+        str(logdir), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0}
+    ).Reload()
 
 
 @pytest.fixture
@@ -45,8 +54,10 @@ def written_run(tmp_path):
     for step in range(10):
         logger.step(stats(step))
     logger.epoch(10, {"train": 0.5, "val": 0.25}, {"W1": np.arange(12.0).reshape(3, 4)})
-    logger.hparams({"optim.update_rule": "adam", "train.workers": 2, "model.dims": [4, 2]},
-                   {"test_acc": 0.2, "best_val_acc": 0.25})
+    logger.hparams(
+        {"optim.update_rule": "adam", "train.workers": 2, "model.dims": [4, 2]},
+        {"test_acc": 0.2, "best_val_acc": 0.25},
+    )
     logger.close()
     return tmp_path / "run"
 
@@ -54,8 +65,9 @@ def written_run(tmp_path):
 def test_scalars_and_histograms_read_back(written_run):
     run = read(written_run)
     assert [e.step for e in run.Scalars("train/loss")] == [0, 2, 4, 6, 8]
-    assert [e.value for e in run.Scalars("train/loss")] == pytest.approx([2.0, 1.98, 1.96,
-                                                                          1.94, 1.92])
+    assert [e.value for e in run.Scalars("train/loss")] == pytest.approx(
+        [2.0, 1.98, 1.96, 1.94, 1.92]
+    )
     assert [e.value for e in run.Scalars("worker/compute_s/1")] == pytest.approx([0.011] * 5)
     assert run.Scalars("time/wait_s")[0].value == pytest.approx(0.02 - 0.011 - 0.004)
     assert run.Scalars("train/bytes_per_step")[0].value == 1200
@@ -70,12 +82,12 @@ def test_hparams_are_a_session_of_the_run_itself(written_run):
     run = read(written_run)
     content = run.PluginTagToContent("hparams")
     start = hparams_metadata.parse_session_start_info_plugin_data(
-        content["_hparams_/session_start_info"])
+        content["_hparams_/session_start_info"]
+    )
     assert start.hparams["optim.update_rule"].string_value == "adam"
     assert start.hparams["train.workers"].number_value == 2
     assert start.hparams["model.dims"].string_value == "[4, 2]"
-    experiment = hparams_metadata.parse_experiment_plugin_data(
-        content["_hparams_/experiment"])
+    experiment = hparams_metadata.parse_experiment_plugin_data(content["_hparams_/experiment"])
     metrics = [m.name.tag for m in experiment.metric_infos]
     assert metrics == ["hparam/test_acc", "hparam/best_val_acc"]
     # The HParams view reads each metric as the last value of that scalar in the session.
@@ -86,17 +98,23 @@ def test_custom_scalars_layout_groups_the_curves_and_matches_real_tags(written_r
     run = read(written_run)
     [event] = run.Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
-    charts = {(c.title, ch.title): list(ch.multiline.tag)
-              for c in layout.category for ch in c.chart}
-    assert charts == {(category, title): tags for category, group in LAYOUT.items()
-                      for title, (_, tags) in group.items()}
+    charts = {
+        (c.title, ch.title): list(ch.multiline.tag) for c in layout.category for ch in c.chart
+    }
+    assert charts == {
+        (category, title): tags
+        for category, group in LAYOUT.items()
+        for title, (_, tags) in group.items()
+    }
     written = run.Tags()["scalars"]
     for (_, title), patterns in charts.items():  # every chart draws something
         for pattern in patterns:
             assert [t for t in written if re.fullmatch(pattern, t)], (title, pattern)
     per_worker = charts[("time per step (s)", "compute per worker")]
     assert [t for t in written if re.fullmatch(per_worker[0], t)] == [
-        "worker/compute_s/0", "worker/compute_s/1"]
+        "worker/compute_s/0",
+        "worker/compute_s/1",
+    ]
 
 
 def test_first_conv_layers_filters_are_an_image_grid_per_epoch(tmp_path):
@@ -108,9 +126,16 @@ def test_first_conv_layers_filters_are_an_image_grid_per_epoch(tmp_path):
     filters = rng.standard_normal((5, 3, 3, 3))  # 5 RGB 3x3 filters: a 3x3 grid of tiles
     logger = RunLogger(str(tmp_path / "run"))
     for epoch in (1, 2):
-        logger.epoch(10 * epoch, {"val": 0.5}, {"W1": filters * epoch, "b1": np.zeros(5),
-                                                "W2": rng.standard_normal((5, 2, 3, 3)),
-                                                "W3": np.ones((4, 10))})
+        logger.epoch(
+            10 * epoch,
+            {"val": 0.5},
+            {
+                "W1": filters * epoch,
+                "b1": np.zeros(5),
+                "W2": rng.standard_normal((5, 2, 3, 3)),
+                "W3": np.ones((4, 10)),
+            },
+        )
     logger.close()
     run = read(tmp_path / "run")
     assert run.Tags()["images"] == ["filters/W1"]  # the first conv layer's only
@@ -123,10 +148,12 @@ def test_first_conv_layers_filters_are_an_image_grid_per_epoch(tmp_path):
         top, left = (k // 3) * 4 * zoom, (k % 3) * 4 * zoom
         f = filters[k].transpose(1, 2, 0)
         expected = np.round(255 * (f - f.min()) / (f.max() - f.min()))
-        tile = pixels[top:top + 3 * zoom:zoom, left:left + 3 * zoom:zoom]
+        tile = pixels[top : top + 3 * zoom : zoom, left : left + 3 * zoom : zoom]
         np.testing.assert_array_equal(tile, expected)
-    assert not pixels[3 * zoom:4 * zoom].any()  # the padding between tile rows
-    assert not pixels[4 * zoom:7 * zoom, 8 * zoom:].any() and not pixels[8 * zoom:].any()  # 5 only
+    assert not pixels[3 * zoom : 4 * zoom].any()  # the padding between tile rows
+    assert (
+        not pixels[4 * zoom : 7 * zoom, 8 * zoom :].any() and not pixels[8 * zoom :].any()
+    )  # 5 only
 
 
 def test_fully_connected_runs_log_no_filter_images(written_run):
@@ -134,6 +161,7 @@ def test_fully_connected_runs_log_no_filter_images(written_run):
 
 
 # --- logs on object storage -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def s3():
@@ -156,8 +184,11 @@ def test_a_logdir_on_s3_is_uploaded_at_each_epoch_and_read_by_tensorboard(s3, mo
     from tensorboard.compat.tensorflow_stub.io import gfile
 
     monkeypatch.setattr(gfile.get_filesystem("s3://logs"), "_s3_endpoint", s3.endpoint)
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     logger = RunLogger(s3.uri("run"), log_every_steps=1)
     staging = logger.log._staging
@@ -211,7 +242,8 @@ def test_a_storage_server_that_goes_away_is_one_warning_naming_the_local_copy(ca
 UNSHARE = shutil.which("unshare")
 needs_mounts = pytest.mark.skipif(
     UNSHARE is None or subprocess.run([UNSHARE, "-rm", "true"], capture_output=True).returncode,
-    reason="needs util-linux unshare with user and mount namespaces (to mount a small tmpfs)")
+    reason="needs util-linux unshare with user and mount namespaces (to mount a small tmpfs)",
+)
 
 
 def on_full_disk(mountpoint, *argv, **popen) -> subprocess.Popen:
@@ -219,8 +251,13 @@ def on_full_disk(mountpoint, *argv, **popen) -> subprocess.Popen:
     (the mount disappears with the process; nothing to clean up)."""
     mountpoint.mkdir(exist_ok=True)
     script = 'mount -t tmpfs -o size=64k distnet-full "$0" && exec "$@"'
-    return subprocess.Popen([UNSHARE, "-rm", "sh", "-c", script, str(mountpoint), *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [UNSHARE, "-rm", "sh", "-c", script, str(mountpoint), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 LOG_UNTIL_DONE = textwrap.dedent("""
@@ -244,8 +281,9 @@ LOG_UNTIL_DONE = textwrap.dedent("""
 
 @needs_mounts
 def test_a_full_log_disk_is_one_warning_and_logging_stops(tmp_path):
-    process = on_full_disk(tmp_path / "full", sys.executable, "-c", LOG_UNTIL_DONE,
-                           str(tmp_path / "full"), "20000")
+    process = on_full_disk(
+        tmp_path / "full", sys.executable, "-c", LOG_UNTIL_DONE, str(tmp_path / "full"), "20000"
+    )
     out, err = process.communicate(timeout=120)  # tensorboardX's writer hung here for good
     assert process.returncode == 0, err
     assert out.strip() == "20000"
@@ -256,8 +294,9 @@ def test_a_full_log_disk_is_one_warning_and_logging_stops(tmp_path):
 
 @needs_mounts
 def test_ctrl_c_ends_a_run_whose_log_disk_is_full(tmp_path):
-    process = on_full_disk(tmp_path / "full", sys.executable, "-c", LOG_UNTIL_DONE,
-                           str(tmp_path / "full"), "forever")
+    process = on_full_disk(
+        tmp_path / "full", sys.executable, "-c", LOG_UNTIL_DONE, str(tmp_path / "full"), "forever"
+    )
     assert process.stderr.readline().startswith(WARNING)  # the disk is full, logging stopped
     time.sleep(0.5)  # still "training"
     assert process.poll() is None
@@ -269,17 +308,35 @@ def test_ctrl_c_ends_a_run_whose_log_disk_is_full(tmp_path):
 
 
 @needs_mounts
-def test_distnet_train_with_a_full_log_disk_finishes_with_a_warning(ray_session, tiny_dataset,
-                                                                     tmp_path):
+def test_distnet_train_with_a_full_log_disk_finishes_with_a_warning(
+    ray_session, tiny_dataset, tmp_path
+):
     address = ray_session.get_runtime_context().gcs_address
     full = tmp_path / "full"
     process = on_full_disk(
-        full, sys.executable, "-m", "distnet", "train", "--address", address, "--json",
-        "--set", f"data.path={json.dumps(tiny_dataset)}", "--set", "train.workers=2",
-        "--set", "train.num_epochs=20", "--set", "train.batch_size=40",
-        "--set", "metrics.log_every_steps=1",
-        "--set", f"metrics.logdir={json.dumps(str(full / 'runs'))}",
-        "--set", f"checkpoint.dir={json.dumps(str(tmp_path / 'ck'))}")
+        full,
+        sys.executable,
+        "-m",
+        "distnet",
+        "train",
+        "--address",
+        address,
+        "--json",
+        "--set",
+        f"data.path={json.dumps(tiny_dataset)}",
+        "--set",
+        "train.workers=2",
+        "--set",
+        "train.num_epochs=20",
+        "--set",
+        "train.batch_size=40",
+        "--set",
+        "metrics.log_every_steps=1",
+        "--set",
+        f"metrics.logdir={json.dumps(str(full / 'runs'))}",
+        "--set",
+        f"checkpoint.dir={json.dumps(str(tmp_path / 'ck'))}",
+    )
     out, err = process.communicate(timeout=600)  # tensorboardX's queue blocked it for good
     assert process.returncode == 0, err
     summary = json.loads(out)

@@ -46,8 +46,14 @@ every_steps = 10
 log_every_steps = 1
 """
 # What TensorBoard shows of it: 6 cards (4 per step, 2 per epoch), raw and smoothed curves.
-RUN_TAGS = {"train/loss", "train/learning_rate", "train/grad_norm", "train/samples_per_s",
-            "accuracy/train", "accuracy/val"}
+RUN_TAGS = {
+    "train/loss",
+    "train/learning_rate",
+    "train/grad_norm",
+    "train/samples_per_s",
+    "accuracy/train",
+    "accuracy/val",
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +64,17 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def client(cluster):
-    return JobSubmissionClient(cluster.dashboard_url,
-                               headers={"Authorization": f"Bearer {cluster.token}"})
+    return JobSubmissionClient(
+        cluster.dashboard_url, headers={"Authorization": f"Bearer {cluster.token}"}
+    )
 
 
 @pytest.fixture(scope="module")
 def workdir(cluster, tmp_path_factory):
     """The directory `distnet submit` uploads; the dataset goes on the "shared volume"."""
-    make_prepared_dataset(cluster.shared / "data", shards=4, n_train_per_batch=60,
-                          n_test=50, num_val=60)
+    make_prepared_dataset(
+        cluster.shared / "data", shards=4, n_train_per_batch=60, n_test=50, num_val=60
+    )
     root = tmp_path_factory.mktemp("project")
     (root / "jobs").mkdir()
     (root / "jobs" / "multinode.toml").write_text(JOB)
@@ -77,13 +85,27 @@ def submit(cluster, workdir: Path, run: str) -> subprocess.Popen:
     """`distnet submit` of the job, its outputs in the shared dir under `run`/."""
     shared = cluster.shared
     return subprocess.Popen(
-        [sys.executable, "-m", "distnet", "submit", "jobs/multinode.toml",
-         "--address", cluster.dashboard_url,
-         "--set", f"data.path={shared}/data/cifar10",
-         "--set", f"metrics.logdir={shared}/{run}/runs/{{name}}",
-         "--set", f"checkpoint.dir={shared}/{run}/checkpoints/{{name}}"],
-        cwd=workdir, env=cluster.client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        [
+            sys.executable,
+            "-m",
+            "distnet",
+            "submit",
+            "jobs/multinode.toml",
+            "--address",
+            cluster.dashboard_url,
+            "--set",
+            f"data.path={shared}/data/cifar10",
+            "--set",
+            f"metrics.logdir={shared}/{run}/runs/{{name}}",
+            "--set",
+            f"checkpoint.dir={shared}/{run}/checkpoints/{{name}}",
+        ],
+        cwd=workdir,
+        env=cluster.client_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen) -> tuple[str, str]:
@@ -99,8 +121,11 @@ def job_id_of(stderr: str) -> str:
 def gradient_workers(cluster, client, submission_id: str) -> list[dict]:
     ray_job_id = client.get_job_info(submission_id).job_id
     query = urllib.parse.urlencode({"detail": "true", "limit": 1000})
-    return [a for a in cluster.api(f"/api/v0/actors?{query}")
-            if a["class_name"] == "GradientWorker" and a["job_id"] == ray_job_id]
+    return [
+        a
+        for a in cluster.api(f"/api/v0/actors?{query}")
+        if a["class_name"] == "GradientWorker" and a["job_id"] == ray_job_id
+    ]
 
 
 def final_state(cluster, run: str):
@@ -150,15 +175,20 @@ def test_tensorboard_draws_the_runs_curves_in_a_browser(cluster, clean_run):
     screenshot = ARTIFACTS / "tensorboard-multinode-run.png"
     with tensorboard(cluster.shared / "clean" / "runs") as url:
         # tagFilter puts the cards in one expanded grid (TensorBoard folds later groups).
-        dom = render_page(f"{url}/?darkMode=false&tagFilter=train/|accuracy/#timeseries",
-                          screenshot, height=2000, ready=f"{polylines(10)} >= 12")
+        dom = render_page(
+            f"{url}/?darkMode=false&tagFilter=train/|accuracy/#timeseries",
+            screenshot,
+            height=2000,
+            ready=f"{polylines(10)} >= 12",
+        )
     assert screenshot.stat().st_size > 10_000
     for tag in RUN_TAGS:
         assert f'title="{tag}"' in dom  # a card for each
 
 
-def test_losing_a_worker_node_mid_run_leaves_the_result_unchanged(cluster, client, workdir,
-                                                                  clean_run):
+def test_losing_a_worker_node_mid_run_leaves_the_result_unchanged(
+    cluster, client, workdir, clean_run
+):
     process = submit(cluster, workdir, "node_lost")
     line = ""
     while not line.startswith("distnet: submitted"):
@@ -191,6 +221,7 @@ def test_losing_a_worker_node_mid_run_leaves_the_result_unchanged(cluster, clien
 
 # --- docker-compose.yml's TensorBoard on the values the run logged --------------------------
 
+
 def scalars(url: str, tag: str) -> tuple[list[int], list[float]]:
     """The steps and values TensorBoard serves for one tag of the run."""
     query = urllib.parse.urlencode({"run": "multinode", "tag": tag})
@@ -217,8 +248,11 @@ def test_tensorboard_draws_each_epoch_the_run_logged(cluster, clean_run):
     epochs = len(final_state(cluster, "clean").history["val_acc_history"])
     screenshot = ARTIFACTS / "tensorboard-multinode-accuracy.png"
     with tensorboard(cluster.shared / "clean" / "runs") as url:
-        dom = render_page(f"{url}/?darkMode=false&tagFilter=accuracy/val#timeseries", screenshot,
-                          ready=f"{polylines(epochs)} >= 2")
+        dom = render_page(
+            f"{url}/?darkMode=false&tagFilter=accuracy/val#timeseries",
+            screenshot,
+            ready=f"{polylines(epochs)} >= 2",
+        )
     assert 'title="accuracy/val"' in dom
     # The card draws the raw and the smoothed curve, each one SVG path through every epoch.
     curves = [d for d in re.findall(r'<path[^>]* d="(M[^"]+)"', dom) if d.count("L") == epochs - 1]

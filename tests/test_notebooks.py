@@ -29,23 +29,34 @@ def cache(tmp_path_factory) -> Path:
     return root
 
 
-def run_notebook(name: str, cache: Path, workdir: Path,
-                 parameters: dict | None = None) -> nbformat.NotebookNode:
+def run_notebook(
+    name: str, cache: Path, workdir: Path, parameters: dict | None = None
+) -> nbformat.NotebookNode:
     """Execute examples/`name` in `workdir` (where it writes runs/ and checkpoints/), with
     `parameters` set in a cell after its parameters cell (as papermill injects them)."""
     notebook = nbformat.read(EXAMPLES / name, as_version=4)
     if parameters:
-        tagged = next(i for i, cell in enumerate(notebook.cells)
-                      if "parameters" in cell.metadata.get("tags", []))
+        tagged = next(
+            i
+            for i, cell in enumerate(notebook.cells)
+            if "parameters" in cell.metadata.get("tags", [])
+        )
         lines = [f"{key} = {value!r}" for key, value in parameters.items()]
         notebook.cells.insert(tagged + 1, nbformat.v4.new_code_cell("\n".join(lines)))
     env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
-    env |= {"DISTNET_CACHE": str(cache), "TQDM_DISABLE": "1",
-            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-            # the kernel spec runs `python`: make it this interpreter, with its packages
-            "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")}
-    client = NotebookClient(notebook, kernel_name="python3", timeout=CELL_TIMEOUT_S,
-                            resources={"metadata": {"path": str(workdir)}})
+    env |= {
+        "DISTNET_CACHE": str(cache),
+        "TQDM_DISABLE": "1",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        # the kernel spec runs `python`: make it this interpreter, with its packages
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
+    }
+    client = NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=CELL_TIMEOUT_S,
+        resources={"metadata": {"path": str(workdir)}},
+    )
     client.execute(env=env)
     return notebook
 
@@ -96,8 +107,12 @@ def test_distributed_notebook_plots_live_survives_a_killed_worker_and_compares(c
 
 def test_conv_notebook_checks_layers_overfits_trains_on_ray_and_shows_filters(cache, tmp_path):
     # The assignment's nets on less data: conv layers in numpy take their time.
-    notebook = run_notebook("conv_nets.ipynb", cache, tmp_path, {
-        "NUM_TRAIN": 50, "OVERFIT_EPOCHS": 3, "SUBSET": 200, "DIST_STEPS": 4})
+    notebook = run_notebook(
+        "conv_nets.ipynb",
+        cache,
+        tmp_path,
+        {"NUM_TRAIN": 50, "OVERFIT_EPOCHS": 3, "SUBSET": 200, "DIST_STEPS": 4},
+    )
     text = "".join(outputs(notebook, "text"))
     assert "X_train (800, 3, 32, 32) float32" in text
     # fast layers equal to the naive ones: conv forward, dx, dw, db; pool forward, dx

@@ -50,8 +50,10 @@ CASES = [  # rule, settings (the rest are the assignment's defaults)
     ("adam", {"learning_rate": 1e-2, "beta1": 0.5, "beta2": 0.9}),
     ("adamw", {}),
     ("adamw", {"learning_rate": 1e-2, "weight_decay": 0.1}),
-    ("adamw", {"learning_rate": 5e-2, "beta1": 0.8, "beta2": 0.99, "epsilon": 1e-6,
-               "weight_decay": 5e-2}),
+    (
+        "adamw",
+        {"learning_rate": 5e-2, "beta1": 0.8, "beta2": 0.99, "epsilon": 1e-6, "weight_decay": 5e-2},
+    ),
     ("adamw", {"learning_rate": 1e-2, "beta1": 0.0, "beta2": 0.5, "weight_decay": 0.0}),
     ("sgd_nesterov", {}),
     ("sgd_nesterov", {"learning_rate": 0.3, "momentum": 0.5}),
@@ -150,8 +152,12 @@ def test_nesterov_two_steps_by_hand():
 def test_nesterov_without_momentum_is_sgd():
     rng = np.random.default_rng(6)
     w, grads = rng.standard_normal(7), [rng.standard_normal(7) for _ in range(6)]
-    a, b, ca, cb = w.copy(), w.copy(), {"learning_rate": 0.1}, {"learning_rate": 0.1,
-                                                                 "momentum": 0.0}
+    a, b, ca, cb = (
+        w.copy(),
+        w.copy(),
+        {"learning_rate": 0.1},
+        {"learning_rate": 0.1, "momentum": 0.0},
+    )
     for g in grads:
         a, ca = optim.sgd(a, g, ca)
         b, cb = optim.sgd_nesterov(b, g, cb)

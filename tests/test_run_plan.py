@@ -19,11 +19,16 @@ from distnet.metrics import StepStats
 
 def job(tmp_path, **train) -> JobConfig:
     checkpoint = {"every_steps": train.pop("every_steps", 0), "dir": str(tmp_path / "ckpt")}
-    return JobConfig.from_dict({
-        "name": "plan", "data": {"path": str(tmp_path / "data")},
-        "model": {"kind": "fc", "hidden_dims": [4]},
-        "train": {"batch_size": 40, "workers": 2, "num_epochs": 3} | train,
-        "checkpoint": checkpoint, "metrics": {"logdir": str(tmp_path / "runs")}})
+    return JobConfig.from_dict(
+        {
+            "name": "plan",
+            "data": {"path": str(tmp_path / "data")},
+            "model": {"kind": "fc", "hidden_dims": [4]},
+            "train": {"batch_size": 40, "workers": 2, "num_epochs": 3} | train,
+            "checkpoint": checkpoint,
+            "metrics": {"logdir": str(tmp_path / "runs")},
+        }
+    )
 
 
 def plan(tmp_path, rows=240, single_node=True, **train) -> RunPlan:
@@ -48,16 +53,20 @@ def test_more_workers_than_images_is_refused(tmp_path):
         plan(tmp_path, rows=2, batch_size=3, workers=3)
 
 
-@pytest.mark.parametrize("train,single_node,expected", [
-    ({}, True, "graph"),
-    ({}, False, "tasks"),
-    ({"transport": "tasks"}, True, "tasks"),
-    ({"backup_workers": 1}, True, "tasks"),
-    ({"mode": "async"}, True, "tasks"),
-    ({"mode": "ssp", "staleness": 1}, True, "tasks"),
-])
-def test_compiled_graph_only_for_plain_sync_steps_on_one_node(tmp_path, train, single_node,
-                                                              expected):
+@pytest.mark.parametrize(
+    "train,single_node,expected",
+    [
+        ({}, True, "graph"),
+        ({}, False, "tasks"),
+        ({"transport": "tasks"}, True, "tasks"),
+        ({"backup_workers": 1}, True, "tasks"),
+        ({"mode": "async"}, True, "tasks"),
+        ({"mode": "ssp", "staleness": 1}, True, "tasks"),
+    ],
+)
+def test_compiled_graph_only_for_plain_sync_steps_on_one_node(
+    tmp_path, train, single_node, expected
+):
     p = plan(tmp_path, single_node=single_node, **train)
     assert p.transport == expected and p.uses_graph == (expected == "graph")
 
@@ -71,18 +80,29 @@ def test_boundaries_are_epoch_ends_the_last_step_and_checkpoint_steps(tmp_path):
 
 
 def test_plan_and_ledger_import_without_ray():
-    code = ("import sys, distnet.distributed.plan, distnet.distributed.ledger; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys, distnet.distributed.plan, distnet.distributed.ledger; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 # --- the ledger ---------------------------------------------------------------------
 def stats(step, loss=1.0, dropped=None):
-    return StepStats(step=step, loss=loss, learning_rate=0.1, grad_norm=1.0, samples_per_s=1.0,
-                     step_s=0.1, compute_s=[0.05, 0.05], server_update_s=0.01, grad_bytes=8,
-                     param_bytes=16, dropped=dropped)
+    return StepStats(
+        step=step,
+        loss=loss,
+        learning_rate=0.1,
+        grad_norm=1.0,
+        samples_per_s=1.0,
+        step_s=0.1,
+        compute_s=[0.05, 0.05],
+        server_update_s=0.01,
+        grad_bytes=8,
+        param_bytes=16,
+        dropped=dropped,
+    )
 
 
 @pytest.fixture
@@ -97,8 +117,7 @@ def ledger(tmp_path):
 
 
 def servers_at(step, value=1.0):
-    return ModelState(step, np.full(3, value, np.float32), {"t": step},
-                      np.zeros(0, np.float32))
+    return ModelState(step, np.full(3, value, np.float32), {"t": step}, np.zeros(0, np.float32))
 
 
 def test_ledger_books_steps_and_counters_and_stops_at_a_nan(ledger):
@@ -157,8 +176,7 @@ def test_ledger_result_carries_the_books(ledger):
     ledger.record_epoch(0, 6, 0.3, 0.5, np.ones(3, np.float32), np.zeros(0, np.float32))
     ledger.save(servers_at(1, 3.0))
     kept = np.ones(3, np.float32)
-    result = ledger.result(servers_at(1, 3.0), kept, None, test_acc=0.25, wall=2.0,
-                           steps_run=1)
+    result = ledger.result(servers_at(1, 3.0), kept, None, test_acc=0.25, wall=2.0, steps_run=1)
     assert (result.steps, result.epochs, result.final_loss) == (1, 1, 2.0)
     assert (result.val_acc, result.best_val_acc, result.test_acc) == (0.5, 0.5, 0.25)
     assert (result.applied_gradients, result.bytes_per_step) == (2, 24.0)

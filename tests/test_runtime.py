@@ -16,8 +16,12 @@ def test_local_ray_listens_on_loopback_only(ray_session):
     ray_session.get([p.pid.remote() for p in probes])  # actors running, so they listen too
     assert ray_session.get_runtime_context().gcs_address.startswith("127.0.0.1:")
     me = psutil.Process()
-    listening = [(p.name(), c.laddr.ip) for p in [me, *me.children(recursive=True)]
-                 for c in _connections(p) if c.status == psutil.CONN_LISTEN]
+    listening = [
+        (p.name(), c.laddr.ip)
+        for p in [me, *me.children(recursive=True)]
+        for c in _connections(p)
+        if c.status == psutil.CONN_LISTEN
+    ]
     names = {name for name, _ in listening}
     assert {"gcs_server", "raylet"} <= names
     assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for _, ip in listening), listening

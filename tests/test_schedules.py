@@ -81,8 +81,13 @@ def test_onecycle(step, lr):
 
 def test_onecycle_div_factor_and_min_lr():
     s = Schedule(
-        "onecycle", base_lr=0.5, steps_per_epoch=1, total_steps=40, warmup_steps=10,
-        div_factor=10.0, min_lr=0.01,
+        "onecycle",
+        base_lr=0.5,
+        steps_per_epoch=1,
+        total_steps=40,
+        warmup_steps=10,
+        div_factor=10.0,
+        min_lr=0.01,
     )
     assert s(0) == pytest.approx(0.05, rel=1e-12)
     assert s(25) == pytest.approx(0.01 + 0.49 * 0.5, rel=1e-12)
@@ -102,8 +107,12 @@ def annealing_schedules(draw, kind):
     base = draw(st.floats(1e-6, 10.0))
     min_lr = base * draw(st.floats(0.0, 0.999))  # below base_lr, whatever the rounding
     return Schedule(
-        kind, base_lr=base, steps_per_epoch=draw(st.integers(1, 300)), total_steps=total,
-        warmup_steps=warmup, min_lr=min_lr,
+        kind,
+        base_lr=base,
+        steps_per_epoch=draw(st.integers(1, 300)),
+        total_steps=total,
+        warmup_steps=warmup,
+        min_lr=min_lr,
     )
 
 
@@ -149,8 +158,11 @@ def test_onecycle_properties(s):
     st.sampled_from(["epoch_decay", "step"]),
 )
 def test_epoch_based_kinds_are_constant_within_an_epoch(steps_per_epoch, factor, size, kind):
-    extra = {"lr_decay": factor} if kind == "epoch_decay" else {
-        "step_gamma": factor, "step_size_epochs": size}
+    extra = (
+        {"lr_decay": factor}
+        if kind == "epoch_decay"
+        else {"step_gamma": factor, "step_size_epochs": size}
+    )
     s = Schedule(kind, base_lr=0.3, steps_per_epoch=steps_per_epoch, total_steps=1000, **extra)
     per_epoch = [
         {s(t) for t in range(e * steps_per_epoch, (e + 1) * steps_per_epoch)} for e in range(6)
@@ -171,13 +183,18 @@ def test_epoch_based_kinds_are_constant_within_an_epoch(steps_per_epoch, factor,
         ({"total_steps": True}, "total_steps must be an integer"),
         ({"lr_decay": 0.0}, r"lr_decay must be in \(0, 1\], got 0.0"),
         ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\]"),
-        ({"kind": "cosine", "lr_decay": 0.95},
-         'lr_decay = 0.95 has no effect with schedule = "cosine" \\(it uses min_lr, warmup_steps'),
+        (
+            {"kind": "cosine", "lr_decay": 0.95},
+            'lr_decay = 0.95 has no effect with schedule = "cosine" '
+            "\\(it uses min_lr, warmup_steps",
+        ),
         ({"warmup_steps": 10}, 'warmup_steps = 10 has no effect with schedule = "epoch_decay"'),
         ({"kind": "step"}, 'step_size_epochs is required with schedule = "step"'),
         ({"kind": "step", "step_size_epochs": 0}, "step_size_epochs must be >= 1"),
-        ({"kind": "step", "step_size_epochs": 2, "step_gamma": 2.0},
-         r"step_gamma must be in \(0, 1\]"),
+        (
+            {"kind": "step", "step_size_epochs": 2, "step_gamma": 2.0},
+            r"step_gamma must be in \(0, 1\]",
+        ),
         ({"kind": "cosine", "min_lr": -1.0}, r"min_lr must be in \[0, base_lr\), got -1.0"),
         ({"kind": "cosine", "min_lr": 0.1}, r"min_lr must be in \[0, base_lr\), got 0.1"),
         ({"kind": "cosine", "warmup_steps": 100}, "warmup_steps=100 leaves no steps"),

@@ -150,8 +150,9 @@ data = {{"X_train": X, "y_train": y, "X_val": X, "y_val": y}}
 Solver(TwoLayerNet(input_dim=6, hidden_dim=3), data, verbose=False, **{flush!r})
 print(denormals_flushed())
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
     assert out == (expected if X86_GLIBC else "False")
 
 

@@ -35,8 +35,9 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def client(cluster):
-    return JobSubmissionClient(cluster.dashboard_url,
-                               headers={"Authorization": f"Bearer {cluster.token}"})
+    return JobSubmissionClient(
+        cluster.dashboard_url, headers={"Authorization": f"Bearer {cluster.token}"}
+    )
 
 
 @pytest.fixture
@@ -48,12 +49,35 @@ def workdir(tmp_path):
 
 # A project directory's outputs and datasets stay home; code in packages named alike goes.
 # So do secrets (by their names) and what a .gitignore in any directory lists.
-LEFT_BEHIND = ["data/cifar10/train-0.arrow", "runs/old/events.out", "checkpoints/c.npz",
-               ".git/HEAD", "lib/__pycache__/m.pyc", "lib/scratch.log"]
-SECRETS = [".env", "deploy/prod.env", "deploy/server.pem", "keys/id_rsa", "keys/id_rsa.pub",
-           "keys/api.key", "auth_token", ".ssh/config", ".aws/credentials", "lib/gh.token"]
-UPLOADED = ["jobs/submit_test.toml", "lib/data/reader.py", "lib/runs.py", "lib/tokenizer.py",
-            "lib/.gitignore", "lib/keys.py", "environment.yml"]
+LEFT_BEHIND = [
+    "data/cifar10/train-0.arrow",
+    "runs/old/events.out",
+    "checkpoints/c.npz",
+    ".git/HEAD",
+    "lib/__pycache__/m.pyc",
+    "lib/scratch.log",
+]
+SECRETS = [
+    ".env",
+    "deploy/prod.env",
+    "deploy/server.pem",
+    "keys/id_rsa",
+    "keys/id_rsa.pub",
+    "keys/api.key",
+    "auth_token",
+    ".ssh/config",
+    ".aws/credentials",
+    "lib/gh.token",
+]
+UPLOADED = [
+    "jobs/submit_test.toml",
+    "lib/data/reader.py",
+    "lib/runs.py",
+    "lib/tokenizer.py",
+    "lib/.gitignore",
+    "lib/keys.py",
+    "environment.yml",
+]
 
 
 def make_project(workdir: Path) -> None:
@@ -65,8 +89,15 @@ def make_project(workdir: Path) -> None:
 
 
 def submit(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distnet", "submit", *args], cwd=workdir,
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "distnet", "submit", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -79,29 +110,48 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 def wait_until_done(client: JobSubmissionClient, job_id: str) -> str:
     client.stop_job(job_id)  # keep the head free for the next test
     while (status := str(client.get_job_status(job_id).value)) not in (
-            "SUCCEEDED", "FAILED", "STOPPED"):
+        "SUCCEEDED",
+        "FAILED",
+        "STOPPED",
+    ):
         time.sleep(0.5)
     return status
 
 
 def test_submit_with_the_token_runs_distnet_train_on_the_uploaded_dir(cluster, client, workdir):
     make_project(workdir)
-    result = submit(workdir, cluster.client_env(token=None), "jobs/submit_test.toml",
-                    "--address", cluster.dashboard_url, "--token", cluster.token,
-                    "--set", "train.workers=2", "--set", "optim.learning_rate=5e-3",
-                    "--no-wait")
+    result = submit(
+        workdir,
+        cluster.client_env(token=None),
+        "jobs/submit_test.toml",
+        "--address",
+        cluster.dashboard_url,
+        "--token",
+        cluster.token,
+        "--set",
+        "train.workers=2",
+        "--set",
+        "optim.learning_rate=5e-3",
+        "--no-wait",
+    )
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip()
     assert job_id.startswith("raysubmit_") and job_id in result.stderr
     info = client.get_job_info(job_id)
-    assert info.entrypoint == ("distnet train jobs/submit_test.toml "
-                               "--set train.workers=2 --set optim.learning_rate=5e-3")
+    assert info.entrypoint == (
+        "distnet train jobs/submit_test.toml --set train.workers=2 --set optim.learning_rate=5e-3"
+    )
     assert info.runtime_env["working_dir"].startswith("gcs://")  # uploaded, not a local path
     # Ray's own CLI reaches the same job with the environment cluster/README.md documents.
     documented = cluster.client_env() | {"RAY_AUTH_MODE": "token"}
-    status = subprocess.run(["ray", "job", "status", job_id, "--address", cluster.dashboard_url],
-                            env=documented, capture_output=True, text=True, timeout=120,
-                            check=False)
+    status = subprocess.run(
+        ["ray", "job", "status", job_id, "--address", cluster.dashboard_url],
+        env=documented,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert status.returncode == 0 and job_id in status.stdout + status.stderr
     wait_until_done(client, job_id)
     # What the head unpacked for the job (raycluster.py: the head's Ray temp dir is n0/).
@@ -111,17 +161,36 @@ def test_submit_with_the_token_runs_distnet_train_on_the_uploaded_dir(cluster, c
     # ... and said so: exactly what the head unpacked, counted and sized.
     on_head = [p for p in unpacked.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in on_head)
-    assert f"distnet: uploaded {len(on_head)} files ({size} B) from {workdir}; left out as " \
-           f"secrets: " in result.stderr, result.stderr
+    assert (
+        f"distnet: uploaded {len(on_head)} files ({size} B) from {workdir}; left out as "
+        f"secrets: " in result.stderr
+    ), result.stderr
 
 
 def test_rays_own_submit_works_as_the_readme_says(cluster, client, workdir):
     documented = cluster.client_env() | {"RAY_AUTH_MODE": "token"}
-    result = subprocess.run(["ray", "job", "submit", "--no-wait", "--address",
-                             cluster.dashboard_url, "--working-dir", ".", "--",
-                             "distnet", "train", "jobs/submit_test.toml"],
-                            cwd=workdir, env=documented, capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        [
+            "ray",
+            "job",
+            "submit",
+            "--no-wait",
+            "--address",
+            cluster.dashboard_url,
+            "--working-dir",
+            ".",
+            "--",
+            "distnet",
+            "train",
+            "jobs/submit_test.toml",
+        ],
+        cwd=workdir,
+        env=documented,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     job_id = re.search(r"raysubmit_\w+", result.stdout + result.stderr).group(0)
     assert client.get_job_info(job_id).entrypoint == "distnet train jobs/submit_test.toml"
@@ -136,16 +205,23 @@ def test_submit_reads_the_token_from_the_environment(cluster, client, workdir, s
     else:
         (workdir / "token").write_text(cluster.token + "\n")
         env["RAY_AUTH_TOKEN_PATH"] = str(workdir / "token")
-    result = submit(workdir, env, "jobs/submit_test.toml", "--address", cluster.dashboard_url,
-                    "--no-wait")
+    result = submit(
+        workdir, env, "jobs/submit_test.toml", "--address", cluster.dashboard_url, "--no-wait"
+    )
     assert result.returncode == 0, result.stderr
     wait_until_done(client, result.stdout.strip())
 
 
 def test_submit_without_a_token_says_how_to_get_one(cluster, client, workdir):
     before = len(client.list_jobs())
-    result = submit(workdir, cluster.client_env(token=None), "jobs/submit_test.toml",
-                    "--address", cluster.dashboard_url, "--no-wait")
+    result = submit(
+        workdir,
+        cluster.client_env(token=None),
+        "jobs/submit_test.toml",
+        "--address",
+        cluster.dashboard_url,
+        "--no-wait",
+    )
     line = one_error_line(result)
     assert "requires an authentication token" in line and "ray get-auth-token" in line
     assert len(client.list_jobs()) == before
@@ -153,8 +229,14 @@ def test_submit_without_a_token_says_how_to_get_one(cluster, client, workdir):
 
 def test_submit_with_a_wrong_token_names_where_it_came_from(cluster, client, workdir):
     before = len(client.list_jobs())
-    result = submit(workdir, cluster.client_env(token="not-the-token"), "jobs/submit_test.toml",
-                    "--address", cluster.dashboard_url, "--no-wait")
+    result = submit(
+        workdir,
+        cluster.client_env(token="not-the-token"),
+        "jobs/submit_test.toml",
+        "--address",
+        cluster.dashboard_url,
+        "--no-wait",
+    )
     line = one_error_line(result)
     assert "rejected the authentication token from RAY_AUTH_TOKEN" in line
     assert "ray get-auth-token" in line and "not-the-token" not in line
@@ -162,8 +244,9 @@ def test_submit_with_a_wrong_token_names_where_it_came_from(cluster, client, wor
 
 
 def test_submit_follows_the_logs_and_exits_1_when_the_job_fails(cluster, client, workdir):
-    result = submit(workdir, cluster.client_env(), "jobs/submit_test.toml",
-                    "--address", cluster.dashboard_url)
+    result = submit(
+        workdir, cluster.client_env(), "jobs/submit_test.toml", "--address", cluster.dashboard_url
+    )
     assert result.returncode == 1 and "submitted " in result.stderr, result.stderr
     job_id = result.stderr.split("submitted ", 1)[1].split()[0]
     assert f"distnet: job {job_id} failed" in result.stderr
@@ -171,36 +254,56 @@ def test_submit_follows_the_logs_and_exits_1_when_the_job_fails(cluster, client,
     assert result.stdout == client.get_job_logs(job_id)  # the job's whole log, followed
     [error] = [line for line in result.stdout.splitlines() if line.startswith("distnet: error: ")]
     # the trainer's own one-line error, said again as the reason
-    assert f"distnet: job {job_id} failed: {error.removeprefix('distnet: error: ')} (" \
-        in result.stderr
+    assert (
+        f"distnet: job {job_id} failed: {error.removeprefix('distnet: error: ')} (" in result.stderr
+    )
 
 
 # A library that kills the process while it loads, as oneMKL in libtorch_cpu.so did in
 # issue 17, and one that fails to load: shadowing tomllib from the uploaded directory (Ray
 # puts it first on the job's PYTHONPATH), so `distnet train` meets them at once, and Ray's
 # own job supervisor (which shares that PYTHONPATH) does not.
-ABORTING = ("import os, sys\nsys.stderr.write('FATAL ERROR: Cannot load libfake.so.\\n')\n"
-            "sys.stderr.flush()\nos.abort()\n")
+ABORTING = (
+    "import os, sys\nsys.stderr.write('FATAL ERROR: Cannot load libfake.so.\\n')\n"
+    "sys.stderr.flush()\nos.abort()\n"
+)
 FAILING = "raise ImportError('libfake.so: cannot open shared object file')\n"
 
 
-@pytest.mark.parametrize("library, reason", [
-    (ABORTING, "the driver died (Aborted) while importing tomllib: FATAL ERROR: Cannot load "
-               "libfake.so."),
-    (FAILING, "ImportError: libfake.so: cannot open shared object file (while importing "
-              "tomllib)"),
-])
-def test_a_driver_that_dies_importing_is_one_line_naming_the_import(cluster, workdir, library,
-                                                                     reason):
+@pytest.mark.parametrize(
+    "library, reason",
+    [
+        (
+            ABORTING,
+            "the driver died (Aborted) while importing tomllib: FATAL ERROR: Cannot load "
+            "libfake.so.",
+        ),
+        (
+            FAILING,
+            "ImportError: libfake.so: cannot open shared object file (while importing tomllib)",
+        ),
+    ],
+)
+def test_a_driver_that_dies_importing_is_one_line_naming_the_import(
+    cluster, workdir, library, reason
+):
     (workdir / "tomllib").mkdir()
     (workdir / "tomllib" / "__init__.py").write_text(library)
     elsewhere = workdir / "jobs"  # not where `python -m distnet` would import it from
-    result = submit(elsewhere, cluster.client_env(), "submit_test.toml", "--working-dir",
-                    str(workdir), "--address", cluster.dashboard_url)
+    result = submit(
+        elsewhere,
+        cluster.client_env(),
+        "submit_test.toml",
+        "--working-dir",
+        str(workdir),
+        "--address",
+        cluster.dashboard_url,
+    )
     assert result.returncode == 1, result.stderr
     job_id = result.stderr.split("submitted ", 1)[1].split()[0]
-    assert f"distnet: job {job_id} failed: {reason} (ray job logs {job_id} " in result.stderr, \
+    assert f"distnet: job {job_id} failed: {reason} (ray job logs {job_id} " in result.stderr, (
         result.stdout
+    )
 
 
 def test_failure_reasons_from_real_crash_logs(tmp_path):
@@ -209,52 +312,87 @@ def test_failure_reasons_from_real_crash_logs(tmp_path):
 
     def log_of(library: str) -> str:
         (tmp_path / "fakelib" / "__init__.py").write_text(library)
-        run = subprocess.run([sys.executable, "-X", "faulthandler", "app.py"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=60, check=False)
+        run = subprocess.run(
+            [sys.executable, "-X", "faulthandler", "app.py"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert run.returncode != 0
         return run.stdout + run.stderr
 
     assert failure_reason(log_of(ABORTING)) == (
-        "the driver died (Aborted) while importing fakelib: FATAL ERROR: Cannot load libfake.so.")
+        "the driver died (Aborted) while importing fakelib: FATAL ERROR: Cannot load libfake.so."
+    )
     assert failure_reason(log_of(FAILING)) == (
-        "ImportError: libfake.so: cannot open shared object file (while importing fakelib)")
+        "ImportError: libfake.so: cannot open shared object file (while importing fakelib)"
+    )
     assert failure_reason(log_of("import no_such_module\n")) == (
-        "ModuleNotFoundError: No module named 'no_such_module' (while importing no_such_module)")
+        "ModuleNotFoundError: No module named 'no_such_module' (while importing no_such_module)"
+    )
     assert failure_reason("step 3\ndistnet: error: shard x is corrupt\n") == "shard x is corrupt"
     assert failure_reason("all went well\n") is None
 
 
 # --- errors found before any upload: no cluster needed --------------------------------------
 
+
 def test_a_bad_job_file_fails_before_contacting_the_cluster(workdir):
     (workdir / "jobs" / "typo.toml").write_text(JOB + "[train]\nnum_epoch = 3\n")
     unreachable = f"http://127.0.0.1:{free_port()}"
-    line = one_error_line(submit(workdir, {**_base_env(), "HOME": str(workdir)},
-                                 "jobs/typo.toml", "--address", unreachable))
+    line = one_error_line(
+        submit(
+            workdir,
+            {**_base_env(), "HOME": str(workdir)},
+            "jobs/typo.toml",
+            "--address",
+            unreachable,
+        )
+    )
     assert "train.num_epoch" in line and "jobs/typo.toml" in line
 
 
 def test_an_unreachable_cluster_is_one_clear_line(workdir):
     unreachable = f"http://127.0.0.1:{free_port()}"
-    line = one_error_line(submit(workdir, {**_base_env(), "HOME": str(workdir)},
-                                 "jobs/submit_test.toml", "--address", unreachable))
+    line = one_error_line(
+        submit(
+            workdir,
+            {**_base_env(), "HOME": str(workdir)},
+            "jobs/submit_test.toml",
+            "--address",
+            unreachable,
+        )
+    )
     assert f"cannot reach a Ray dashboard at {unreachable}" in line
 
 
-@pytest.mark.parametrize("address, message", [
-    ("127.0.0.1:6379", "must be the dashboard's HTTP address"),
-    ("", "submit needs --address"),
-])
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("127.0.0.1:6379", "must be the dashboard's HTTP address"),
+        ("", "submit needs --address"),
+    ],
+)
 def test_the_address_must_be_the_dashboard_url(workdir, address, message):
     env = {k: v for k, v in _base_env().items() if k != "RAY_API_SERVER_ADDRESS"}
-    assert message in one_error_line(submit(workdir, env, "jobs/submit_test.toml",
-                                            "--address", address))
+    assert message in one_error_line(
+        submit(workdir, env, "jobs/submit_test.toml", "--address", address)
+    )
 
 
 def test_the_job_file_must_be_inside_the_uploaded_directory(workdir, tmp_path_factory):
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    line = one_error_line(submit(elsewhere, _base_env(), str(workdir / "jobs/submit_test.toml"),
-                                 "--address", "http://127.0.0.1:1"))
+    line = one_error_line(
+        submit(
+            elsewhere,
+            _base_env(),
+            str(workdir / "jobs/submit_test.toml"),
+            "--address",
+            "http://127.0.0.1:1",
+        )
+    )
     assert "outside the uploaded working directory" in line
 
 
@@ -268,8 +406,10 @@ def test_token_lookup_follows_rays_order(tmp_path, monkeypatch):
     assert find_token().value == "from-default-file"
     (tmp_path / "file").write_text("from-path")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "file"))
-    assert (find_token().value, find_token().source) == ("from-path",
-                                                          f"RAY_AUTH_TOKEN_PATH={tmp_path}/file")
+    assert (find_token().value, find_token().source) == (
+        "from-path",
+        f"RAY_AUTH_TOKEN_PATH={tmp_path}/file",
+    )
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
     assert find_token().value == "from-env"
     assert (find_token("explicit").value, find_token("explicit").source) == ("explicit", "--token")
@@ -279,17 +419,20 @@ def test_token_lookup_follows_rays_order(tmp_path, monkeypatch):
         find_token()
 
 
-def test_the_upload_leaves_secrets_and_ignored_files_out_and_names_the_secrets(workdir,
-                                                                              monkeypatch):
+def test_the_upload_leaves_secrets_and_ignored_files_out_and_names_the_secrets(
+    workdir, monkeypatch
+):
     make_project(workdir)
     (workdir / "my_token").write_text("t")  # named by RAY_AUTH_TOKEN_PATH: left out too
     upload = Upload.of(workdir, Token("t", "RAY_AUTH_TOKEN_PATH", workdir / "my_token"))
     assert [p.as_posix() for p in upload.files] == sorted(UPLOADED)
     assert [p.as_posix() for p in upload.secrets] == sorted(SECRETS + ["my_token"])
     size = sum((workdir / name).stat().st_size for name in UPLOADED)
-    assert str(upload) == (f"{len(UPLOADED)} files ({size} B) from {workdir}; left out "
-                           f"as secrets: .aws/credentials, .env, .ssh/config, auth_token, "
-                           f"deploy/prod.env and 6 more")
+    assert str(upload) == (
+        f"{len(UPLOADED)} files ({size} B) from {workdir}; left out "
+        f"as secrets: .aws/credentials, .env, .ssh/config, auth_token, "
+        f"deploy/prod.env and 6 more"
+    )
     # As Ray's own upload: RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1 uploads what .gitignore lists.
     monkeypatch.setenv("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "1")
     assert Path("lib/scratch.log") in Upload.of(workdir).files
@@ -297,9 +440,11 @@ def test_the_upload_leaves_secrets_and_ignored_files_out_and_names_the_secrets(w
 
 def test_entrypoint_quotes_overrides_for_the_shell():
     assert entrypoint("jobs/a b.toml", ["data.path=/x y", "name=it's"]) == (
-        "distnet train 'jobs/a b.toml' --set 'data.path=/x y' --set 'name=it'\"'\"'s'")
+        "distnet train 'jobs/a b.toml' --set 'data.path=/x y' --set 'name=it'\"'\"'s'"
+    )
 
 
 def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("RAY_") and k != "DISTNET_CACHE"}
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "DISTNET_CACHE"
+    }

@@ -57,25 +57,47 @@ def env():
 
 
 def test_torch_is_importable_there_and_not_here(env):
-    out = subprocess.run([env.python, "-c", "import torch; print(torch.__version__)"],
-                         capture_output=True, text=True, check=True, timeout=300)
+    out = subprocess.run(
+        [env.python, "-c", "import torch; print(torch.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
     assert out.stdout.startswith(TORCH)
-    assert subprocess.run([sys.executable, "-c", "import torch"], capture_output=True,
-                          check=False).returncode != 0  # the test environment stays without
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", "import torch"], capture_output=True, check=False
+        ).returncode
+        != 0
+    )  # the test environment stays without
 
 
 def test_a_run_where_torch_is_installed_never_loads_it(env, tiny_dataset, tmp_path):
-    raw = {"data": {"path": tiny_dataset},
-           "model": {"kind": "fc", "hidden_dims": [16], "use_batchnorm": True},
-           "optim": {"update_rule": "adam"},
-           "train": {"num_epochs": 1, "batch_size": 40, "workers": 2, "servers": 2},
-           "checkpoint": {"dir": str(tmp_path / "ckpt")},
-           "metrics": {"logdir": str(tmp_path / "runs")}}  # TensorBoard events written too
-    out = subprocess.run([env.python, "-c", PROBE, json.dumps(raw)], capture_output=True,
-                         text=True, timeout=600, check=False, cwd=tmp_path,
-                         env=env.environ({"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                                          # the checkout under test (conftest.py)
-                                          "PYTHONPATH": os.environ["PYTHONPATH"]}))
+    raw = {
+        "data": {"path": tiny_dataset},
+        "model": {"kind": "fc", "hidden_dims": [16], "use_batchnorm": True},
+        "optim": {"update_rule": "adam"},
+        "train": {"num_epochs": 1, "batch_size": 40, "workers": 2, "servers": 2},
+        "checkpoint": {"dir": str(tmp_path / "ckpt")},
+        "metrics": {"logdir": str(tmp_path / "runs")},
+    }  # TensorBoard events written too
+    out = subprocess.run(
+        [env.python, "-c", PROBE, json.dumps(raw)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+        env=env.environ(
+            {
+                "PATH": "/usr/bin:/bin",
+                "HOME": str(tmp_path),
+                # the checkout under test (conftest.py)
+                "PYTHONPATH": os.environ["PYTHONPATH"],
+            }
+        ),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.splitlines()[-1])
     assert found["importable"]
@@ -100,24 +122,55 @@ batch_size = 200
 def test_submit_to_three_nodes_with_torch_installed_trains(env, tmp_path):
     with ray_cluster(workers=2, python_bin=env.bin) as cluster:
         shared = cluster.shared
-        make_prepared_dataset(shared / "data", shards=3, n_train_per_batch=60, n_test=50,
-                              num_val=60)
+        make_prepared_dataset(
+            shared / "data", shards=3, n_train_per_batch=60, n_test=50, num_val=60
+        )
         (tmp_path / "job.toml").write_text(JOB)  # the directory holds only the job file
         submitted = subprocess.run(
-            [sys.executable, "-m", "distnet", "submit", "job.toml", "--address", cluster.dashboard_url,
-             "--set", f"data.path={json.dumps(str(shared / 'data' / 'cifar10'))}",
-             "--set", f"checkpoint.dir={json.dumps(str(shared / 'ckpt'))}",
-             "--set", f"metrics.logdir={json.dumps(str(shared / 'runs'))}"],
-            cwd=tmp_path, env=cluster.client_env(), capture_output=True, text=True,
-            timeout=900, check=False)
+            [
+                sys.executable,
+                "-m",
+                "distnet",
+                "submit",
+                "job.toml",
+                "--address",
+                cluster.dashboard_url,
+                "--set",
+                f"data.path={json.dumps(str(shared / 'data' / 'cifar10'))}",
+                "--set",
+                f"checkpoint.dir={json.dumps(str(shared / 'ckpt'))}",
+                "--set",
+                f"metrics.logdir={json.dumps(str(shared / 'runs'))}",
+            ],
+            cwd=tmp_path,
+            env=cluster.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         assert submitted.returncode == 0, f"{submitted.stderr}\n{submitted.stdout}"
         assert "test acc" in submitted.stdout
         # ... in an environment where the job's own python imports torch
         probe = subprocess.run(
-            ["ray", "job", "submit", "--address", cluster.dashboard_url, "--",
-             "python", "-c", "import sys, torch; print('torch', torch.__version__, sys.prefix)"],
-            env=cluster.client_env() | {"RAY_AUTH_MODE": "token"}, capture_output=True,
-            text=True, timeout=300, check=False)
-        assert f"torch {TORCH}" in probe.stdout and str(env.root) in probe.stdout, \
+            [
+                "ray",
+                "job",
+                "submit",
+                "--address",
+                cluster.dashboard_url,
+                "--",
+                "python",
+                "-c",
+                "import sys, torch; print('torch', torch.__version__, sys.prefix)",
+            ],
+            env=cluster.client_env() | {"RAY_AUTH_MODE": "token"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert f"torch {TORCH}" in probe.stdout and str(env.root) in probe.stdout, (
             probe.stdout + probe.stderr
+        )
         assert len(cluster.node_ids()) == 3

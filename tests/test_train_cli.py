@@ -21,6 +21,7 @@ from distnet.models import build_model
 @pytest.fixture
 def distnet(capsys):
     """`distnet ARGV...` in this process: (exit status, stdout, stderr)."""
+
     def run(*argv):
         capsys.readouterr()
         status = main([str(a) for a in argv])
@@ -40,9 +41,13 @@ def assert_one_line_error(result, *messages):
 
 def on_tiny(tiny_dataset, tmp_path, *more):
     """--set arguments that point the default job at the tiny dataset and tmp_path."""
-    settings = [f"data.path={json.dumps(tiny_dataset)}", "train.batch_size=50",
-                f"checkpoint.dir={json.dumps(str(tmp_path / 'ck'))}",
-                f"metrics.logdir={json.dumps(str(tmp_path / 'tb'))}", *more]
+    settings = [
+        f"data.path={json.dumps(tiny_dataset)}",
+        "train.batch_size=50",
+        f"checkpoint.dir={json.dumps(str(tmp_path / 'ck'))}",
+        f"metrics.logdir={json.dumps(str(tmp_path / 'tb'))}",
+        *more,
+    ]
     return [arg for setting in settings for arg in ("--set", setting)]
 
 
@@ -52,9 +57,17 @@ def write_checkpoint(job: JobConfig, step: int = 0, **config_changes):
     config = job.to_dict()
     for section, values in config_changes.items():
         config[section] |= values
-    state = TrainState(step=step, epoch=0, params=model.params.vector, opt_state={},
-                       bn_state=model.get_bn_state(), best_params=None, best_val_acc=-1.0,
-                       history={}, config=config)
+    state = TrainState(
+        step=step,
+        epoch=0,
+        params=model.params.vector,
+        opt_state={},
+        bn_state=model.get_bn_state(),
+        best_params=None,
+        best_val_acc=-1.0,
+        history={},
+        config=config,
+    )
     return save_checkpoint(job.checkpoint.dir, state, keep=3)
 
 
@@ -63,10 +76,16 @@ def address(ray_session):
     return ray_session.get_runtime_context().gcs_address
 
 
-def test_default_job_with_overrides_prints_json_summary(address, distnet, tiny_dataset,
-                                                         tmp_path):
-    status, out, err = distnet("train", "--address", address, "--json", "--workers", "2",
-                               *on_tiny(tiny_dataset, tmp_path, "train.num_epochs=1"))
+def test_default_job_with_overrides_prints_json_summary(address, distnet, tiny_dataset, tmp_path):
+    status, out, err = distnet(
+        "train",
+        "--address",
+        address,
+        "--json",
+        "--workers",
+        "2",
+        *on_tiny(tiny_dataset, tmp_path, "train.num_epochs=1"),
+    )
     assert status == 0, err
     summary = json.loads(out)
     assert summary["steps"] == 240 // 50 and summary["epochs"] == 1
@@ -87,18 +106,21 @@ def test_the_log_directory_is_printed_when_the_run_starts(ray_session, tiny_job,
     assert f"logs: {logdir}  (tensorboard --logdir {logdir})" in printed[0].splitlines()
 
 
-@pytest.mark.parametrize("args,messages", [
-    (["no/such/job.toml"], ["no/such/job.toml"]),
-    (["--set", "train.wrokers=2"], ["train.wrokers", "did you mean train.workers?"]),
-    (["--set", "modle.dropout=0.5"], ["did you mean model.dropout?"]),
-    (["--set", "model.workers=2"], ["did you mean train.workers?"]),  # another section's
-    (["--set", "train.batch_size=1", "--workers", "2"], ["train.batch_size"]),
-    (["--set", "model.dropout=1.5"], ["model.dropout"]),
-    (["--workers", "0"], ["train.workers"]),
-    (["--set", "data.augment_crop_padding=32"], ["data.augment_crop_padding"]),
-    (["--resume", "--overwrite"], ["--resume and --overwrite exclude each other"]),
-    (["--bogus"], ["unrecognized arguments: --bogus"]),
-])
+@pytest.mark.parametrize(
+    "args,messages",
+    [
+        (["no/such/job.toml"], ["no/such/job.toml"]),
+        (["--set", "train.wrokers=2"], ["train.wrokers", "did you mean train.workers?"]),
+        (["--set", "modle.dropout=0.5"], ["did you mean model.dropout?"]),
+        (["--set", "model.workers=2"], ["did you mean train.workers?"]),  # another section's
+        (["--set", "train.batch_size=1", "--workers", "2"], ["train.batch_size"]),
+        (["--set", "model.dropout=1.5"], ["model.dropout"]),
+        (["--workers", "0"], ["train.workers"]),
+        (["--set", "data.augment_crop_padding=32"], ["data.augment_crop_padding"]),
+        (["--resume", "--overwrite"], ["--resume and --overwrite exclude each other"]),
+        (["--bogus"], ["unrecognized arguments: --bogus"]),
+    ],
+)
 def test_bad_job_is_a_one_line_error(distnet, args, messages, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default job's checkpoints/ are not this checkout's
     for dry in ([], ["--dry-run"]):
@@ -109,9 +131,17 @@ def test_missing_dataset_without_source_is_a_clear_error(distnet, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     missing = tmp_path / "nothing.tar.gz"
     for dry in ([], ["--dry-run"]):
-        assert_one_line_error(distnet("train", "--source", missing, *dry,
-                                      "--set", f"data.path={json.dumps(str(tmp_path / 'ds'))}"),
-                              str(missing))
+        assert_one_line_error(
+            distnet(
+                "train",
+                "--source",
+                missing,
+                *dry,
+                "--set",
+                f"data.path={json.dumps(str(tmp_path / 'ds'))}",
+            ),
+            str(missing),
+        )
     assert not (tmp_path / "ds").exists()
 
 
@@ -123,7 +153,7 @@ def test_print_config_is_the_resolved_job_as_toml(distnet, tiny_dataset, tmp_pat
     status, out, err = distnet("train", *args, "--print-config")
     assert (status, err) == (0, "")
     printed = JobConfig.from_dict(tomllib.loads(out))
-    overrides = args[args.index("--set"):][1::2] + ["train.workers=3"]
+    overrides = args[args.index("--set") :][1::2] + ["train.workers=3"]
     assert printed == load_job(find_job("large"), overrides)
     assert (printed.name, printed.train.workers, printed.optim.lr_decay) == ("large", 3, 0.9)
     assert not (tmp_path / "ck").exists() and not (tmp_path / "tb").exists()
@@ -137,8 +167,7 @@ def dry_job(tiny_dataset, tmp_path) -> JobConfig:
     return load_job(None, on_tiny(tiny_dataset, tmp_path)[1::2])
 
 
-def test_dry_run_checks_and_plans_and_starts_nothing(distnet, tiny_dataset, tmp_path,
-                                                    monkeypatch):
+def test_dry_run_checks_and_plans_and_starts_nothing(distnet, tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a local Ray: one node, the graph
     status, out, err = distnet("train", "--dry-run", *on_tiny(tiny_dataset, tmp_path))
     assert (status, err) == (0, "")
@@ -146,8 +175,9 @@ def test_dry_run_checks_and_plans_and_starts_nothing(distnet, tiny_dataset, tmp_
     job = dry_job(tiny_dataset, tmp_path)
     params = build_model(job.model).params.vector.size
     assert f"two_layer: TwoLayerNet, {params:,} parameters" in lines["job"]
-    assert f"{tiny_dataset}: 240 train / 60 val / 50 test images, shards checked" in lines[
-        "dataset"]
+    assert (
+        f"{tiny_dataset}: 240 train / 60 val / 50 test images, shards checked" in lines["dataset"]
+    )
     # 2 workers of 120 rows, 25 images each a step: 4 steps an epoch, 10 epochs.
     assert "2 workers (25 + 25 images a step)" in lines["run"]
     assert "transport graph; 4 steps an epoch, 40 steps" in lines["run"]
@@ -161,9 +191,16 @@ def test_dry_run_checks_and_plans_and_starts_nothing(distnet, tiny_dataset, tmp_
 def test_dry_run_of_a_dataset_not_prepared_yet_names_its_source(distnet, tmp_path):
     tarball = tmp_path / "cifar.tar.gz"
     tarball.write_bytes(b"checked by the run, not by a dry run")
-    status, out, _ = distnet("train", "--dry-run", "--source", tarball,
-                             "--set", f"data.path={json.dumps(str(tmp_path / 'ds'))}",
-                             "--set", f"checkpoint.dir={json.dumps(str(tmp_path / 'ck'))}")
+    status, out, _ = distnet(
+        "train",
+        "--dry-run",
+        "--source",
+        tarball,
+        "--set",
+        f"data.path={json.dumps(str(tmp_path / 'ds'))}",
+        "--set",
+        f"checkpoint.dir={json.dumps(str(tmp_path / 'ck'))}",
+    )
     assert status == 0
     assert f"not prepared yet; the run prepares it from {tarball}" in out
     assert "10 epochs (steps: once the dataset is prepared)" in out
@@ -173,13 +210,15 @@ def test_dry_run_of_a_dataset_not_prepared_yet_names_its_source(distnet, tmp_pat
 def test_dry_run_decides_the_checkpoint_directory(distnet, tiny_dataset, tmp_path):
     job = dry_job(tiny_dataset, tmp_path)
     args = ["train", "--dry-run", *on_tiny(tiny_dataset, tmp_path)]
-    assert_one_line_error(distnet(*args, "--resume"),
-                          f"--resume: no checkpoint in {job.checkpoint.dir}")
+    assert_one_line_error(
+        distnet(*args, "--resume"), f"--resume: no checkpoint in {job.checkpoint.dir}"
+    )
 
     first = write_checkpoint(job)
     newest = write_checkpoint(job, step=2)
-    assert_one_line_error(distnet(*args), "holds checkpoints of an earlier run",
-                          "--resume", "--overwrite")
+    assert_one_line_error(
+        distnet(*args), "holds checkpoints of an earlier run", "--resume", "--overwrite"
+    )
     status, out, _ = distnet(*args, "--resume")
     assert status == 0 and f"continues {newest.name} (step 2, epoch 0)" in out
     status, out, _ = distnet(*args, "--overwrite")
@@ -192,22 +231,28 @@ def test_dry_run_decides_the_checkpoint_directory(distnet, tiny_dataset, tmp_pat
     assert newest.exists()  # and is not moved aside by a dry run
 
 
-@pytest.mark.parametrize("changes,message", [
-    ({"model": {"hidden_dims": [7]}}, "another [model]"),
-    ({"optim": {"learning_rate": 0.5}}, "another [optim]"),
-])
-def test_dry_run_refuses_to_resume_another_jobs_checkpoints(distnet, tiny_dataset, tmp_path,
-                                                            changes, message):
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"model": {"hidden_dims": [7]}}, "another [model]"),
+        ({"optim": {"learning_rate": 0.5}}, "another [optim]"),
+    ],
+)
+def test_dry_run_refuses_to_resume_another_jobs_checkpoints(
+    distnet, tiny_dataset, tmp_path, changes, message
+):
     write_checkpoint(dry_job(tiny_dataset, tmp_path), **changes)
-    assert_one_line_error(distnet("train", "--dry-run", "--resume",
-                                  *on_tiny(tiny_dataset, tmp_path)), message)
+    assert_one_line_error(
+        distnet("train", "--dry-run", "--resume", *on_tiny(tiny_dataset, tmp_path)), message
+    )
 
 
 def test_dry_run_refuses_a_checkpoint_beyond_the_run(distnet, tiny_dataset, tmp_path):
     write_checkpoint(dry_job(tiny_dataset, tmp_path), step=41)  # the run has 40 steps
-    assert_one_line_error(distnet("train", "--dry-run", "--resume",
-                                  *on_tiny(tiny_dataset, tmp_path)),
-                          "step 41 is beyond this job's 40 steps")
+    assert_one_line_error(
+        distnet("train", "--dry-run", "--resume", *on_tiny(tiny_dataset, tmp_path)),
+        "step 41 is beyond this job's 40 steps",
+    )
 
 
 # --- the entry point -----------------------------------------------------------------
@@ -218,14 +263,29 @@ def test_entry_point_decides_the_checkpoint_conflict_before_ray_starts(tiny_data
     the error, not the connection (and it comes in well under Ray's connect timeout)."""
     write_checkpoint(dry_job(tiny_dataset, tmp_path))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, "-m", "distnet", "train", "--address", "127.0.0.1:1",
-                          *on_tiny(tiny_dataset, tmp_path)], capture_output=True, text=True,
-                         timeout=60, env=env, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distnet",
+            "train",
+            "--address",
+            "127.0.0.1:1",
+            *on_tiny(tiny_dataset, tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("distnet: error:")
     assert "holds checkpoints of an earlier run" in out.stderr
-    assert np.array_equal(sorted(p.name for p in (tmp_path / "ck").iterdir()),
-                          [checkpoint_path(tmp_path / "ck", 0).name])
+    assert np.array_equal(
+        sorted(p.name for p in (tmp_path / "ck").iterdir()),
+        [checkpoint_path(tmp_path / "ck", 0).name],
+    )
 
 
 # --- --dashboard ---------------------------------------------------------------------
@@ -242,12 +302,21 @@ def test_dashboard_shows_the_runs_actors_on_loopback(tiny_dataset, tmp_path):
     import urllib.request
 
     token = secrets.token_hex(32)  # this test's own token, nobody's credentials
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
-        "RAY_AUTH_TOKEN": token}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_TOKEN": token}
     child = subprocess.Popen(
-        [sys.executable, "-m", "distnet", "train", "--dashboard",
-         *on_tiny(tiny_dataset, tmp_path, "train.num_epochs=1000")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "distnet",
+            "train",
+            "--dashboard",
+            *on_tiny(tiny_dataset, tmp_path, "train.num_epochs=1000"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     lines = []
     threading.Thread(target=lambda: lines.extend(child.stderr), daemon=True).start()
     try:
@@ -261,13 +330,14 @@ def test_dashboard_shows_the_runs_actors_on_loopback(tiny_dataset, tmp_path):
         def actors(headers):
             request = urllib.request.Request(url + "/api/v0/actors", headers=headers)
             with urllib.request.urlopen(request, timeout=10) as response:
-                return [(a["class_name"], a["state"])
-                        for a in json.load(response)["data"]["result"]["result"]]
+                return [
+                    (a["class_name"], a["state"])
+                    for a in json.load(response)["data"]["result"]["result"]
+                ]
 
         with pytest.raises(urllib.error.HTTPError, match="401"):
             actors({})  # Ray's token guards it
-        while actors({"Authorization": f"Bearer {token}"}).count(
-                ("GradientWorker", "ALIVE")) < 2:
+        while actors({"Authorization": f"Bearer {token}"}).count(("GradientWorker", "ALIVE")) < 2:
             assert child.poll() is None and time.monotonic() < deadline, lines
             time.sleep(0.5)
         assert ("ParameterServer", "ALIVE") in actors({"Authorization": f"Bearer {token}"})
@@ -278,7 +348,9 @@ def test_dashboard_shows_the_runs_actors_on_loopback(tiny_dataset, tmp_path):
 
 def test_dashboard_is_only_for_a_local_ray(distnet, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert_one_line_error(distnet("train", "--dashboard", "--address", "127.0.0.1:1"),
-                          "--dashboard starts the dashboard of a local Ray")
+    assert_one_line_error(
+        distnet("train", "--dashboard", "--address", "127.0.0.1:1"),
+        "--dashboard starts the dashboard of a local Ray",
+    )
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     assert_one_line_error(distnet("train", "--dashboard"), "a cluster serves its own")

@@ -30,7 +30,10 @@ INSTALL_TIMEOUT_S = 1800
 
 # Console scripts of packages installed in the test environment run with its python; these
 # run the same entry points with the venv's.
-WRAPPERS = {"ray": "from ray.scripts.scripts import main", "distnet": "from distnet.cli import main"}
+WRAPPERS = {
+    "ray": "from ray.scripts.scripts import main",
+    "distnet": "from distnet.cli import main",
+}
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,10 @@ class TorchEnv:
 
     def environ(self, base: dict[str, str]) -> dict[str, str]:
         """`base` with this environment's commands first on PATH."""
-        return base | {"PATH": f"{self.bin}{os.pathsep}{base.get('PATH', '')}",
-                       "VIRTUAL_ENV": str(self.root)}
+        return base | {
+            "PATH": f"{self.bin}{os.pathsep}{base.get('PATH', '')}",
+            "VIRTUAL_ENV": str(self.root),
+        }
 
 
 def torch_env() -> TorchEnv:
@@ -63,16 +68,24 @@ def torch_env() -> TorchEnv:
 
 
 def _build(env: TorchEnv) -> None:
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--clear",
-                    str(env.root)], check=True)
-    subprocess.run([env.python, "-m", "pip", "install", "--quiet", f"torch=={TORCH}"],
-                   check=True, timeout=INSTALL_TIMEOUT_S)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--clear", str(env.root)],
+        check=True,
+    )
+    subprocess.run(
+        [env.python, "-m", "pip", "install", "--quiet", f"torch=={TORCH}"],
+        check=True,
+        timeout=INSTALL_TIMEOUT_S,
+    )
     for name, entry in WRAPPERS.items():
         script = env.bin / name
         script.write_text(f"#!{env.python}\nimport sys\n{entry}\nsys.exit(main())\n")
         script.chmod(0o755)
-    probe = subprocess.run([env.python, "-c", "import torch, ray, distnet; "
-                            "print(torch.__version__)"], capture_output=True, text=True,
-                           check=True)
+    probe = subprocess.run(
+        [env.python, "-c", "import torch, ray, distnet; print(torch.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.startswith(TORCH), probe.stdout
     (env.root / "ready").write_text(probe.stdout)

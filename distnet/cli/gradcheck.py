@@ -80,12 +80,25 @@ def register(subparsers) -> None:
         "--batchnorm", action="store_true", help="batchnorm after each hidden affine"
     )
     conv = parser.add_mutually_exclusive_group()
-    conv.add_argument("--conv", action="store_true",
-                      help="the assignment's ThreeLayerConvNet (3 filters of 3x3, hidden 7)")
-    conv.add_argument("--blocks", type=_blocks, default=None, metavar="JSON",
-                      help="a ConvNet of these blocks (a JSON list of tables, see above)")
-    parser.add_argument("--image-shape", type=_image_shape, default=None, metavar="C,H,W",
-                        help="input of a conv net (default 3,8,8)")
+    conv.add_argument(
+        "--conv",
+        action="store_true",
+        help="the assignment's ThreeLayerConvNet (3 filters of 3x3, hidden 7)",
+    )
+    conv.add_argument(
+        "--blocks",
+        type=_blocks,
+        default=None,
+        metavar="JSON",
+        help="a ConvNet of these blocks (a JSON list of tables, see above)",
+    )
+    parser.add_argument(
+        "--image-shape",
+        type=_image_shape,
+        default=None,
+        metavar="C,H,W",
+        help="input of a conv net (default 3,8,8)",
+    )
     parser.add_argument("--dropout", type=float, default=None, metavar="P", help="drop probability")
     parser.add_argument("--reg", type=float, default=None, metavar="R", help="L2 regularization")
     parser.add_argument(
@@ -96,8 +109,13 @@ def register(subparsers) -> None:
         help="std of the initial weights (default 0.2 for fully connected nets, He "
         "initialisation for conv nets; the job's with a job file)",
     )
-    parser.add_argument("--input-dim", type=int, default=15, metavar="D",
-                        help="input size of a fully connected net (default 15)")
+    parser.add_argument(
+        "--input-dim",
+        type=int,
+        default=15,
+        metavar="D",
+        help="input size of a fully connected net (default 15)",
+    )
     parser.add_argument("--num-classes", type=int, default=10, metavar="C")
     parser.add_argument("--batch-size", type=int, default=5, metavar="N")
     parser.add_argument(
@@ -124,9 +142,14 @@ def _build_model(args, seed: int):
     from distnet.models import ConvNet, FullyConnectedNet, ThreeLayerConvNet
 
     if args.conv or args.blocks is not None:
-        settings = {"input_dim": args.image_shape or (3, 8, 8), "num_classes": args.num_classes,
-                    "reg": args.reg or 0.0, "weight_scale": args.weight_scale,
-                    "dtype": np.float64, "init_seed": seed}
+        settings = {
+            "input_dim": args.image_shape or (3, 8, 8),
+            "num_classes": args.num_classes,
+            "reg": args.reg or 0.0,
+            "weight_scale": args.weight_scale,
+            "dtype": np.float64,
+            "init_seed": seed,
+        }
         if args.conv:
             return ThreeLayerConvNet(num_filters=3, filter_size=3, hidden_dim=7, **settings)
         return ConvNet(args.blocks, seed=seed, **settings)
@@ -156,8 +179,10 @@ def _build_model(args, seed: int):
     if model_config.kind in CONV_KINDS:  # small images: a float64 check at 32x32 takes minutes
         input_dim = args.image_shape or (3, 8, 8)
     elif args.image_shape is not None:
-        raise DistnetError("--image-shape is the input of a conv net; this job's "
-                           f'kind = "{model_config.kind}" takes --input-dim')
+        raise DistnetError(
+            "--image-shape is the input of a conv net; this job's "
+            f'kind = "{model_config.kind}" takes --input-dim'
+        )
     else:
         input_dim = args.input_dim
     model = build_model(model_config, input_dim, args.num_classes, np.float64, seed=seed)
@@ -185,8 +210,10 @@ def _describe(model) -> str:
     if blocks is not None:
         layers = ", ".join(block.describe() for block in blocks)
         return f"layers {model.num_layers} ({layers}, affine {model.num_classes})"
-    return (f"layers {model.num_layers}, batchnorm {model.use_batchnorm}, "
-            f"dropout {model.dropout_param['p']}")
+    return (
+        f"layers {model.num_layers}, batchnorm {model.use_batchnorm}, "
+        f"dropout {model.dropout_param['p']}"
+    )
 
 
 def run(args) -> int:
@@ -198,11 +225,15 @@ def run(args) -> int:
             "network; the job file already does"
         )
     if conv and any(fully_connected):
-        raise DistnetError("--hidden-dims, --batchnorm and --dropout describe a fully "
-                           "connected net; a conv net's layers are --conv or --blocks")
+        raise DistnetError(
+            "--hidden-dims, --batchnorm and --dropout describe a fully "
+            "connected net; a conv net's layers are --conv or --blocks"
+        )
     if args.image_shape is not None and not conv and args.job is None:
-        raise DistnetError("--image-shape is the input of a conv net (--conv or --blocks); "
-                           "a fully connected net takes --input-dim")
+        raise DistnetError(
+            "--image-shape is the input of a conv net (--conv or --blocks); "
+            "a fully connected net takes --input-dim"
+        )
     if args.batch_size < 2 or args.input_dim < 1 or args.num_classes < 2 or args.max_checks < 1:
         raise DistnetError(
             "need --batch-size >= 2, --input-dim >= 1, --num-classes >= 2 and --max-checks >= 1"

@@ -22,35 +22,62 @@ import sys
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("submit", help="submit a job to a Ray cluster (Ray Jobs API)",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "submit",
+        help="submit a job to a Ray cluster (Ray Jobs API)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("job", metavar="JOB.toml", help="job file, inside the working directory")
-    p.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"),
-                   help="the cluster's dashboard, e.g. http://HEAD:8265 "
-                        "(default: $RAY_API_SERVER_ADDRESS)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.KEY=VALUE", help="override a job setting (repeatable)")
-    p.add_argument("--no-wait", dest="wait", action="store_false",
-                   help="print the job id and return at once instead of following the logs")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_API_SERVER_ADDRESS"),
+        help="the cluster's dashboard, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a job setting (repeatable)",
+    )
+    p.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="print the job id and return at once instead of following the logs",
+    )
     p.add_argument("--token", help="the cluster's authentication token")
-    p.add_argument("--working-dir", default=".", metavar="DIR",
-                   help="directory uploaded as the job's working directory (default: .)")
+    p.add_argument(
+        "--working-dir",
+        default=".",
+        metavar="DIR",
+        help="directory uploaded as the job's working directory (default: .)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from distnet.errors import DistnetError
     from distnet.distributed.submit import submit_job
+    from distnet.errors import DistnetError
 
     if not args.address:
-        raise DistnetError("submit needs --address http://HEAD:8265 "
-                           "(or RAY_API_SERVER_ADDRESS)")
-    result = submit_job(args.job, args.address, args.overrides, wait=args.wait,
-                        working_dir=args.working_dir, token=args.token)
+        raise DistnetError("submit needs --address http://HEAD:8265 (or RAY_API_SERVER_ADDRESS)")
+    result = submit_job(
+        args.job,
+        args.address,
+        args.overrides,
+        wait=args.wait,
+        working_dir=args.working_dir,
+        token=args.token,
+    )
     if result.status is None or result.succeeded:
         return 0
     reason = f": {result.reason}" if result.reason else ""
-    print(f"distnet: job {result.job_id} {result.status.lower()}{reason} "
-          f"(ray job logs {result.job_id} --address {args.address})", file=sys.stderr)
+    print(
+        f"distnet: job {result.job_id} {result.status.lower()}{reason} "
+        f"(ray job logs {result.job_id} --address {args.address})",
+        file=sys.stderr,
+    )
     return 1

@@ -19,31 +19,56 @@ import sys
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a job on Ray", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("job", nargs="?", help="job file (TOML) or a ready job's name "
-                                          "(default: two_layer)")
+    p = subparsers.add_parser(
+        "train",
+        help="train a job on Ray",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "job", nargs="?", help="job file (TOML) or a ready job's name (default: two_layer)"
+    )
     p.add_argument("--list", action="store_true", help="list the ready jobs and exit")
     p.add_argument("--workers", type=int, metavar="N", help="gradient workers (train.workers)")
-    p.add_argument("--address", help="Ray cluster to join (auto, ray://..., host:port); "
-                                     "default: $RAY_ADDRESS, else a local Ray")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.KEY=VALUE", help="override a job setting (repeatable)")
-    p.add_argument("--source", help="CIFAR-10 tarball (file or URL) to prepare from "
-                                    "(data.source)")
+    p.add_argument(
+        "--address",
+        help="Ray cluster to join (auto, ray://..., host:port); "
+        "default: $RAY_ADDRESS, else a local Ray",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a job setting (repeatable)",
+    )
+    p.add_argument("--source", help="CIFAR-10 tarball (file or URL) to prepare from (data.source)")
     p.add_argument("--md5", help="expected MD5 of --source (data.md5)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint of this job")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start again, deleting this job's earlier checkpoints")
-    p.add_argument("--json", action="store_true",
-                   help="print the summary as one JSON object on stdout")
-    p.add_argument("--dashboard", action="store_true",
-                   help="start the local Ray's dashboard on 127.0.0.1 to watch the actors")
-    p.add_argument("--print-config", action="store_true",
-                   help="print the resolved job as TOML and exit")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the job, its dataset and checkpoints, print the plan, and exit")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint of this job"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again, deleting this job's earlier checkpoints",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON object on stdout"
+    )
+    p.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="start the local Ray's dashboard on 127.0.0.1 to watch the actors",
+    )
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved job as TOML and exit"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the job, its dataset and checkpoints, print the plan, and exit",
+    )
     p.set_defaults(run=run)
 
 
@@ -57,8 +82,11 @@ def run(args) -> int:
             print(f"{name:<18} {describe(path)}")
         return 0
     overrides = list(args.overrides)
-    for key, value in (("train.workers", args.workers), ("data.source", args.source),
-                       ("data.md5", args.md5)):
+    for key, value in (
+        ("train.workers", args.workers),
+        ("data.source", args.source),
+        ("data.md5", args.md5),
+    ):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
     job = load_job(find_job(args.job) if args.job else None, overrides)
@@ -73,8 +101,10 @@ def run(args) -> int:
         return 0
 
     if args.dashboard and (args.address or os.environ.get("RAY_ADDRESS")):
-        raise DistnetError("--dashboard starts the dashboard of a local Ray; a cluster "
-                           "serves its own (port 8265 of its head)")
+        raise DistnetError(
+            "--dashboard starts the dashboard of a local Ray; a cluster "
+            "serves its own (port 8265 of its head)"
+        )
     from distnet.distributed.driver import train
 
     result = train(job, address=args.address, dashboard=args.dashboard, **start)
@@ -87,9 +117,11 @@ def run(args) -> int:
 
 
 def _describe(s: dict) -> str:
-    return (f"train acc {s['train_acc']:.3f}  val acc {s['val_acc']:.3f} "
-            f"(best {s['best_val_acc']:.3f})  test acc {s['test_acc']:.3f}\n"
-            f"{s['steps']} steps, {s['epochs']} epochs in {s['wall_s']:.1f} s "
-            f"({s['samples_per_s']:,.0f} samples/s), final loss {s['final_loss']:.4f}\n"
-            f"logs: {s['logdir']}  (tensorboard --logdir {s['logdir']})\n"
-            f"checkpoint: {s['checkpoint']}")
+    return (
+        f"train acc {s['train_acc']:.3f}  val acc {s['val_acc']:.3f} "
+        f"(best {s['best_val_acc']:.3f})  test acc {s['test_acc']:.3f}\n"
+        f"{s['steps']} steps, {s['epochs']} epochs in {s['wall_s']:.1f} s "
+        f"({s['samples_per_s']:,.0f} samples/s), final loss {s['final_loss']:.4f}\n"
+        f"logs: {s['logdir']}  (tensorboard --logdir {s['logdir']})\n"
+        f"checkpoint: {s['checkpoint']}"
+    )

@@ -26,7 +26,18 @@ from distnet.config.sections import (
 )
 
 __all__ = [
-    "DEFAULT_JOB", "RULE_SETTINGS", "SECTIONS", "CheckpointConfig", "ConfigError", "DataConfig",
-    "JobConfig", "MetricsConfig", "ModelConfig", "OptimConfig", "TrainConfig", "UpdateRule",
-    "apply_overrides", "load_job",
+    "DEFAULT_JOB",
+    "RULE_SETTINGS",
+    "SECTIONS",
+    "CheckpointConfig",
+    "ConfigError",
+    "DataConfig",
+    "JobConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "UpdateRule",
+    "apply_overrides",
+    "load_job",
 ]

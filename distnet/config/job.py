@@ -47,8 +47,11 @@ class JobConfig(_Section):
 
     def _validate(self) -> None:
         # The name becomes a directory name, so keep it to characters every filesystem takes.
-        self._check("name", lambda v: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v),
-                    "letters, digits, '.', '_' or '-'")
+        self._check(
+            "name",
+            lambda v: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v),
+            "letters, digits, '.', '_' or '-'",
+        )
         self._check("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)")
         for section, key in (("checkpoint", "dir"), ("metrics", "logdir")):
             table = getattr(self, section)
@@ -118,8 +121,9 @@ def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
         if not sep or name not in known.get(section, ()):
             keys = [f"{s}.{n}" if s else n for s, names in known.items() for n in names]
             # The key in the section it belongs to, else the closest spelling.
-            close = [k for k in keys if k.rpartition(".")[2] == name][:1] or \
-                difflib.get_close_matches(key.strip(), keys, n=1)
+            close = [k for k in keys if k.rpartition(".")[2] == name][
+                :1
+            ] or difflib.get_close_matches(key.strip(), keys, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             problem = f"unknown key {key.strip()}{hint}" if sep else "expected section.key=value"
             raise ConfigError(f"--set {item!r}: {problem}")

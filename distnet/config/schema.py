@@ -31,7 +31,8 @@ class _Section:
             value = getattr(self, name)
             if not _has_type(value, hint):
                 raise ConfigError(
-                    f"{self._key(name)} must be {_describe(hint)}, got {_show(value)}")
+                    f"{self._key(name)} must be {_describe(hint)}, got {_show(value)}"
+                )
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{self._key(name)} must be finite, got {_show(value)}")
             if isinstance(value, int) and float in _members(hint):

@@ -95,25 +95,35 @@ class ModelConfig(_Section):
         self._check("num_filters", lambda v: v >= 1, ">= 1")
         # 'same' padding, (filter_size - 1) // 2, keeps 32x32 only for odd sizes
         self._check("filter_size", lambda v: v >= 1 and v % 2 == 1, "odd and >= 1")
-        for names, kind in ((("use_batchnorm", "dropout"), "fc"),
-                            (("num_filters", "filter_size"), "three_layer_conv"),
-                            (("blocks",), "conv")):
+        for names, kind in (
+            (("use_batchnorm", "dropout"), "fc"),
+            (("num_filters", "filter_size"), "three_layer_conv"),
+            (("blocks",), "conv"),
+        ):
             for name in names:
                 self._only_with(name, self.kind == kind, f'applies only with kind = "{kind}"')
-        self._only_with("hidden_dims", self.kind != "conv", 'does not apply with kind = '
-                        '"conv" (its affine blocks are the hidden layers)')
-        self._only_with("weight_init", self.kind in CONV_KINDS,
-                        'applies only with kind = "three_layer_conv" or "conv"')
-        self._only_with("weight_scale", self.weight_init == "normal",
-                        'has no effect with weight_init = "he"')
+        self._only_with(
+            "hidden_dims",
+            self.kind != "conv",
+            'does not apply with kind = "conv" (its affine blocks are the hidden layers)',
+        )
+        self._only_with(
+            "weight_init",
+            self.kind in CONV_KINDS,
+            'applies only with kind = "three_layer_conv" or "conv"',
+        )
+        self._only_with(
+            "weight_scale", self.weight_init == "normal", 'has no effect with weight_init = "he"'
+        )
         if self.kind == "conv":
             self._check_blocks()
 
     def _check_blocks(self) -> None:
         """The blocks as ConvNet reads them, against the images they will meet."""
         if not self.blocks:
-            raise ConfigError('model.blocks is required with kind = "conv": one '
-                              '[[model.blocks]] table per block')
+            raise ConfigError(
+                'model.blocks is required with kind = "conv": one [[model.blocks]] table per block'
+            )
         try:
             check_blocks(parse_blocks(self.blocks), CIFAR_IMAGE)
         except InvalidInput as err:
@@ -146,16 +156,19 @@ class OptimConfig(_Section):
         # distnet.schedules and distnet.optim own their settings' rules; this adds only
         # that a setting the chosen rule does not read keeps its default.
         try:
-            schedules.check_settings(self.schedule, self.learning_rate, self.schedule_settings(),
-                                     name=_optim_key)
+            schedules.check_settings(
+                self.schedule, self.learning_rate, self.schedule_settings(), name=_optim_key
+            )
             optim.validate_config(self.update_rule, self.rule_config(), prefix="optim.")
         except (schedules.ScheduleError, InvalidInput) as err:
             raise ConfigError(str(err)) from None
         uses = ", ".join(RULE_SETTINGS[self.update_rule]) or "only learning_rate"
         for name in sorted({s for settings in RULE_SETTINGS.values() for s in settings}):
-            self._only_with(name, name in RULE_SETTINGS[self.update_rule],
-                            f'has no effect with update_rule = "{self.update_rule}" '
-                            f"(it uses {uses})")
+            self._only_with(
+                name,
+                name in RULE_SETTINGS[self.update_rule],
+                f'has no effect with update_rule = "{self.update_rule}" (it uses {uses})',
+            )
 
     def rule_config(self) -> dict[str, float]:
         """The update rule's config dict: learning_rate and the rule's settings that are set."""
@@ -166,8 +179,11 @@ class OptimConfig(_Section):
 
     def schedule_settings(self) -> dict[str, Any]:
         """The optional fields of distnet.schedules.Schedule that a job file sets here."""
-        return {f.name: getattr(self, f.name) for f in fields(schedules.Schedule)
-                if f.name in _OPTIM_FIELDS}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(schedules.Schedule)
+            if f.name in _OPTIM_FIELDS
+        }
 
 
 @dataclass(frozen=True)
@@ -208,12 +224,14 @@ class TrainConfig(_Section):
             self._check(name, lambda v: v >= 0, ">= 0")
         self._check("topk_ratio", lambda v: 0 < v <= 1, "in (0, 1]")
         self._check("worker_cpus", lambda v: v > 0, "> 0")
-        self._check("batch_size", lambda v: v >= self.workers,
-                    f"at least train.workers ({self.workers})")
+        self._check(
+            "batch_size", lambda v: v >= self.workers, f"at least train.workers ({self.workers})"
+        )
         self._only_with("staleness", self.mode == "ssp", 'applies only with mode = "ssp"')
         self._only_with("backup_workers", self.mode == "sync", 'applies only with mode = "sync"')
-        self._only_with("topk_ratio", self.compression == "topk",
-                        'applies only with compression = "topk"')
+        self._only_with(
+            "topk_ratio", self.compression == "topk", 'applies only with compression = "topk"'
+        )
 
     def worker_batch_sizes(self) -> list[int]:
         """Each worker's share of the global batch (the first ones take the remainder)."""

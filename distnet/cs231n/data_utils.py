@@ -11,8 +11,9 @@ from distnet.data.arrays import SPLITS, load_cifar10
 from distnet.errors import InvalidInput
 
 
-def get_CIFAR10_data(num_training=49000, num_validation=1000, num_test=1000,
-                     subtract_mean=True, *, path=None):
+def get_CIFAR10_data(
+    num_training=49000, num_validation=1000, num_test=1000, subtract_mean=True, *, path=None
+):
     """The first num_training / num_validation / num_test images of distnet's train, val
     (the last 1,000 training images, as in the assignment) and test splits at `path`
     (default: distnet's cache). subtract_mean removes the training split's mean image."""

@@ -25,5 +25,5 @@ def visualize_grid(Xs, ubound=255.0, padding=1):
     grid = np.zeros((side * (H + padding) - padding, side * (W + padding) - padding, C))
     for i, image in enumerate(scaled):
         top, left = (i // side) * (H + padding), (i % side) * (W + padding)
-        grid[top:top + H, left:left + W] = image
+        grid[top : top + H, left : left + W] = image
     return grid

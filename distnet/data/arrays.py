@@ -18,8 +18,13 @@ from distnet.data.reader import open_split
 SPLITS = ("train", "val", "test")
 
 
-def load_cifar10(path: str | None = None, *, source: str | None = None, md5: str | None = None,
-                 subtract_mean: bool = True) -> dict[str, np.ndarray]:
+def load_cifar10(
+    path: str | None = None,
+    *,
+    source: str | None = None,
+    md5: str | None = None,
+    subtract_mean: bool = True,
+) -> dict[str, np.ndarray]:
     """The dataset at `path` (a directory or pyarrow URI; default: distnet's cache),
     prepared there first from `source` (file or URL; default: the official download) if
     it holds none. Without `subtract_mean` X_* are the raw pixel values as float32."""

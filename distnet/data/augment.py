@@ -84,6 +84,8 @@ def _planes(images: np.ndarray) -> np.ndarray:
         kind = images.dtype if isinstance(images, np.ndarray) else type(images).__name__
         raise AugmentError(f"images must be a uint8 numpy array, got {kind}")
     if images.shape[1:] not in ((PIXELS,), (CHANNELS, SIZE, SIZE)):
-        raise AugmentError(f"images must have shape (B, {PIXELS}) or "
-                           f"(B, {CHANNELS}, {SIZE}, {SIZE}), got {images.shape}")
+        raise AugmentError(
+            f"images must have shape (B, {PIXELS}) or "
+            f"(B, {CHANNELS}, {SIZE}, {SIZE}), got {images.shape}"
+        )
     return images.reshape(-1, CHANNELS, SIZE, SIZE)

@@ -34,8 +34,10 @@ def check_dataset(uri: str, num_workers: int = 1, checksums: bool = True) -> Man
     hashed = ("train", "val", "test") if fs.is_local(filesystem) else ("val", "test")
     for name, split in manifest.splits.items():
         if num_workers > split.rows:
-            raise DataError(f"split {name} of {uri} has {split.rows} images, fewer than the "
-                            f"{num_workers} workers that each read a share of it")
+            raise DataError(
+                f"split {name} of {uri} has {split.rows} images, fewer than the "
+                f"{num_workers} workers that each read a share of it"
+            )
         for info in split.shards:
             if checksums and name in hashed:
                 open_shard(filesystem, root, info, verify=True)
@@ -52,8 +54,10 @@ def _check_metadata(filesystem, root: str, info: ShardInfo) -> None:
     if size is None:
         raise DataError(f"shard {path} listed in the manifest is missing")
     if size != info.bytes:
-        raise DataError(f"shard {path} has {size} bytes, the manifest says {info.bytes}; "
-                        "run `distnet data prepare` again")
+        raise DataError(
+            f"shard {path} has {size} bytes, the manifest says {info.bytes}; "
+            "run `distnet data prepare` again"
+        )
     try:
         with filesystem.open_input_file(path) as handle:
             reader = pa.ipc.open_file(handle)

@@ -62,10 +62,13 @@ def _load_members(path: Path) -> dict[str, dict]:
                 folder, _, name = member.name.rpartition("/")
                 if folder.rstrip("/").endswith(FOLDER) and name in wanted and member.isfile():
                     if member.size > MAX_MEMBER_BYTES:
-                        raise DataError(f"{path}: member {member.name} is implausibly large "
-                                        f"({member.size} bytes) for a CIFAR batch")
-                    found[name] = _load_dict(archive.extractfile(member).read(),
-                                             f"{path}: {member.name}")
+                        raise DataError(
+                            f"{path}: member {member.name} is implausibly large "
+                            f"({member.size} bytes) for a CIFAR batch"
+                        )
+                    found[name] = _load_dict(
+                        archive.extractfile(member).read(), f"{path}: {member.name}"
+                    )
             # tarfile stops at the end-of-archive marker, before the gzip trailer: read on
             # so that gzip checks its CRC and corrupted bytes cannot pass unnoticed.
             while archive.fileobj.read(CHUNK):
@@ -74,8 +77,10 @@ def _load_members(path: Path) -> dict[str, dict]:
         raise DataError(f"{path}: truncated or corrupt tarball ({err})") from err
     missing = [name for name in sorted(wanted) if name not in found]
     if missing:
-        raise DataError(f"{path}: not the CIFAR-10 python layout, missing "
-                        + ", ".join(f"{FOLDER}/{name}" for name in missing))
+        raise DataError(
+            f"{path}: not the CIFAR-10 python layout, missing "
+            + ", ".join(f"{FOLDER}/{name}" for name in missing)
+        )
     return found
 
 
@@ -84,32 +89,42 @@ def _load_dict(data: bytes, where: str) -> dict:
     if not isinstance(batch, dict):
         raise DataError(f"{where}: expected a pickled dict, got {type(batch).__name__}")
     # Python 2 pickles give bytes keys; accept str keys too (re-pickled copies).
-    return {key.decode("latin1") if isinstance(key, bytes) else key: value
-            for key, value in batch.items()}
+    return {
+        key.decode("latin1") if isinstance(key, bytes) else key: value
+        for key, value in batch.items()
+    }
 
 
 def _parse_batch(batch: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in batch or "labels" not in batch:
         raise DataError(f"{where}: batch lacks 'data' or 'labels'")
     images, labels = batch["data"], batch["labels"]
-    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8
-            and images.ndim == 2 and images.shape[1] == IMAGE_SIZE):
+    if not (
+        isinstance(images, np.ndarray)
+        and images.dtype == np.uint8
+        and images.ndim == 2
+        and images.shape[1] == IMAGE_SIZE
+    ):
         shape = getattr(images, "shape", None)
         dtype = getattr(images, "dtype", type(images).__name__)
-        raise DataError(f"{where}: data must be uint8 of shape (n, {IMAGE_SIZE}), "
-                        f"got {dtype} {shape}")
+        raise DataError(
+            f"{where}: data must be uint8 of shape (n, {IMAGE_SIZE}), got {dtype} {shape}"
+        )
     try:
         labels = np.asarray(labels)
     except Exception as err:
         raise DataError(f"{where}: labels are not a list of integers") from err
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise DataError(f"{where}: labels must be a list of integers, "
-                        f"got {labels.dtype} {labels.shape}")
+        raise DataError(
+            f"{where}: labels must be a list of integers, got {labels.dtype} {labels.shape}"
+        )
     if len(labels) != len(images):
         raise DataError(f"{where}: {len(labels)} labels for {len(images)} images")
     if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DataError(f"{where}: labels must lie in 0..{NUM_CLASSES - 1}, "
-                        f"found {labels.min()}..{labels.max()}")
+        raise DataError(
+            f"{where}: labels must lie in 0..{NUM_CLASSES - 1}, "
+            f"found {labels.min()}..{labels.max()}"
+        )
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 

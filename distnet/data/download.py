@@ -37,8 +37,9 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, md5: str | None, progress: bool = True,
-             attempts: int = 5) -> Path:
+def download(
+    url: str, dest: Path, md5: str | None, progress: bool = True, attempts: int = 5
+) -> Path:
     """Download `url` to `dest` unless a verified copy is already there.
 
     A dropped connection is resumed from the `.part` file with an HTTP Range request (or
@@ -56,16 +57,22 @@ def download(url: str, dest: Path, md5: str | None, progress: bool = True,
                 if _fetch_rest(url, partial, progress):
                     break
                 reason = "connection closed early"
-            except (urllib.error.URLError, http.client.HTTPException, ConnectionError,
-                    TimeoutError) as err:
+            except (
+                urllib.error.URLError,
+                http.client.HTTPException,
+                ConnectionError,
+                TimeoutError,
+            ) as err:
                 if isinstance(err, urllib.error.HTTPError) and err.code not in RETRY_HTTP:
                     raise DataError(f"cannot download {url}: HTTP {err.code} {err.reason}") from err
                 reason = str(getattr(err, "reason", None) or err) or type(err).__name__
             stalled = 0 if _size(partial) > before else stalled + 1
             if stalled >= attempts:
                 resume = "; run the command again to resume" if _size(partial) else ""
-                raise DataError(f"cannot download {url}: {reason} ({attempts} attempts in a row "
-                                f"without progress){resume}")
+                raise DataError(
+                    f"cannot download {url}: {reason} ({attempts} attempts in a row "
+                    f"without progress){resume}"
+                )
             time.sleep(min(0.1 * 2**stalled, 5.0))
     except OSError as err:  # the local side: cache not writable, disk full ...
         raise DataError(f"cannot write {partial}: {err.strerror or err}") from err
@@ -92,10 +99,19 @@ def _fetch_rest(url: str, partial: Path, progress: bool) -> bool:
             have = 0
         total = _total_size(response, have)
         mode = "ab" if have else "wb"
-        with open(partial, mode) as out, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, file=sys.stderr,
-            desc=partial.name.removesuffix(".part"), disable=not progress, leave=False,
-        ) as bar:
+        with (
+            open(partial, mode) as out,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                file=sys.stderr,
+                desc=partial.name.removesuffix(".part"),
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 bar.update(len(chunk))

@@ -50,11 +50,14 @@ class ShardInfo:
         for name in ("rows", "bytes"):
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
-                raise DataError(f"manifest entry for {self.file}: {name} must be an integer "
-                                f">= 0, got {value!r}")
+                raise DataError(
+                    f"manifest entry for {self.file}: {name} must be an integer >= 0, got {value!r}"
+                )
         if not _is_hex(self.sha256, 64):
-            raise DataError(f"manifest entry for {self.file}: sha256 must be 64 lowercase hex "
-                            f"digits, got {self.sha256!r:.80}")
+            raise DataError(
+                f"manifest entry for {self.file}: sha256 must be 64 lowercase hex "
+                f"digits, got {self.sha256!r:.80}"
+            )
 
 
 @dataclass(frozen=True)
@@ -83,32 +86,51 @@ class Manifest:
 
     def __post_init__(self):
         if self.format != FORMAT or self.version != VERSION:
-            raise DataError(f"manifest is {self.format} v{self.version}, "
-                            f"this distnet reads {FORMAT} v{VERSION}")
+            raise DataError(
+                f"manifest is {self.format} v{self.version}, this distnet reads {FORMAT} v{VERSION}"
+            )
         if set(self.splits) != set(SPLITS):
             raise DataError(f"manifest splits are {sorted(self.splits)}, expected {list(SPLITS)}")
         if self.columns != COLUMNS:
             raise DataError(f"manifest columns {self.columns} differ from {COLUMNS}")
-        if not (isinstance(self.label_names, list) and self.label_names
-                and all(isinstance(name, str) for name in self.label_names)):
-            raise DataError(f"manifest label_names must be a list of strings, "
-                            f"got {self.label_names!r:.80}")
+        if not (
+            isinstance(self.label_names, list)
+            and self.label_names
+            and all(isinstance(name, str) for name in self.label_names)
+        ):
+            raise DataError(
+                f"manifest label_names must be a list of strings, got {self.label_names!r:.80}"
+            )
         if not _is_hex(self.source_md5, 32):
-            raise DataError(f"manifest source_md5 must be 32 lowercase hex digits, "
-                            f"got {self.source_md5!r:.80}")
+            raise DataError(
+                f"manifest source_md5 must be 32 lowercase hex digits, got {self.source_md5!r:.80}"
+            )
         if not _is_int(self.num_val) or self.num_val != self.splits["val"].rows:
-            raise DataError(f"manifest num_val {self.num_val!r} differs from the val split's "
-                            f"{self.splits['val'].rows} rows")
+            raise DataError(
+                f"manifest num_val {self.num_val!r} differs from the val split's "
+                f"{self.splits['val'].rows} rows"
+            )
         if not isinstance(self.mean, list) or len(self.mean) != int(np.prod(self.image_shape)):
             count = len(self.mean) if isinstance(self.mean, list) else type(self.mean).__name__
-            raise DataError(f"manifest mean has {count} values, "
-                            f"expected {int(np.prod(self.image_shape))}")
+            raise DataError(
+                f"manifest mean has {count} values, expected {int(np.prod(self.image_shape))}"
+            )
         # A NaN or a string here would silently poison every minibatch.
-        bad = next((v for v in self.mean if isinstance(v, bool) or not isinstance(v, (int, float))
-                    or not math.isfinite(v) or not 0 <= v <= 255), None)
+        bad = next(
+            (
+                v
+                for v in self.mean
+                if isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
+                or not 0 <= v <= 255
+            ),
+            None,
+        )
         if bad is not None:
-            raise DataError(f"manifest mean must hold finite pixel values in [0, 255], "
-                            f"found {bad!r}")
+            raise DataError(
+                f"manifest mean must hold finite pixel values in [0, 255], found {bad!r}"
+            )
 
     @property
     def shards_per_split(self) -> int:
@@ -143,12 +165,14 @@ class Manifest:
                     raise DataError(f"invalid manifest: split {name!r}: shards must be a list")
                 for shard in split["shards"]:
                     _check_keys(shard, ShardInfo, f"a shard of split {name!r}")
-                parsed[name] = SplitInfo(rows=split["rows"],
-                                         shards=[ShardInfo(**shard) for shard in split["shards"]])
+                parsed[name] = SplitInfo(
+                    rows=split["rows"], shards=[ShardInfo(**shard) for shard in split["shards"]]
+                )
             shape = raw.get("image_shape", [3, 32, 32])
             if not (isinstance(shape, list) and all(_is_int(n) and n > 0 for n in shape)):
-                raise DataError(f"manifest image_shape must be a list of positive integers, "
-                                f"got {shape!r}")
+                raise DataError(
+                    f"manifest image_shape must be a list of positive integers, got {shape!r}"
+                )
             raw["image_shape"] = tuple(shape)
             return cls(splits=parsed, **raw)
         except DataError as err:
@@ -160,11 +184,11 @@ class Manifest:
 def _check_keys(raw, cls, what: str) -> None:
     """`raw` is a JSON object with every key `cls` requires and no key it does not know."""
     if not isinstance(raw, dict):
-        raise DataError(f"invalid manifest: {what} must be a JSON object, "
-                        f"got {type(raw).__name__}")
+        raise DataError(f"invalid manifest: {what} must be a JSON object, got {type(raw).__name__}")
     known = {f.name for f in fields(cls)}
-    required = {f.name for f in fields(cls)
-                if f.default is MISSING and f.default_factory is MISSING}
+    required = {
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    }
     if missing := sorted(required - set(raw)):
         raise DataError(f"invalid manifest: {what} lacks the key(s) {', '.join(missing)}")
     if unknown := sorted(set(raw) - known):

@@ -35,9 +35,15 @@ def default_out() -> str:
     return str(cache_dir() / "cifar10")
 
 
-def prepare_dataset(out: str | None = None, source: str | None = None, shards: int = 8,
-                    md5: str | None = None, verify: bool = True, num_val: int = 1000,
-                    progress: bool = True) -> Manifest:
+def prepare_dataset(
+    out: str | None = None,
+    source: str | None = None,
+    shards: int = 8,
+    md5: str | None = None,
+    verify: bool = True,
+    num_val: int = 1000,
+    progress: bool = True,
+) -> Manifest:
     """Write train/val/test shards of the tarball at `source` (a path or http(s) URL; the
     official tarball, downloaded into the cache, when None) to `out` (a path or pyarrow URI).
 
@@ -54,8 +60,12 @@ def prepare_dataset(out: str | None = None, source: str | None = None, shards: i
     filesystem, root = fs.resolve(out)
 
     existing = _existing_manifest(filesystem, root, out)
-    if (existing and existing.source_md5 == source_md5 and existing.num_val == num_val
-            and existing.shards_per_split == shards):
+    if (
+        existing
+        and existing.source_md5 == source_md5
+        and existing.num_val == num_val
+        and existing.shards_per_split == shards
+    ):
         try:
             return verify_dataset(out)
         except DataError:
@@ -71,9 +81,15 @@ def prepare_dataset(out: str | None = None, source: str | None = None, shards: i
     return manifest
 
 
-def ensure_dataset(path: str, source: str | None = None, md5: str | None = None,
-                   verify: bool = True, shards: int = 8, num_val: int = 1000,
-                   progress: bool = True) -> Manifest:
+def ensure_dataset(
+    path: str,
+    source: str | None = None,
+    md5: str | None = None,
+    verify: bool = True,
+    shards: int = 8,
+    num_val: int = 1000,
+    progress: bool = True,
+) -> Manifest:
     """The manifest at `path` if it holds a complete dataset (all shards present with the
     right sizes); prepare it there first if `path` holds no dataset yet (the trainer's
     entry point).
@@ -83,24 +99,42 @@ def ensure_dataset(path: str, source: str | None = None, md5: str | None = None,
     is a DataError saying what is wrong: never a download over a user's own dataset."""
     filesystem, root = fs.resolve(path)
     if not fs.exists(filesystem, fs.join(root, MANIFEST_NAME)):
-        return prepare_dataset(path, source=source, shards=shards, md5=md5, verify=verify,
-                               num_val=num_val, progress=progress)
+        return prepare_dataset(
+            path,
+            source=source,
+            shards=shards,
+            md5=md5,
+            verify=verify,
+            num_val=num_val,
+            progress=progress,
+        )
     manifest = load_manifest(path)  # a broken manifest is an error, not a reason to rebuild
     try:
         return verify_dataset(path, checksums=False)
     except DataError as err:
         expected = (md5 or OFFICIAL_MD5).lower() if verify else None
-        if (manifest.source_md5, manifest.shards_per_split, manifest.num_val) != \
-                (expected, shards, num_val):
-            raise DataError(f"{err}; not rebuilt, since this dataset was made from another "
-                            f"tarball (MD5 {manifest.source_md5}) or with other settings: run "
-                            f"`distnet data prepare --out {path}` with its source") from err
-        return prepare_dataset(path, source=source, shards=shards, md5=md5, verify=verify,
-                               num_val=num_val, progress=progress)
+        if (manifest.source_md5, manifest.shards_per_split, manifest.num_val) != (
+            expected,
+            shards,
+            num_val,
+        ):
+            raise DataError(
+                f"{err}; not rebuilt, since this dataset was made from another "
+                f"tarball (MD5 {manifest.source_md5}) or with other settings: run "
+                f"`distnet data prepare --out {path}` with its source"
+            ) from err
+        return prepare_dataset(
+            path,
+            source=source,
+            shards=shards,
+            md5=md5,
+            verify=verify,
+            num_val=num_val,
+            progress=progress,
+        )
 
 
-def _fetch_source(source: str | None, expected_md5: str | None,
-                  progress: bool) -> tuple[Path, str]:
+def _fetch_source(source: str | None, expected_md5: str | None, progress: bool) -> tuple[Path, str]:
     """Local path of the tarball and its MD5, downloading it into the cache for a URL."""
     source = source or OFFICIAL_URL
     if source.startswith(("http://", "https://")):
@@ -118,8 +152,10 @@ def _fetch_source(source: str | None, expected_md5: str | None,
         raise DataError(f"cannot read {tarball}: {err.strerror or err}") from err
     if expected_md5 is not None and actual != expected_md5:
         what = " of the official cifar-10-python.tar.gz" if expected_md5 == OFFICIAL_MD5 else ""
-        raise DataError(f"{tarball} has MD5 {actual}, not the expected {expected_md5}{what}; "
-                        f"if you trust this file pass --md5 {actual} (or --no-verify)")
+        raise DataError(
+            f"{tarball} has MD5 {actual}, not the expected {expected_md5}{what}; "
+            f"if you trust this file pass --md5 {actual} (or --no-verify)"
+        )
     return tarball, actual
 
 
@@ -133,12 +169,21 @@ def _existing_manifest(filesystem: pafs.FileSystem, root: str, out: str) -> Mani
         return None  # unreadable: it will be replaced
 
 
-def _write_shards(filesystem: pafs.FileSystem, root: str, arrays: CifarArrays, source_md5: str,
-                  shards: int, num_val: int, progress: bool) -> Manifest:
+def _write_shards(
+    filesystem: pafs.FileSystem,
+    root: str,
+    arrays: CifarArrays,
+    source_md5: str,
+    shards: int,
+    num_val: int,
+    progress: bool,
+) -> Manifest:
     num_train = len(arrays.train_labels) - num_val
     if num_train < 1:
-        raise DataError(f"num_val ({num_val}) leaves no training images "
-                        f"(the tarball has {len(arrays.train_labels)})")
+        raise DataError(
+            f"num_val ({num_val}) leaves no training images "
+            f"(the tarball has {len(arrays.train_labels)})"
+        )
     splits = {
         "train": (arrays.train_images[:num_train], arrays.train_labels[:num_train]),
         "val": (arrays.train_images[num_train:], arrays.train_labels[num_train:]),
@@ -146,11 +191,18 @@ def _write_shards(filesystem: pafs.FileSystem, root: str, arrays: CifarArrays, s
     }
     for name, (_, labels) in splits.items():
         if len(labels) < shards:
-            raise DataError(f"{shards} shards is more than the {len(labels)} images "
-                            f"of split {name}")
+            raise DataError(
+                f"{shards} shards is more than the {len(labels)} images of split {name}"
+            )
     written = {}
-    with tqdm(total=len(splits) * shards, desc="writing shards", unit="shard",
-              file=sys.stderr, disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=len(splits) * shards,
+        desc="writing shards",
+        unit="shard",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    ) as bar:
         for name, (images, labels) in splits.items():
             infos = []
             for k in range(shards):
@@ -162,8 +214,13 @@ def _write_shards(filesystem: pafs.FileSystem, root: str, arrays: CifarArrays, s
                 bar.update()
             written[name] = SplitInfo(rows=len(labels), shards=infos)
     mean = splits["train"][0].mean(axis=0, dtype=np.float64).astype(np.float32)
-    return Manifest(splits=written, label_names=arrays.label_names, source_md5=source_md5,
-                    num_val=num_val, mean=mean.tolist())
+    return Manifest(
+        splits=written,
+        label_names=arrays.label_names,
+        source_md5=source_md5,
+        num_val=num_val,
+        mean=mean.tolist(),
+    )
 
 
 def _remove_stale_shards(filesystem: pafs.FileSystem, root: str, manifest: Manifest) -> None:

@@ -34,8 +34,10 @@ def load_manifest(uri: str) -> Manifest:
 def _load_manifest(filesystem: pafs.FileSystem, root: str, uri: str) -> Manifest:
     path = fs.join(root, MANIFEST_NAME)
     if not fs.exists(filesystem, path):
-        raise DataError(f"{uri} is not a prepared dataset (no {MANIFEST_NAME}); "
-                        f"create it with `distnet data prepare --out {uri}`")
+        raise DataError(
+            f"{uri} is not a prepared dataset (no {MANIFEST_NAME}); "
+            f"create it with `distnet data prepare --out {uri}`"
+        )
     return Manifest.from_json(fs.read_bytes(filesystem, path), path)
 
 
@@ -65,8 +67,15 @@ class SplitReader:
     `layout` is how images are handed out: "flat" (B, 3072) rows or "nchw" (B, 3, 32, 32)
     images (`image_shape` is one sample's shape)."""
 
-    def __init__(self, name: str, pieces: list[Shard], mean: np.ndarray, start: int, stop: int,
-                 layout: str = "flat"):
+    def __init__(
+        self,
+        name: str,
+        pieces: list[Shard],
+        mean: np.ndarray,
+        start: int,
+        stop: int,
+        layout: str = "flat",
+    ):
         self.name, self.start, self.stop = name, start, stop
         self.num_rows = stop - start
         self.layout, self.image_shape = layout, _image_shape(layout)
@@ -113,8 +122,14 @@ class SplitReader:
         return self.normalize(images, out=out), labels
 
 
-def open_split(uri: str, split: str, worker_index: int = 0, num_workers: int = 1,
-               verify: bool = True, layout: str = "flat") -> SplitReader:
+def open_split(
+    uri: str,
+    split: str,
+    worker_index: int = 0,
+    num_workers: int = 1,
+    verify: bool = True,
+    layout: str = "flat",
+) -> SplitReader:
     """Worker `worker_index` of `num_workers`'s share of `split` ("train", "val" or "test").
     `verify` checks each opened shard's SHA-256 against the manifest; `layout` "flat"
     hands out (B, 3072) rows, "nchw" (B, 3, 32, 32) images."""
@@ -125,8 +140,9 @@ def open_split(uri: str, split: str, worker_index: int = 0, num_workers: int = 1
         raise DataError(f"no split {split!r} in {uri} (it has {', '.join(manifest.splits)})")
     info = manifest.splits[split]
     if num_workers > info.rows:
-        raise DataError(f"more workers ({num_workers}) than images ({info.rows}) "
-                        f"in split {split} of {uri}")
+        raise DataError(
+            f"more workers ({num_workers}) than images ({info.rows}) in split {split} of {uri}"
+        )
     start, stop = assign_rows(info.rows, worker_index, num_workers)
     pieces, shard_start = [], 0
     for shard_info in info.shards:
@@ -151,6 +167,8 @@ def verify_dataset(uri: str, checksums: bool = True) -> Manifest:
                 continue
             size = fs.file_size(filesystem, fs.join(root, shard_info.file))
             if size != shard_info.bytes:
-                raise DataError(f"shard {fs.join(root, shard_info.file)} is "
-                                + ("missing" if size is None else "of the wrong size"))
+                raise DataError(
+                    f"shard {fs.join(root, shard_info.file)} is "
+                    + ("missing" if size is None else "of the wrong size")
+                )
     return manifest

@@ -56,8 +56,10 @@ def open_shard(filesystem: pafs.FileSystem, root: str, info: ShardInfo, verify: 
         else:
             buffer = pa.py_buffer(fs.read_bytes(filesystem, path))
     if verify and (buffer.size != info.bytes or sha256(buffer) != info.sha256):
-        raise DataError(f"shard {path} is corrupt or truncated "
-                        "(its SHA-256 differs from the manifest); run `distnet data prepare` again")
+        raise DataError(
+            f"shard {path} is corrupt or truncated "
+            "(its SHA-256 differs from the manifest); run `distnet data prepare` again"
+        )
     try:
         reader = pa.ipc.open_file(buffer)
         check_layout(path, reader)
@@ -76,8 +78,10 @@ def open_shard(filesystem: pafs.FileSystem, root: str, info: ShardInfo, verify: 
 def check_layout(path: str, reader: pa.ipc.RecordBatchFileReader) -> None:
     """One record batch with SCHEMA, or a DataError naming `path`."""
     if reader.schema != SCHEMA or reader.num_record_batches != 1:
-        raise DataError(f"shard {path} has {reader.num_record_batches} record batch(es) of "
-                        f"({_columns(reader.schema)}), expected one of ({_columns(SCHEMA)})")
+        raise DataError(
+            f"shard {path} has {reader.num_record_batches} record batch(es) of "
+            f"({_columns(reader.schema)}), expected one of ({_columns(SCHEMA)})"
+        )
 
 
 def _columns(schema: pa.Schema) -> str:

@@ -107,8 +107,9 @@ class AsyncLoop(Loop):
         report = ray.get(ready[0])
         job = self.running.pop(ready[0])
         server_reports = self.group.apply(job.worker, job.local_step, job.outs)
-        self.unrecorded.append(_Applied(job.worker, job.local_step, self.applied - job.version,
-                                        report, server_reports))
+        self.unrecorded.append(
+            _Applied(job.worker, job.local_step, self.applied - job.version, report, server_reports)
+        )
         self.applied += 1
         self.done[job.worker] += 1
 
@@ -146,29 +147,39 @@ class AsyncLoop(Loop):
         """Book the oldest N applied gradients as one step. They leave `unrecorded` once
         their servers' reports are read, just before they are booked: an interrupted read
         is read again, and no gradient is booked twice."""
-        grads = self.unrecorded[:self.n]
+        grads = self.unrecorded[: self.n]
         k = len(self.group.servers)
         servers = ray.get([ref for g in grads for ref in g.server_reports], timeout=timeout)
         step = self.ledger.steps_booked
         self.hooks.phase("fetched", step)
-        del self.unrecorded[:len(grads)]
-        per_grad = [servers[j * k:(j + 1) * k] for j in range(len(grads))]
+        del self.unrecorded[: len(grads)]
+        per_grad = [servers[j * k : (j + 1) * k] for j in range(len(grads))]
         reports = [g.report for g in grads]
         for g in grads:
             self.compute_s[g.worker] = g.report.compute_s
         samples = sum(r.num_samples for r in reports)
         step_s = self.tick()
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        self.book(StepStats(
-            step=step,
-            loss=sum(r.loss * r.num_samples for r in reports) / samples,
-            learning_rate=servers[0].learning_rate,
-            grad_norm=math.sqrt(sum(s.grad_sq_norm for s in servers) / len(grads)),
-            samples_per_s=samples / step_s, step_s=step_s, compute_s=list(self.compute_s),
-            server_update_s=sum(max(s.update_s for s in shards) for shards in per_grad),
-            grad_bytes=sum(r.sent_bytes for r in reports),
-            param_bytes=self.plan.param_bytes * len(grads),
-            staleness=[g.staleness for g in grads],
-            steps_per_s=[(d - d0) / elapsed for d, d0 in zip(self.done, self.start_done)]),
-            [(g.worker, g.local_step) for g, shards in zip(grads, per_grad)
-             if all(s.received for s in shards)])
+        self.book(
+            StepStats(
+                step=step,
+                loss=sum(r.loss * r.num_samples for r in reports) / samples,
+                learning_rate=servers[0].learning_rate,
+                grad_norm=math.sqrt(sum(s.grad_sq_norm for s in servers) / len(grads)),
+                samples_per_s=samples / step_s,
+                step_s=step_s,
+                compute_s=list(self.compute_s),
+                server_update_s=sum(max(s.update_s for s in shards) for shards in per_grad),
+                grad_bytes=sum(r.sent_bytes for r in reports),
+                param_bytes=self.plan.param_bytes * len(grads),
+                staleness=[g.staleness for g in grads],
+                steps_per_s=[
+                    (d - d0) / elapsed for d, d0 in zip(self.done, self.start_done, strict=True)
+                ],
+            ),
+            [
+                (g.worker, g.local_step)
+                for g, shards in zip(grads, per_grad, strict=True)
+                if all(s.received for s in shards)
+            ],
+        )

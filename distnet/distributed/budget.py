@@ -52,28 +52,40 @@ class MemoryEstimate:
     def check_driver(self, available: int | None) -> None:
         """Raise OutOfMemory when the driver alone cannot fit in this machine's memory."""
         if available is not None and self.driver > available:
-            raise OutOfMemory(f"the driver alone needs at least {format_bytes(self.driver)} "
-                              f"of memory ({self}), more than this machine has "
-                              f"({format_bytes(available)}); use a smaller model.hidden_dims")
+            raise OutOfMemory(
+                f"the driver alone needs at least {format_bytes(self.driver)} "
+                f"of memory ({self}), more than this machine has "
+                f"({format_bytes(available)}); use a smaller model.hidden_dims"
+            )
 
     def check_cluster(self, available: int | None, largest_node: int | None) -> None:
         """Raise OutOfMemory when the actors need more than the cluster's `available`
         bytes, or one worker more than its `largest_node` has."""
         if available is not None and self.cluster > available:
-            raise OutOfMemory(f"the job needs at least {format_bytes(self.cluster)} of memory "
-                              f"({self}), more than the Ray cluster has "
-                              f"({format_bytes(available)}); use a smaller model.hidden_dims "
-                              f"or train.batch_size, or fewer workers")
+            raise OutOfMemory(
+                f"the job needs at least {format_bytes(self.cluster)} of memory "
+                f"({self}), more than the Ray cluster has "
+                f"({format_bytes(available)}); use a smaller model.hidden_dims "
+                f"or train.batch_size, or fewer workers"
+            )
         if largest_node is not None and self.worker > largest_node:
-            raise OutOfMemory(f"one gradient worker needs at least {format_bytes(self.worker)} "
-                              f"of memory, more than the largest node of the Ray cluster has "
-                              f"({format_bytes(largest_node)}); use a smaller "
-                              f"model.hidden_dims or train.batch_size, or more workers")
+            raise OutOfMemory(
+                f"one gradient worker needs at least {format_bytes(self.worker)} "
+                f"of memory, more than the largest node of the Ray cluster has "
+                f"({format_bytes(largest_node)}); use a smaller "
+                f"model.hidden_dims or train.batch_size, or more workers"
+            )
 
     def __str__(self) -> str:
-        return ", ".join(f"{name} {format_bytes(n)}" for name, n in (
-            ("parameters", self.params), ("optimizer state", self.optimizer),
-            ("per worker", self.worker), ("object store", self.object_store)))
+        return ", ".join(
+            f"{name} {format_bytes(n)}"
+            for name, n in (
+                ("parameters", self.params),
+                ("optimizer state", self.optimizer),
+                ("per worker", self.worker),
+                ("object store", self.object_store),
+            )
+        )
 
 
 def estimate(job: JobConfig, eval_rows: int | None = None) -> MemoryEstimate:
@@ -90,18 +102,25 @@ def estimate(job: JobConfig, eval_rows: int | None = None) -> MemoryEstimate:
     slots = sum(1 for key in optim.STATE[job.optim.update_rule] if key != "t")
     # Per sample and layer: the affine output and the ReLU's, batchnorm's normalized input
     # and output, dropout's mask and output; the input as pixels and as floats.
-    per_unit = 2 + (2 if m.kind == "fc" and m.use_batchnorm else 0) + (
-        2 if m.kind == "fc" and m.dropout else 0)
-    per_row = (INPUT_DIM * (item + 1) + per_unit * sum(m.hidden_dims) * item
-               + 2 * NUM_CLASSES * item)
+    per_unit = (
+        2
+        + (2 if m.kind == "fc" and m.use_batchnorm else 0)
+        + (2 if m.kind == "fc" and m.dropout else 0)
+    )
+    per_row = INPUT_DIM * (item + 1) + per_unit * sum(m.hidden_dims) * item + 2 * NUM_CLASSES * item
     evaluated = t.eval_batch_size if eval_rows is None else min(t.eval_batch_size, eval_rows)
     rows = max(max(actor_batch_sizes(t)), evaluated)
     worker = 2 * params + rows * per_row  # replica and gradient, then the activations
     actors = t.workers + t.backup_workers
     return MemoryEstimate(
-        params=params, optimizer=slots * params, servers=(3 + slots) * params,
-        worker=worker, workers=actors * worker, object_store=(actors + 1) * params,
-        driver=3 * params)
+        params=params,
+        optimizer=slots * params,
+        servers=(3 + slots) * params,
+        worker=worker,
+        workers=actors * worker,
+        object_store=(actors + 1) * params,
+        driver=3 * params,
+    )
 
 
 def check_batch(job: JobConfig, train_rows: int) -> None:
@@ -110,16 +129,20 @@ def check_batch(job: JobConfig, train_rows: int) -> None:
     its shard)."""
     t = job.train
     if t.batch_size > train_rows:
-        raise DistnetError(f"train.batch_size = {t.batch_size} is larger than the training "
-                           f"set ({train_rows} images)")
+        raise DistnetError(
+            f"train.batch_size = {t.batch_size} is larger than the training "
+            f"set ({train_rows} images)"
+        )
     actors = t.workers + t.backup_workers
     for i, batch in enumerate(actor_batch_sizes(t)):
         start, stop = assign_rows(train_rows, i, actors)
         if batch > stop - start:
-            raise DistnetError(f"worker {i}'s share of train.batch_size = {t.batch_size} is "
-                               f"{batch} images, more than its {stop - start} training images "
-                               f"({actors} workers share {train_rows}); use a smaller "
-                               f"batch_size or fewer workers")
+            raise DistnetError(
+                f"worker {i}'s share of train.batch_size = {t.batch_size} is "
+                f"{batch} images, more than its {stop - start} training images "
+                f"({actors} workers share {train_rows}); use a smaller "
+                f"batch_size or fewer workers"
+            )
 
 
 def machine_memory() -> int | None:

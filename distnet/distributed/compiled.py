@@ -59,22 +59,26 @@ class CompiledSteps:
         self.group = group
         with InputNode() as step_input:  # (step, epoch, step_in_epoch)
             served = [s.serve.bind(step_input[0]) for s in group.servers]
-            outputs = [w.compute_served.bind(step_input[1], step_input[2], *served)
-                       for w in group.workers]
-            applied = [s.apply_served.bind(step_input[0], group.weights, *outputs)
-                       for s in group.servers]
+            outputs = [
+                w.compute_served.bind(step_input[1], step_input[2], *served) for w in group.workers
+            ]
+            applied = [
+                s.apply_served.bind(step_input[0], group.weights, *outputs) for s in group.servers
+            ]
             graph = MultiOutputNode(applied)
         # Channels sized for the largest message up front (they would grow on demand).
-        self.graph = graph.experimental_compile(_buffer_size_bytes=message_bytes,
-                                                _max_inflight_executions=IN_FLIGHT)
+        self.graph = graph.experimental_compile(
+            _buffer_size_bytes=message_bytes, _max_inflight_executions=IN_FLIGHT
+        )
         self.step_s = 0.0  # moving average of the time between two steps' results
         self.last_read: float | None = None  # when the previous result came, if queued
 
     def step(self, step: int, epoch: int, step_in_epoch: int) -> StepRefs:
         """Submit one synchronous step; returns at once."""
         refs = self.graph.execute(step, epoch, step_in_epoch)
-        return StepRefs(step, [], [], list(range(len(self.group.workers))),
-                        reader=partial(self.read, refs))
+        return StepRefs(
+            step, [], [], list(range(len(self.group.workers))), reader=partial(self.read, refs)
+        )
 
     def read(self, refs: list, timeout: float | None = None) -> tuple[list, list]:
         """(WorkerReports, ServerReports) of a submitted step: sleep, then wait for it.
@@ -103,8 +107,12 @@ class CompiledSteps:
             # they are expected, and the user has the failure that broke the graph already.
             logging.getLogger("ray.dag.compiled_dag_node").setLevel(logging.CRITICAL)
             self.group.kill()
-        teardown = threading.Thread(target=self.graph.teardown, kwargs={"kill_actors": True},
-                                    daemon=True, name="distnet-graph-teardown")
+        teardown = threading.Thread(
+            target=self.graph.teardown,
+            kwargs={"kill_actors": True},
+            daemon=True,
+            name="distnet-graph-teardown",
+        )
         teardown.start()
         teardown.join(CLOSE_TIMEOUT_S)
         if teardown.is_alive() and not broken:
@@ -115,4 +123,3 @@ class CompiledSteps:
         compiled_dag_node._compiled_dags.pop(self.graph.get_id(), None)
         if teardown.is_alive():
             self.graph._is_teardown = True
-

@@ -65,7 +65,7 @@ class Encoder:
         residual = self.residuals.get(slot)
         acc = grad + residual if residual is not None else grad.copy()
         k = topk_count(acc.size, self.ratio)
-        indices = np.sort(np.argpartition(np.abs(acc), acc.size - k)[acc.size - k:])
+        indices = np.sort(np.argpartition(np.abs(acc), acc.size - k)[acc.size - k :])
         values = acc[indices].astype(np.float32)
         acc[indices] -= values  # the residual keeps even the float32 rounding error
         self.residuals[slot] = acc

@@ -50,10 +50,17 @@ INTERRUPT_BUDGET_S = 5  # Ctrl-C: time to book the submitted steps before giving
 __all__ = ["StepEvent", "TrainResult", "TrainingDiverged", "train"]
 
 
-def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
-          overwrite: bool = False, progress: bool = True,
-          on_step: Callable[[StepEvent], None] | None = None,
-          hooks: Hooks | None = None, dashboard: bool = False) -> TrainResult:
+def train(
+    job: JobConfig,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_step: Callable[[StepEvent], None] | None = None,
+    hooks: Hooks | None = None,
+    dashboard: bool = False,
+) -> TrainResult:
     """Train `job` data-parallel on Ray and return its result.
 
     Joins the Ray cluster at `address` (or RAY_ADDRESS); without one starts a local Ray on
@@ -74,8 +81,14 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
     # What cannot fit is one line before anything is prepared, allocated or started.
     budget.estimate(job).check_driver(budget.machine_memory())
     data = job.data
-    ensure_dataset(data.path, source=data.source, md5=data.md5, verify=data.verify,
-                   shards=data.shards, num_val=data.num_val)
+    ensure_dataset(
+        data.path,
+        source=data.source,
+        md5=data.md5,
+        verify=data.verify,
+        shards=data.shards,
+        num_val=data.num_val,
+    )
     t = job.train
     actors = t.workers + t.backup_workers
     # A bad shard or manifest is one line naming the file, before any actor starts.
@@ -92,14 +105,23 @@ def train(job: JobConfig, *, address: str | None = None, resume: bool = False,
 class _Run:
     """One call of `train`: the start state, the actors, one loop per attempt, recovery."""
 
-    def __init__(self, job: JobConfig, rows: int, progress: bool, on_step, resume: bool,
-                 overwrite: bool, hooks: Hooks):
+    def __init__(
+        self,
+        job: JobConfig,
+        rows: int,
+        progress: bool,
+        on_step,
+        resume: bool,
+        overwrite: bool,
+        hooks: Hooks,
+    ):
         self.job, self.on_step, self.hooks = job, on_step, hooks
         model = build_model(job.model, seed=job.seed)
         self.initial = ModelState(0, model.params.vector.copy(), {}, model.get_bn_state())
         self.plan = RunPlan.for_job(job, rows, single_node(), model.params.vector.nbytes)
-        self.model_spec = ModelSpec.like(self.initial.params, self.initial.bn_state,
-                                         max_step=self.plan.total_steps)
+        self.model_spec = ModelSpec.like(
+            self.initial.params, self.initial.bn_state, max_step=self.plan.total_steps
+        )
         # Decided before any actor starts, so a refused start costs nothing.
         self.start_state = self._start_state(resume, overwrite)
         self.graph: CompiledSteps | None = None
@@ -108,14 +130,22 @@ class _Run:
             self.group = self._new_group()
             self.ledger = Ledger(job, self.plan, model.params.layout, progress)
         except KeyboardInterrupt:
-            print(f"\ninterrupted while the actors started; checkpoint "
-                  f"{self._newest_checkpoint()} (continue with --resume)", file=sys.stderr)
+            print(
+                f"\ninterrupted while the actors started; checkpoint "
+                f"{self._newest_checkpoint()} (continue with --resume)",
+                file=sys.stderr,
+            )
             raise
 
     # --- actors ------------------------------------------------------------------------
     def _new_group(self) -> ActorGroup:
-        return ActorGroup(self.job, self.initial.params.size, self.initial.bn_state.size,
-                          self.plan.schedule, self.hooks.worker_delay_s)
+        return ActorGroup(
+            self.job,
+            self.initial.params.size,
+            self.initial.bn_state.size,
+            self.plan.schedule,
+            self.hooks.worker_delay_s,
+        )
 
     def _new_loop(self) -> Loop:
         """The loop of the job's consistency model, on the current actors."""
@@ -165,8 +195,7 @@ class _Run:
         self.ledger.restart(state)
         steps = self.ledger.worker_steps()
         applied = sum(steps) if steps else state.step  # async servers count gradients
-        self.group.load(ModelState(applied, state.params, state.opt_state, state.bn_state,
-                                   steps))
+        self.group.load(ModelState(applied, state.params, state.opt_state, state.bn_state, steps))
         self.loop = self._new_loop()
 
     # --- the run -----------------------------------------------------------------------
@@ -195,8 +224,11 @@ class _Run:
             return self._finish(time.perf_counter() - start, self.ledger.state.step - first_step)
         except KeyboardInterrupt:  # the books are whole and saved: only the test was cut
             self.ledger.close()
-            print(f"\ninterrupted while testing; checkpoint {self.ledger.checkpoint_path} "
-                  f"holds the whole run (continue with --resume to test it)", file=sys.stderr)
+            print(
+                f"\ninterrupted while testing; checkpoint {self.ledger.checkpoint_path} "
+                f"holds the whole run (continue with --resume to test it)",
+                file=sys.stderr,
+            )
             raise
 
     def _attempts(self) -> None:
@@ -213,14 +245,19 @@ class _Run:
                         self.hooks.phase("recovered", self.ledger.state.step)
                 self.loop.run()
                 return
-            except (rex.RayActorError, rex.ObjectLostError, rex.RayTaskError,
-                    rex.RayChannelError, rex.RaySystemError) as err:
+            except (
+                rex.RayActorError,
+                rex.ObjectLostError,
+                rex.RayTaskError,
+                rex.RayChannelError,
+                rex.RaySystemError,
+            ) as err:
                 self.loop = None  # its actors failed: until restored, Ctrl-C keeps the disk's
                 _raise_unless_recoverable(err)
                 self.hooks.phase("recovering", self.ledger.steps_booked)
                 recoveries += 1
                 if recoveries > MAX_RECOVERIES:
-                    raise DistnetError(f"giving up after {MAX_RECOVERIES} failures: {err}")
+                    raise DistnetError(f"giving up after {MAX_RECOVERIES} failures: {err}") from err
                 restore_from = self._latest_state() or fresh_state(self.job, self.initial)
                 if self.plan.uses_graph:
                     self._replace_actors()
@@ -241,8 +278,9 @@ class _Run:
             # the books (or from some servers) leaves them elsewhere: keep the last checkpoint.
             per_step = self.job.train.workers if self.job.train.mode != "sync" else 1
             if live.step != per_step * self.ledger.steps_booked:
-                raise ValueError(f"the servers are at {live.step}, the books at "
-                                 f"{self.ledger.steps_booked} steps")
+                raise ValueError(
+                    f"the servers are at {live.step}, the books at {self.ledger.steps_booked} steps"
+                )
             self.ledger.save(live)
             where = f"checkpoint {self.ledger.checkpoint_path}"
         except (rex.GetTimeoutError, rex.RayError, ValueError):
@@ -250,8 +288,10 @@ class _Run:
             self._close_graph(broken=True)
             where = f"steps after the checkpoint {path} were not all read; it is kept"
         self.ledger.bar.close()
-        print(f"\ninterrupted at step {self.ledger.state.step}; {where} (continue with "
-              f"--resume)", file=sys.stderr)
+        print(
+            f"\ninterrupted at step {self.ledger.state.step}; {where} (continue with --resume)",
+            file=sys.stderr,
+        )
 
     def _newest_checkpoint(self) -> str:
         """The newest checkpoint on disk, for --resume; the run's start state, written
@@ -269,11 +309,13 @@ class _Run:
         final = self.group.state()
         if s.best_params is not None:
             bn = s.best_bn_state if s.best_bn_state is not None else final.bn_state
-            self.group.load(ModelState(final.step, s.best_params, final.opt_state, bn,
-                                       final.worker_steps))
+            self.group.load(
+                ModelState(final.step, s.best_params, final.opt_state, bn, final.worker_steps)
+            )
         test_acc = self.group.evaluate("test", s.epoch)
-        return self.ledger.result(final, self.group.params(), self.group.bn_state(),
-                                  test_acc, wall, steps_run)
+        return self.ledger.result(
+            final, self.group.params(), self.group.bn_state(), test_acc, wall, steps_run
+        )
 
 
 def _raise_unless_recoverable(err: Exception) -> None:
@@ -281,8 +323,16 @@ def _raise_unless_recoverable(err: Exception) -> None:
     if not isinstance(err, rex.RayTaskError):
         return
     cause = err.cause
-    if isinstance(cause, (StaleServerError, rex.RayActorError, rex.ObjectLostError,
-                          rex.RayChannelError, rex.RaySystemError)):  # a broken graph
+    if isinstance(
+        cause,
+        (
+            StaleServerError,
+            rex.RayActorError,
+            rex.ObjectLostError,
+            rex.RayChannelError,
+            rex.RaySystemError,
+        ),
+    ):  # a broken graph
         return
     if isinstance(cause, DistnetError):
         raise cause from None

@@ -45,17 +45,23 @@ class StepRefs:
     def fetch(self, timeout: float | None = None) -> tuple[list, list]:
         """Wait for the step (at most `timeout` s): (WorkerReports, ServerReports)."""
         if self.read is None:
-            self.read = (self.reader(timeout=timeout) if self.reader is not None else
-                         (ray.get(self.worker_reports, timeout=timeout),
-                          ray.get(self.server_reports, timeout=timeout)))
+            self.read = (
+                self.reader(timeout=timeout)
+                if self.reader is not None
+                else (
+                    ray.get(self.worker_reports, timeout=timeout),
+                    ray.get(self.server_reports, timeout=timeout),
+                )
+            )
         return self.read
 
 
 class ActorGroup:
     """The actors of one run (worker 0 sleeping `worker_delay_s` per step, see hooks.py)."""
 
-    def __init__(self, job: JobConfig, param_size: int, bn_size: int, schedule,
-                 worker_delay_s: float = 0.0):
+    def __init__(
+        self, job: JobConfig, param_size: int, bn_size: int, schedule, worker_delay_s: float = 0.0
+    ):
         train = job.train
         self.job = job
         self.has_bn = bn_size > 0
@@ -65,14 +71,15 @@ class ActorGroup:
         server_cls = remote_class(ParameterServer, num_cpus=0, retry_tasks=False)
         worker_cls = remote_class(GradientWorker, num_cpus=train.worker_cpus, retry_tasks=True)
         self.servers = [
-            server_cls.remote(k, job.optim.update_rule, job.optim.rule_config(), schedule,
-                              train.server_threads)
+            server_cls.remote(
+                k, job.optim.update_rule, job.optim.rule_config(), schedule, train.server_threads
+            )
             for k in range(train.servers)
         ]
         self.workers = [
             worker_cls.options(scheduling_strategy="SPREAD").remote(
-                job, i, len(self.weights), int(b), self.bounds,
-                worker_delay_s if i == 0 else 0.0)
+                job, i, len(self.weights), int(b), self.bounds, worker_delay_s if i == 0 else 0.0
+            )
             for i, b in enumerate(self.weights)
         ]
         try:  # all started, without torch, their train shards opened and checked
@@ -89,12 +96,17 @@ class ActorGroup:
     def load(self, state: ModelState) -> None:
         """Put `state` into the servers (at start, on resume, after a server restart)."""
         refs = []
-        for k, ((a, b), server) in enumerate(zip(self.bounds, self.servers)):
-            opt = {key: v[a:b] if _is_sliced(v, state.params) else v
-                   for key, v in state.opt_state.items()}
+        for k, ((a, b), server) in enumerate(zip(self.bounds, self.servers, strict=True)):
+            opt = {
+                key: v[a:b] if _is_sliced(v, state.params) else v
+                for key, v in state.opt_state.items()
+            }
             bn = state.bn_state if k == 0 and self.has_bn else None
-            refs.append(server.load.remote(ShardState(state.step, state.params[a:b], opt, bn,
-                                                      list(state.worker_steps))))
+            refs.append(
+                server.load.remote(
+                    ShardState(state.step, state.params[a:b], opt, bn, list(state.worker_steps))
+                )
+            )
         ray.get(refs)  # surface a failing server here, not in the first step
         self.param_refs = refs
         self.bn_ref = ray.put(state.bn_state) if self.has_bn else None
@@ -105,11 +117,15 @@ class ActorGroup:
         shards: list[ShardState] = ray.get([s.get_state.remote() for s in self.servers])
         first = shards[0]
         if any((s.step, s.worker_steps) != (first.step, first.worker_steps) for s in shards):
-            raise ValueError(f"the parameter servers are at different steps: "
-                             f"{[s.step for s in shards]}")
-        opt = {key: np.concatenate([s.opt_state[key] for s in shards])
-               if isinstance(value, np.ndarray) else value
-               for key, value in first.opt_state.items()}
+            raise ValueError(
+                f"the parameter servers are at different steps: {[s.step for s in shards]}"
+            )
+        opt = {
+            key: np.concatenate([s.opt_state[key] for s in shards])
+            if isinstance(value, np.ndarray)
+            else value
+            for key, value in first.opt_state.items()
+        }
         params = np.concatenate([s.params for s in shards])
         bn = first.bn_state if self.has_bn else np.zeros(0, params.dtype)
         return ModelState(first.step, params, opt, bn, first.worker_steps)
@@ -142,8 +158,11 @@ class ActorGroup:
         """Submit one gradient computation on the newest parameters: the refs of its
         gradient slices, then (with batchnorm) its statistics, then its WorkerReport."""
         returns = len(self.servers) + self.has_bn + 1
-        return self.workers[worker].compute_gradients.options(num_returns=returns).remote(
-            epoch, step_in_epoch, self.bn_ref, *self.param_refs)
+        return (
+            self.workers[worker]
+            .compute_gradients.options(num_returns=returns)
+            .remote(epoch, step_in_epoch, self.bn_ref, *self.param_refs)
+        )
 
     def update(self, step: int, workers: list[int], outs: list[list]) -> StepRefs:
         """Submit synchronous step `step` from the gradients `outs` of `workers`."""
@@ -156,7 +175,8 @@ class ActorGroup:
             if with_bn:
                 args += [out[k] for out in outs]
             res = server.apply_gradients.options(num_returns=2 + with_bn).remote(
-                step, weights, *args)
+                step, weights, *args
+            )
             param_refs.append(res[0])
             server_reports.append(res[-1])
             if with_bn:
@@ -173,7 +193,8 @@ class ActorGroup:
             with_bn = i == 0 and self.has_bn
             args = [out[i], out[k]] if with_bn else [out[i]]
             res = server.apply_gradient.options(num_returns=2 + with_bn).remote(
-                worker, local_step, self.shares[worker], *args)
+                worker, local_step, self.shares[worker], *args
+            )
             param_refs.append(res[0])
             server_reports.append(res[-1])
             if with_bn:
@@ -184,9 +205,13 @@ class ActorGroup:
     def evaluate(self, split: str, epoch: int, max_samples: int | None = None) -> float:
         """Accuracy on `split`, each worker scoring its share (at most max_samples in all)."""
         per_worker = None if max_samples is None else -(-max_samples // len(self.workers))
-        counts = ray.get([w.evaluate.remote(split, per_worker, epoch, self.bn_ref,
-                                            *self.param_refs) for w in self.workers])
-        correct, total = map(sum, zip(*counts))
+        counts = ray.get(
+            [
+                w.evaluate.remote(split, per_worker, epoch, self.bn_ref, *self.param_refs)
+                for w in self.workers
+            ]
+        )
+        correct, total = map(sum, zip(*counts, strict=True))
         return correct / max(total, 1)
 
     def worker_pids(self) -> list[int]:

@@ -42,10 +42,14 @@ class Hooks:
     on_phase: Callable[[str, int], None] | None = None
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.worker_delay_s, (int, float)) and math.isfinite(
-                self.worker_delay_s) and self.worker_delay_s >= 0):
-            raise DistnetError(f"Hooks.worker_delay_s must be a number >= 0, got "
-                               f"{self.worker_delay_s!r}")
+        if not (
+            isinstance(self.worker_delay_s, (int, float))
+            and math.isfinite(self.worker_delay_s)
+            and self.worker_delay_s >= 0
+        ):
+            raise DistnetError(
+                f"Hooks.worker_delay_s must be a number >= 0, got {self.worker_delay_s!r}"
+            )
 
     def phase(self, name: str, step: int) -> None:
         """Call on_phase(name, step); `name` is one of PHASES."""

@@ -26,11 +26,18 @@ from distnet.metrics import RunLogger, StepStats, flat_hparams, progress_bar
 
 def fresh_state(job: JobConfig, initial: ModelState) -> TrainState:
     """The state of a run that has not made a step yet."""
-    return TrainState(step=0, epoch=0, params=initial.params, opt_state={},
-                      bn_state=initial.bn_state, best_params=None, best_val_acc=-1.0,
-                      history={"loss_history": [], "train_acc_history": [],
-                               "val_acc_history": []},
-                      config=job.to_dict(), best_bn_state=None)
+    return TrainState(
+        step=0,
+        epoch=0,
+        params=initial.params,
+        opt_state={},
+        bn_state=initial.bn_state,
+        best_params=None,
+        best_val_acc=-1.0,
+        history={"loss_history": [], "train_acc_history": [], "val_acc_history": []},
+        config=job.to_dict(),
+        best_bn_state=None,
+    )
 
 
 class Ledger:
@@ -40,8 +47,9 @@ class Ledger:
         self.job, self.plan = job, plan
         self.layout = layout  # the parameters' names and slices, for weight histograms
         self.state: TrainState | None = None
-        self.logger = RunLogger(job.metrics.logdir, job.metrics.log_every_steps,
-                                job.metrics.histograms)
+        self.logger = RunLogger(
+            job.metrics.logdir, job.metrics.log_every_steps, job.metrics.histograms
+        )
         if progress:  # where to watch the run from its start (the summary says it again)
             logdir = job.metrics.logdir
             print(f"logs: {logdir}  (tensorboard --logdir {logdir})", file=sys.stderr)
@@ -65,26 +73,35 @@ class Ledger:
         means t each); [] in sync mode, where the servers count steps."""
         if self.job.train.mode == "sync":
             return []
-        return [int(self.state.extra.get(f"worker_steps/{i}", self.state.step))
-                for i in range(self.job.train.workers)]
+        return [
+            int(self.state.extra.get(f"worker_steps/{i}", self.state.step))
+            for i in range(self.job.train.workers)
+        ]
 
     # --- steps ------------------------------------------------------------------------
     def record(self, stats: StepStats, gradients: list[tuple[int, int]]) -> None:
         """Book one completed step: NaN check, history, counters, TensorBoard, progress.
         `gradients` are the (worker, local step) pairs it applied."""
         if not math.isfinite(stats.loss):
-            raise TrainingDiverged(f"loss became {stats.loss} at step {stats.step}; stopping "
-                                   f"(last checkpoint: {self.checkpoint_path or 'none'})")
+            raise TrainingDiverged(
+                f"loss became {stats.loss} at step {stats.step}; stopping "
+                f"(last checkpoint: {self.checkpoint_path or 'none'})"
+            )
         self.state.history["loss_history"].append(stats.loss)
         counts = self.state.extra  # checkpointed with the history they belong to
-        for key, value in (("applied_gradients", len(gradients)),
-                           ("dropped_gradients", stats.dropped or 0),
-                           ("grad_bytes", stats.grad_bytes), ("param_bytes", stats.param_bytes)):
+        for key, value in (
+            ("applied_gradients", len(gradients)),
+            ("dropped_gradients", stats.dropped or 0),
+            ("grad_bytes", stats.grad_bytes),
+            ("param_bytes", stats.param_bytes),
+        ):
             counts[key] = int(counts.get(key, 0)) + value
         self.logger.step(stats)
-        self.bar.set_postfix_str(f"epoch {self.plan.epoch_of(stats.step) + 1} "
-                                 f"loss {stats.loss:.3f} {stats.samples_per_s:,.0f} samples/s",
-                                 refresh=False)
+        self.bar.set_postfix_str(
+            f"epoch {self.plan.epoch_of(stats.step) + 1} "
+            f"loss {stats.loss:.3f} {stats.samples_per_s:,.0f} samples/s",
+            refresh=False,
+        )
         self.bar.update(1)
 
     # --- epochs -----------------------------------------------------------------------
@@ -92,8 +109,15 @@ class Ledger:
         """Whether `val_acc` beats the best validation accuracy so far."""
         return val_acc > self.state.best_val_acc
 
-    def record_epoch(self, epoch: int, done: int, train_acc: float, val_acc: float,
-                     params: np.ndarray, bn_state: np.ndarray | None) -> None:
+    def record_epoch(
+        self,
+        epoch: int,
+        done: int,
+        train_acc: float,
+        val_acc: float,
+        params: np.ndarray,
+        bn_state: np.ndarray | None,
+    ) -> None:
         """Book the end of `epoch` (after `done` steps) at once: its accuracies and, if it
         is the best so far, its parameters (`bn_state`: their batchnorm statistics)."""
         s, h = self.state, self.state.history
@@ -102,13 +126,20 @@ class Ledger:
         if self.improves(val_acc):
             s.best_val_acc, s.best_params, s.best_bn_state = val_acc, params, bn_state
             s.extra["best_epoch"] = epoch
-        self.logger.epoch(done, {"train": train_acc, "val": val_acc},
-                          {name: params[off:off + size].reshape(shape)
-                           for name, shape, off, size in self.layout})
+        self.logger.epoch(
+            done,
+            {"train": train_acc, "val": val_acc},
+            {
+                name: params[off : off + size].reshape(shape)
+                for name, shape, off, size in self.layout
+            },
+        )
         if not self.bar.disable:
-            self.bar.write(f"epoch {epoch + 1}/{self.job.train.num_epochs}: train acc "
-                           f"{train_acc:.3f}, val acc {val_acc:.3f}, best {s.best_val_acc:.3f}",
-                           file=sys.stderr)
+            self.bar.write(
+                f"epoch {epoch + 1}/{self.job.train.num_epochs}: train acc "
+                f"{train_acc:.3f}, val acc {val_acc:.3f}, best {s.best_val_acc:.3f}",
+                file=sys.stderr,
+            )
 
     def epoch_end_missing(self, done: int) -> bool:
         """Whether `done` ends an epoch whose accuracies are not booked yet (an interrupt
@@ -119,16 +150,21 @@ class Ledger:
 
     def stopped_early(self) -> bool:
         """Early stopping: no better validation accuracy in the last `patience` epochs."""
-        return no_improvement(self.state.history["val_acc_history"],
-                              self.job.train.early_stopping_patience)
+        return no_improvement(
+            self.state.history["val_acc_history"], self.job.train.early_stopping_patience
+        )
 
     # --- checkpoints --------------------------------------------------------------------
     def save(self, live: ModelState) -> None:
         """Checkpoint the books with the servers' state `live`, which must hold exactly the
         steps booked."""
         s = self.state
-        s.step, s.params, s.opt_state, s.bn_state = live.step, live.params, live.opt_state, \
-            live.bn_state
+        s.step, s.params, s.opt_state, s.bn_state = (
+            live.step,
+            live.params,
+            live.opt_state,
+            live.bn_state,
+        )
         if live.worker_steps:  # async/SSP: N applied gradients make one step
             s.step = live.step // self.job.train.workers
             s.extra.update({f"worker_steps/{i}": n for i, n in enumerate(live.worker_steps)})
@@ -142,8 +178,15 @@ class Ledger:
         return self.saved_step != self.state.step
 
     # --- the end ----------------------------------------------------------------------
-    def result(self, final: ModelState, params: np.ndarray, bn_state, test_acc: float,
-               wall: float, steps_run: int) -> TrainResult:
+    def result(
+        self,
+        final: ModelState,
+        params: np.ndarray,
+        bn_state,
+        test_acc: float,
+        wall: float,
+        steps_run: int,
+    ) -> TrainResult:
         """The TrainResult (`final`: the servers' last state; `params`, `bn_state`: the kept
         ones, tested at `test_acc`), with the run's hparams logged; closes the logs."""
         s, h, counts = self.state, self.state.history, self.state.extra
@@ -151,24 +194,33 @@ class Ledger:
         result = TrainResult(
             train_acc=h["train_acc_history"][-1] if h["train_acc_history"] else float("nan"),
             val_acc=h["val_acc_history"][-1] if h["val_acc_history"] else float("nan"),
-            test_acc=test_acc, best_val_acc=s.best_val_acc,
+            test_acc=test_acc,
+            best_val_acc=s.best_val_acc,
             final_loss=h["loss_history"][-1] if h["loss_history"] else float("nan"),
-            steps=s.step, epochs=self.plan.epochs_ended(s.step),
-            samples_per_s=steps_run * self.job.train.batch_size / wall, wall_s=wall,
-            logdir=self.job.metrics.logdir, checkpoint=self.checkpoint_path,
-            mode=self.job.train.mode, transport=self.plan.transport,
+            steps=s.step,
+            epochs=self.plan.epochs_ended(s.step),
+            samples_per_s=steps_run * self.job.train.batch_size / wall,
+            wall_s=wall,
+            logdir=self.job.metrics.logdir,
+            checkpoint=self.checkpoint_path,
+            mode=self.job.train.mode,
+            transport=self.plan.transport,
             applied_gradients=int(counts.get("applied_gradients", 0)),
             dropped_gradients=int(counts.get("dropped_gradients", 0)),
-            bytes_per_step=(counts.get("grad_bytes", 0) + counts.get("param_bytes", 0))
-            / recorded,
+            bytes_per_step=(counts.get("grad_bytes", 0) + counts.get("param_bytes", 0)) / recorded,
             grad_bytes_per_step=counts.get("grad_bytes", 0) / recorded,
             worker_steps=list(final.worker_steps),
             loss_history=list(h["loss_history"]),
             train_acc_history=list(h["train_acc_history"]),
             val_acc_history=list(h["val_acc_history"]),
-            params=params, bn_state=bn_state, final_params=final.params)
-        self.logger.hparams(flat_hparams(self.job.to_dict()),
-                            {k: v for k, v in result.summary().items() if isinstance(v, float)})
+            params=params,
+            bn_state=bn_state,
+            final_params=final.params,
+        )
+        self.logger.hparams(
+            flat_hparams(self.job.to_dict()),
+            {k: v for k, v in result.summary().items() if isinstance(v, float)},
+        )
         self.close()
         return result
 

@@ -26,9 +26,15 @@ class Loop:
     books them in `ledger`; `on_step(StepEvent)` after each booked step, `hooks.phase` at
     each phase (hooks.py)."""
 
-    def __init__(self, plan: RunPlan, ledger: Ledger, group: ActorGroup,
-                 graph: CompiledSteps | None = None,
-                 on_step: Callable[[StepEvent], None] | None = None, hooks: Hooks = NO_HOOKS):
+    def __init__(
+        self,
+        plan: RunPlan,
+        ledger: Ledger,
+        group: ActorGroup,
+        graph: CompiledSteps | None = None,
+        on_step: Callable[[StepEvent], None] | None = None,
+        hooks: Hooks = NO_HOOKS,
+    ):
         self.plan, self.ledger, self.group, self.graph = plan, ledger, group, graph
         self.on_step, self.hooks = on_step, hooks
         self.step_clock = time.perf_counter()
@@ -52,8 +58,9 @@ class Loop:
         self.ledger.record(stats, gradients)
         self.hooks.phase("booked", stats.step)
         if self.on_step:
-            self.on_step(StepEvent(stats.step, stats.loss, self.group, gradients,
-                                   stats.dropped or 0))
+            self.on_step(
+                StepEvent(stats.step, stats.loss, self.group, gradients, stats.dropped or 0)
+            )
 
     def boundary(self, done: int) -> None:
         """After `done` steps (all booked): evaluate if they end an epoch, then checkpoint."""

@@ -41,8 +41,9 @@ class RunPlan:
     param_bytes: int
 
     @classmethod
-    def for_job(cls, job: JobConfig, train_rows: int, single_node: bool,
-                param_bytes: int) -> RunPlan:
+    def for_job(
+        cls, job: JobConfig, train_rows: int, single_node: bool, param_bytes: int
+    ) -> RunPlan:
         """The plan of `job` on a training set of `train_rows` images, on a Ray cluster of
         one node or more (compiled graphs only run on one, see runtime.single_node), for a
         model of `param_bytes`."""
@@ -50,21 +51,29 @@ class RunPlan:
         actors = t.workers + t.backup_workers
         if actors > train_rows:
             raise DistnetError(f"more workers ({actors}) than training images ({train_rows})")
-        worker_rows = [stop - start for start, stop in
-                       (assign_rows(train_rows, i, actors) for i in range(actors))]
+        worker_rows = [
+            stop - start
+            for start, stop in (assign_rows(train_rows, i, actors) for i in range(actors))
+        ]
         per_epoch = sampling.steps_per_epoch(worker_rows, actor_batch_sizes(t))
         total = per_epoch * t.num_epochs
-        schedule = Schedule(kind=o.schedule, base_lr=o.learning_rate,
-                            steps_per_epoch=per_epoch, total_steps=total,
-                            lr_decay=o.lr_decay, warmup_steps=o.warmup_steps,
-                            step_size_epochs=o.step_size_epochs, step_gamma=o.step_gamma,
-                            min_lr=o.min_lr)
+        schedule = Schedule(
+            kind=o.schedule,
+            base_lr=o.learning_rate,
+            steps_per_epoch=per_epoch,
+            total_steps=total,
+            lr_decay=o.lr_decay,
+            warmup_steps=o.warmup_steps,
+            step_size_epochs=o.step_size_epochs,
+            step_gamma=o.step_gamma,
+            min_lr=o.min_lr,
+        )
         if t.max_steps is not None:  # stops the run early; the schedule keeps its shape
             total = min(total, t.max_steps)
-        uses_graph = (t.mode == "sync" and not t.backup_workers and t.transport == "graph"
-                      and single_node)
-        return cls(per_epoch, total, schedule, uses_graph, job.checkpoint.every_steps,
-                   param_bytes)
+        uses_graph = (
+            t.mode == "sync" and not t.backup_workers and t.transport == "graph" and single_node
+        )
+        return cls(per_epoch, total, schedule, uses_graph, job.checkpoint.every_steps, param_bytes)
 
     @property
     def transport(self) -> str:

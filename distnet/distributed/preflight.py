@@ -27,8 +27,7 @@ from distnet.errors import DistnetError
 RESUME_KEYS = ("seed", "model", "optim", "data")
 
 
-def check_checkpoint_dir(directory: str | os.PathLike, resume: bool,
-                         overwrite: bool) -> list[Path]:
+def check_checkpoint_dir(directory: str | os.PathLike, resume: bool, overwrite: bool) -> list[Path]:
     """The checkpoints in `directory`, oldest first, once the run may start with them:
     DistnetError for --resume with --overwrite, --resume without a checkpoint, and a fresh
     run on an earlier run's checkpoints (continue it, or start again with --overwrite)."""
@@ -38,8 +37,10 @@ def check_checkpoint_dir(directory: str | os.PathLike, resume: bool,
     if resume and not existing:
         raise DistnetError(f"--resume: no checkpoint in {directory}")
     if existing and not resume and not overwrite:
-        raise DistnetError(f"{directory} holds checkpoints of an earlier run; continue it "
-                           f"with --resume, or start again with --overwrite")
+        raise DistnetError(
+            f"{directory} holds checkpoints of an earlier run; continue it "
+            f"with --resume, or start again with --overwrite"
+        )
     return existing
 
 
@@ -48,12 +49,15 @@ def check_resumable(job: JobConfig, config: dict, directory: str | os.PathLike) 
     mine = job.to_dict()
     for key in RESUME_KEYS:
         if config.get(key) != mine[key]:
-            raise DistnetError(f"--resume: the checkpoints in {directory} were written "
-                               f"with another [{key}] than this job's")
+            raise DistnetError(
+                f"--resume: the checkpoints in {directory} were written "
+                f"with another [{key}] than this job's"
+            )
 
 
-def dry_run(job: JobConfig, *, address: str | None = None, resume: bool = False,
-            overwrite: bool = False) -> list[str]:
+def dry_run(
+    job: JobConfig, *, address: str | None = None, resume: bool = False, overwrite: bool = False
+) -> list[str]:
     """The checks `train(job, ...)` makes before Ray starts, and the run's plan, as lines
     of text. Reads the dataset and the checkpoints; writes, prepares and starts nothing."""
     from distnet.data import fs
@@ -65,35 +69,52 @@ def dry_run(job: JobConfig, *, address: str | None = None, resume: bool = False,
     existing = check_checkpoint_dir(job.checkpoint.dir, resume, overwrite)
     model = build_model(job.model, seed=job.seed)
     params = model.params.vector
-    lines = [(f"job          {job.name}: {type(model).__name__}, {params.size:,} parameters "
-              f"({params.nbytes / 2**20:.1f} MiB {params.dtype})")]
+    lines = [
+        (
+            f"job          {job.name}: {type(model).__name__}, {params.size:,} parameters "
+            f"({params.nbytes / 2**20:.1f} MiB {params.dtype})"
+        )
+    ]
 
     t, data = job.train, job.data
     filesystem, root = fs.resolve(data.path)
     plan = None
     if fs.exists(filesystem, fs.join(root, MANIFEST_NAME)):
-        manifest = check_dataset(data.path, num_workers=t.workers + t.backup_workers,
-                                 checksums=data.verify)
+        manifest = check_dataset(
+            data.path, num_workers=t.workers + t.backup_workers, checksums=data.verify
+        )
         rows = {name: split.rows for name, split in manifest.splits.items()}
-        lines.append(f"dataset      {data.path}: " + " / ".join(
-            f"{n:,} {name}" for name, n in rows.items()) + " images, shards checked")
+        lines.append(
+            f"dataset      {data.path}: "
+            + " / ".join(f"{n:,} {name}" for name, n in rows.items())
+            + " images, shards checked"
+        )
         local = not (address or os.environ.get("RAY_ADDRESS"))
         plan = RunPlan.for_job(job, rows["train"], local, params.nbytes)
     else:
-        lines.append(f"dataset      {data.path}: not prepared yet; the run prepares it from "
-                     f"{_source(data.source)}")
+        lines.append(
+            f"dataset      {data.path}: not prepared yet; the run prepares it from "
+            f"{_source(data.source)}"
+        )
 
     batches = " + ".join(map(str, t.worker_batch_sizes()))
-    run = (f"run          {t.workers} workers ({batches} images a step"
-           + (f", {t.backup_workers} backup" if t.backup_workers else "") + f"), "
-           f"{t.servers} parameter server{'s' if t.servers > 1 else ''}, mode {t.mode}")
+    run = (
+        f"run          {t.workers} workers ({batches} images a step"
+        + (f", {t.backup_workers} backup" if t.backup_workers else "")
+        + f"), "
+        f"{t.servers} parameter server{'s' if t.servers > 1 else ''}, mode {t.mode}"
+    )
     if plan is None:
         lines.append(run + f", {t.num_epochs} epochs (steps: once the dataset is prepared)")
     else:
-        lines.append(run + f", transport {plan.transport}; {plan.steps_per_epoch:,} steps an "
-                     f"epoch, {plan.total_steps:,} steps")
-    lines.append(f"checkpoints  {job.checkpoint.dir}: "
-                 + _checkpoint_plan(job, existing, resume, plan, model))
+        lines.append(
+            run + f", transport {plan.transport}; {plan.steps_per_epoch:,} steps an "
+            f"epoch, {plan.total_steps:,} steps"
+        )
+    lines.append(
+        f"checkpoints  {job.checkpoint.dir}: "
+        + _checkpoint_plan(job, existing, resume, plan, model)
+    )
     lines.append(f"logs         {job.metrics.logdir}  (tensorboard --logdir {job.metrics.logdir})")
     lines.append("dry run: everything checked, nothing started")
     return lines
@@ -116,8 +137,9 @@ def _checkpoint_plan(job: JobConfig, existing: list[Path], resume: bool, plan, m
         if existing:
             return f"--overwrite deletes the {len(existing)} checkpoints there"
         return "a fresh run"
-    spec = ModelSpec.like(model.params.vector, model.get_bn_state(),
-                          max_step=plan.total_steps if plan else None)
+    spec = ModelSpec.like(
+        model.params.vector, model.get_bn_state(), max_step=plan.total_steps if plan else None
+    )
     for path in reversed(existing):  # the newest intact one, as the run takes it
         try:
             state = load_checkpoint(path)
@@ -126,8 +148,9 @@ def _checkpoint_plan(job: JobConfig, existing: list[Path], resume: bool, plan, m
         except CheckpointError:
             continue  # damaged: the run moves it aside and takes an older one
         check_resumable(job, state.config, job.checkpoint.dir)  # another job's first
-        spec = ModelSpec.like(model.params.vector, model.get_bn_state(),
-                              max_step=plan.total_steps if plan else None)
+        spec = ModelSpec.like(
+            model.params.vector, model.get_bn_state(), max_step=plan.total_steps if plan else None
+        )
         spec.check(state, f"--resume: {job.checkpoint.dir}")
         return f"continues {path.name} (step {state.step:,}, epoch {state.epoch})"
     raise DistnetError(f"--resume: no intact checkpoint in {job.checkpoint.dir}")

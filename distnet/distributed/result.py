@@ -66,7 +66,14 @@ class TrainResult:
 
     def summary(self) -> dict:
         """The JSON-able figures (no histories, no arrays)."""
-        skip = {"loss_history", "train_acc_history", "val_acc_history", "params", "bn_state",
-                "final_params"}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in skip}
+        skip = {
+            "loss_history",
+            "train_acc_history",
+            "val_acc_history",
+            "params",
+            "bn_state",
+            "final_params",
+        }
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
+        }

@@ -67,20 +67,22 @@ def ray_session(address: str | None = None, num_cpus: int = 1, dashboard: bool =
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if dashboard and address:
-        raise DistnetError(f"a dashboard is started only with a local Ray; the cluster at "
-                           f"{address} serves its own (port 8265 of its head)")
+        raise DistnetError(
+            f"a dashboard is started only with a local Ray; the cluster at "
+            f"{address} serves its own (port 8265 of its head)"
+        )
     try:
         if address and _is_local_single_node(address):
             # A driver joining an instance that init_local_ray started must also call
             # itself 127.0.0.1, or it looks for its raylet on the network address.
             with _single_node():
-                ray.init(address=address, _node_ip_address="127.0.0.1",
-                         logging_level="WARNING")
+                ray.init(address=address, _node_ip_address="127.0.0.1", logging_level="WARNING")
         elif address:
             ray.init(address=address, logging_level="WARNING")
         else:
-            context = init_local_ray(max(num_cpus, os.cpu_count() or 1),
-                                     include_dashboard=dashboard)
+            context = init_local_ray(
+                max(num_cpus, os.cpu_count() or 1), include_dashboard=dashboard
+            )
             if dashboard:
                 _announce_dashboard(context.dashboard_url)
     except (ConnectionError, ValueError, RuntimeError) as err:
@@ -94,8 +96,11 @@ def ray_session(address: str | None = None, num_cpus: int = 1, dashboard: bool =
 
 def _announce_dashboard(url: str) -> None:
     # Ray 2.60 protects the dashboard with its token unless RAY_AUTH_MODE=disabled.
-    login = "" if os.environ.get("RAY_AUTH_MODE") == "disabled" else \
-        "  (sign in with the token `ray get-auth-token` prints)"
+    login = (
+        ""
+        if os.environ.get("RAY_AUTH_MODE") == "disabled"
+        else "  (sign in with the token `ray get-auth-token` prints)"
+    )
     print(f"Ray dashboard: http://{url}{login}", file=sys.stderr)
 
 
@@ -111,8 +116,9 @@ def remote_class(cls, *, num_cpus: float, retry_tasks: bool):
     """
     import ray
 
-    return ray.remote(num_cpus=num_cpus, max_restarts=-1,
-                      max_task_retries=-1 if retry_tasks else 0)(cls)
+    return ray.remote(
+        num_cpus=num_cpus, max_restarts=-1, max_task_retries=-1 if retry_tasks else 0
+    )(cls)
 
 
 def single_node() -> bool:

@@ -74,8 +74,9 @@ class ServerReport:
 class ParameterServer:
     """Holds one slice of the flat parameters and applies the update rule to it."""
 
-    def __init__(self, shard_index: int, update_rule: str, rule_config: dict, schedule,
-                 threads: int = 1):
+    def __init__(
+        self, shard_index: int, update_rule: str, rule_config: dict, schedule, threads: int = 1
+    ):
         if update_rule not in optim.RULES:
             raise DistnetError(f"unknown update rule {update_rule!r}")
         self.shard_index = shard_index
@@ -95,8 +96,9 @@ class ParameterServer:
         config = dict(self.rule_config)
         config.update({k: _own(v) for k, v in state.opt_state.items()})
         self.config = config
-        self.state = ShardState(state.step, _own(state.params), {}, _own(state.bn_state),
-                                list(state.worker_steps))
+        self.state = ShardState(
+            state.step, _own(state.params), {}, _own(state.bn_state), list(state.worker_steps)
+        )
         self._avg = np.empty_like(self.state.params)
         self._scratch = np.empty_like(self.state.params)
         return self.state.params
@@ -104,8 +106,13 @@ class ParameterServer:
     def get_state(self) -> ShardState:
         self._check_loaded()
         opt_state = {k: v for k, v in self.config.items() if k not in self.rule_config}
-        return ShardState(self.state.step, self.state.params, opt_state, self.state.bn_state,
-                          list(self.state.worker_steps))
+        return ShardState(
+            self.state.step,
+            self.state.params,
+            opt_state,
+            self.state.bn_state,
+            list(self.state.worker_steps),
+        )
 
     def apply_gradients(self, step: int, weights: list[float], *grads_and_bn):
         """One synchronous update from the sample-weighted average of the workers' grads.
@@ -153,8 +160,7 @@ class ParameterServer:
         GradientWorker.compute_served); returns (ServerReport, the workers' reports)."""
         k = self.shard_index
         grads = [out.gradients[k] for out in worker_outputs]
-        bn_states = [out.bn_state for out in worker_outputs
-                     if k == 0 and out.bn_state is not None]
+        bn_states = [out.bn_state for out in worker_outputs if k == 0 and out.bn_state is not None]
         report = self.apply_gradients(step, weights, *grads, *bn_states)[-1]
         return report, [out.report for out in worker_outputs]
 
@@ -175,8 +181,10 @@ class ParameterServer:
         s = self.state
         expected = s.worker_steps[worker]
         if local_step > expected:
-            raise DistnetError(f"parameter server {self.shard_index}: gradient {expected} of "
-                               f"worker {worker} was never applied, got {local_step}")
+            raise DistnetError(
+                f"parameter server {self.shard_index}: gradient {expected} of "
+                f"worker {worker} was never applied, got {local_step}"
+            )
         start = time.perf_counter()
         flush_denormals()
         grad = decode(grad, s.params.dtype)
@@ -189,9 +197,13 @@ class ParameterServer:
                 s.bn_state = _own(bn_state)
             s.step += 1
             s.worker_steps[worker] += 1
-        report = ServerReport(step=s.step, learning_rate=lr,
-                              grad_sq_norm=float(np.dot(grad, grad)),
-                              update_s=time.perf_counter() - start, received=int(applied))
+        report = ServerReport(
+            step=s.step,
+            learning_rate=lr,
+            grad_sq_norm=float(np.dot(grad, grad)),
+            update_s=time.perf_counter() - start,
+            received=int(applied),
+        )
         if bn_state is not None:
             return s.params, s.bn_state, report
         return s.params, report

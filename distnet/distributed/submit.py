@@ -36,17 +36,49 @@ from distnet.errors import DistnetError
 # Never uploaded (gitignore syntax, on top of the .gitignore and .rayignore files, which Ray
 # applies in every directory): outputs, datasets and caches at the top, build and VCS
 # leftovers anywhere.
-UPLOAD_EXCLUDES = ("/.git/", "/runs/", "/checkpoints/", "/data/", "/test-artifacts/", "/build/",
-                   "__pycache__/", ".hypothesis/", ".pytest_cache/", "*.egg-info/")
+UPLOAD_EXCLUDES = (
+    "/.git/",
+    "/runs/",
+    "/checkpoints/",
+    "/data/",
+    "/test-artifacts/",
+    "/build/",
+    "__pycache__/",
+    ".hypothesis/",
+    ".pytest_cache/",
+    "*.egg-info/",
+)
 # Nor, anywhere, what by its name holds a secret (whoever can read the cluster's storage
 # could read it): environment files, private keys and certificates, credential files and
 # directories, token files.
-SECRET_EXCLUDES = (".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*",
-                   "id_dsa*", "id_ecdsa*", "id_ed25519*", ".netrc", ".pgpass", "credentials",
-                   "credentials.json", ".ssh/", ".aws/", ".ray/", ".docker/", "*token",
-                   "*token.txt", "*.token")
-TOKEN_HELP = ("get it on the head node with `ray get-auth-token` and pass it with --token, "
-              "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH")
+SECRET_EXCLUDES = (
+    ".env",
+    ".env.*",
+    "*.env",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    ".netrc",
+    ".pgpass",
+    "credentials",
+    "credentials.json",
+    ".ssh/",
+    ".aws/",
+    ".ray/",
+    ".docker/",
+    "*token",
+    "*token.txt",
+    "*.token",
+)
+TOKEN_HELP = (
+    "get it on the head node with `ray get-auth-token` and pass it with --token, "
+    "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+)
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -102,17 +134,23 @@ class Upload:
             if path.is_file():
                 found.append(path)
 
-        _dir_travel(root, [_get_excludes(root, ray_constants.get_runtime_env_default_excludes()
-                                         + list(UPLOAD_EXCLUDES))], visit,
-                    include_gitignore=os.environ.get(
-                        ray_constants.RAY_RUNTIME_ENV_IGNORE_GITIGNORE, "0") != "1",
-                    logger=logging.getLogger(__name__))  # Ray says it again when it uploads
-        secret = PathSpec.from_lines("gitwildmatch", excludes[len(UPLOAD_EXCLUDES):])
+        _dir_travel(
+            root,
+            [
+                _get_excludes(
+                    root, ray_constants.get_runtime_env_default_excludes() + list(UPLOAD_EXCLUDES)
+                )
+            ],
+            visit,
+            include_gitignore=os.environ.get(ray_constants.RAY_RUNTIME_ENV_IGNORE_GITIGNORE, "0")
+            != "1",
+            logger=logging.getLogger(__name__),
+        )  # Ray says it again when it uploads
+        secret = PathSpec.from_lines("gitwildmatch", excludes[len(UPLOAD_EXCLUDES) :])
         relative = sorted(path.relative_to(root) for path in found)
         secrets = [p for p in relative if secret.match_file(p.as_posix())]
         files = [p for p in relative if p not in secrets]
-        return cls(root, files, sum((root / p).stat().st_size for p in files), secrets,
-                   excludes)
+        return cls(root, files, sum((root / p).stat().st_size for p in files), secrets, excludes)
 
     def __str__(self) -> str:
         from distnet.distributed.budget import format_bytes
@@ -173,14 +211,19 @@ def submit_job(
     root = Path(working_dir).resolve()
     job = Path(job_path).resolve()
     if not job.is_relative_to(root):
-        raise SubmitError(f"{job_path} is outside the uploaded working directory {root}; "
-                          "run from the directory that contains it or pass --working-dir")
+        raise SubmitError(
+            f"{job_path} is outside the uploaded working directory {root}; "
+            "run from the directory that contains it or pass --working-dir"
+        )
     found = find_token(token)
     upload = Upload.of(root, found)
     # A native crash (a library aborting while it loads) then dumps the Python stack too,
     # from which failure_reason names the import.
-    runtime_env: dict = {"working_dir": str(root), "excludes": upload.excludes,
-                         "env_vars": {"PYTHONFAULTHANDLER": "1"}}
+    runtime_env: dict = {
+        "working_dir": str(root),
+        "excludes": upload.excludes,
+        "env_vars": {"PYTHONFAULTHANDLER": "1"},
+    }
     if extra_pip:
         runtime_env["pip"] = list(extra_pip)
     with _plain_errors(address, found):
@@ -203,15 +246,19 @@ def submit_job(
                 reason = failure_reason(client.get_job_logs(job_id)) or (said[0] if said else None)
             return SubmitResult(job_id, status, reason)
     except KeyboardInterrupt:
-        print(f"distnet: stopped following {job_id}; it keeps running "
-              f"(ray job logs -f {job_id} / ray job stop {job_id})", file=sys.stderr)
+        print(
+            f"distnet: stopped following {job_id}; it keeps running "
+            f"(ray job logs -f {job_id} / ray job stop {job_id})",
+            file=sys.stderr,
+        )
         raise
 
 
 def _connect(address: str, token: Token | None):
     if not address.startswith(("http://", "https://")):
-        raise SubmitError(f"--address {address!r} must be the dashboard's HTTP address, "
-                          "e.g. http://HEAD:8265")
+        raise SubmitError(
+            f"--address {address!r} must be the dashboard's HTTP address, e.g. http://HEAD:8265"
+        )
     from ray.job_submission import JobSubmissionClient
 
     headers = {"Authorization": f"Bearer {token.value}"} if token else None
@@ -227,13 +274,16 @@ def _plain_errors(address: str, token: Token | None):
         yield
     except AuthenticationError:
         if token is None:
-            raise SubmitError(f"{address} requires an authentication token and none was "
-                              f"found; {TOKEN_HELP}") from None
-        raise SubmitError(f"{address} rejected the authentication token from {token.source}; "
-                          f"{TOKEN_HELP}") from None
+            raise SubmitError(
+                f"{address} requires an authentication token and none was found; {TOKEN_HELP}"
+            ) from None
+        raise SubmitError(
+            f"{address} rejected the authentication token from {token.source}; {TOKEN_HELP}"
+        ) from None
     except ConnectionError:
-        raise SubmitError(f"cannot reach a Ray dashboard at {address} "
-                          "(is the cluster up and the address right?)") from None
+        raise SubmitError(
+            f"cannot reach a Ray dashboard at {address} (is the cluster up and the address right?)"
+        ) from None
     except RuntimeError as err:  # the Jobs API answered with an error status
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise SubmitError(f"Ray Jobs API at {address}: {first_line}") from None
@@ -269,20 +319,21 @@ def failure_reason(logs: str) -> str | None:
     for i, line in enumerate(lines):
         if line.startswith("Fatal Python error: "):
             said = next((s.strip() for s in reversed(lines[:i]) if s.strip()), "")
-            frames = (_MODULE_FRAME.match(s) for s in lines[i + 1:])
+            frames = (_MODULE_FRAME.match(s) for s in lines[i + 1 :])
             module = next((_module_name(m["file"]) for m in frames if m), None)
-            return (f"the driver died ({line.removeprefix('Fatal Python error: ')})"
-                    + (f" while importing {module}" if module else "")
-                    + (f": {said}" if said else ""))
+            return (
+                f"the driver died ({line.removeprefix('Fatal Python error: ')})"
+                + (f" while importing {module}" if module else "")
+                + (f": {said}" if said else "")
+            )
     errors = [s for s in lines if s.startswith("distnet: error: ")]
     if errors:
         return errors[-1].removeprefix("distnet: error: ")
     raised = [i for i, s in enumerate(lines) if _EXCEPTION.match(s)]
     if not raised:
         return None
-    imports = [m for s in lines[:raised[-1]] if (m := _IMPORT.match(s))]
-    within = f" (while importing {imports[-1]['source'] or imports[-1]['name']})" if imports \
-        else ""
+    imports = [m for s in lines[: raised[-1]] if (m := _IMPORT.match(s))]
+    within = f" (while importing {imports[-1]['source'] or imports[-1]['name']})" if imports else ""
     return lines[raised[-1]].strip() + within
 
 
@@ -291,7 +342,7 @@ def _module_name(file: str) -> str:
     path = Path(file)
     parts = path.with_suffix("").parts
     if "site-packages" in parts:
-        parts = parts[parts.index("site-packages") + 1:]
+        parts = parts[parts.index("site-packages") + 1 :]
     else:
         parts = parts[-2:] if path.name == "__init__.py" else parts[-1:]
     return ".".join(part for part in parts if part != "__init__")

@@ -65,14 +65,19 @@ class SyncLoop(Loop):
         """Book a step from its reports."""
         n = sum(r.num_samples for r in reports)
         step_s = self.tick()
-        self.book(StepStats(
-            step=refs.step, loss=sum(r.loss * r.num_samples for r in reports) / n,
-            learning_rate=servers[0].learning_rate,
-            grad_norm=math.sqrt(sum(s.grad_sq_norm for s in servers)),
-            samples_per_s=n / step_s, step_s=step_s,
-            compute_s=[r.compute_s for r in reports],
-            server_update_s=max(s.update_s for s in servers),
-            grad_bytes=sum(r.sent_bytes for r in reports),
-            param_bytes=self.plan.param_bytes * (len(reports) + refs.dropped),
-            dropped=refs.dropped if self.ledger.job.train.backup_workers else None),
-            [(w, refs.step) for w in refs.workers])
+        self.book(
+            StepStats(
+                step=refs.step,
+                loss=sum(r.loss * r.num_samples for r in reports) / n,
+                learning_rate=servers[0].learning_rate,
+                grad_norm=math.sqrt(sum(s.grad_sq_norm for s in servers)),
+                samples_per_s=n / step_s,
+                step_s=step_s,
+                compute_s=[r.compute_s for r in reports],
+                server_update_s=max(s.update_s for s in servers),
+                grad_bytes=sum(r.sent_bytes for r in reports),
+                param_bytes=self.plan.param_bytes * (len(reports) + refs.dropped),
+                dropped=refs.dropped if self.ledger.job.train.backup_workers else None,
+            ),
+            [(w, refs.step) for w in refs.workers],
+        )

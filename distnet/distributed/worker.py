@@ -47,8 +47,15 @@ class GradientWorker:
     """Computes gradients (and accuracies) on worker `index` of `num_workers`'s shards;
     `delay_s` is a test's straggler: a sleep in every gradient step (see hooks.py)."""
 
-    def __init__(self, job: JobConfig, index: int, num_workers: int, batch: int,
-                 bounds: list[tuple[int, int]], delay_s: float = 0.0):
+    def __init__(
+        self,
+        job: JobConfig,
+        index: int,
+        num_workers: int,
+        batch: int,
+        bounds: list[tuple[int, int]],
+        delay_s: float = 0.0,
+    ):
         from distnet.data.reader import open_split  # pyarrow only where it is used
 
         self.job, self.index, self.num_workers, self.batch = job, index, num_workers, batch
@@ -88,8 +95,9 @@ class GradientWorker:
         flush_denormals()  # per call: MXCSR is per thread, and a compiled graph calls from its own
         self._load(param_slices, bn_state)
         seed, train = self.job.seed, self._split("train")
-        idx = sampling.batch_indices(seed, epoch, step_in_epoch, self.index,
-                                     train.num_rows, self.batch)
+        idx = sampling.batch_indices(
+            seed, epoch, step_in_epoch, self.index, train.num_rows, self.batch
+        )
         images, y = train.take(idx)
         aug = self.job.data
         if aug.augment_flip or aug.augment_crop_padding:
@@ -100,7 +108,8 @@ class GradientWorker:
         self._X = train.normalize(images, out=self._buffer(len(idx)))
         if self.model.use_dropout:
             self.model.dropout_param["seed"] = sampling.dropout_seed(
-                seed, epoch, step_in_epoch, self.index)
+                seed, epoch, step_in_epoch, self.index
+            )
         loss, grads = self.model.loss(self._X, y, grads_out=self._grads)
         self._grads = grads
         if self.delay_s:
@@ -110,8 +119,7 @@ class GradientWorker:
         sent = sum(nbytes(out) for out in outputs)
         if bn_state is not None:
             outputs.append(self.model.get_bn_state())
-        report = WorkerReport(self.index, float(loss), len(idx), time.perf_counter() - start,
-                              sent)
+        report = WorkerReport(self.index, float(loss), len(idx), time.perf_counter() - start, sent)
         self.computed += 1
         return (*outputs, report)
 
@@ -120,13 +128,15 @@ class GradientWorker:
         message. The served arrays may live in a channel buffer that the next step
         overwrites; `_load` copies them into the model."""
         bn_state = served[0][1]
-        *outputs, report = self.compute_gradients(epoch, step_in_epoch, bn_state,
-                                                  *(params for params, _ in served))
+        *outputs, report = self.compute_gradients(
+            epoch, step_in_epoch, bn_state, *(params for params, _ in served)
+        )
         k = len(self.bounds)
         return WorkerOutput(outputs[:k], outputs[k] if bn_state is not None else None, report)
 
-    def evaluate(self, split: str, max_samples: int | None, epoch: int, bn_state,
-                 *param_slices) -> tuple[int, int]:
+    def evaluate(
+        self, split: str, max_samples: int | None, epoch: int, bn_state, *param_slices
+    ) -> tuple[int, int]:
         """(correct, total) of the model on this worker's share of `split`.
 
         `max_samples` (a per-worker count) evaluates a random subset, fixed per epoch.
@@ -135,12 +145,13 @@ class GradientWorker:
         data = self._split(split)
         rows = np.arange(data.num_rows)
         if max_samples is not None and max_samples < data.num_rows:
-            rows = sampling.eval_subsample(self.job.seed, epoch, self.index, data.num_rows,
-                                           max_samples)
+            rows = sampling.eval_subsample(
+                self.job.seed, epoch, self.index, data.num_rows, max_samples
+            )
         correct = 0
         step = self.job.train.eval_batch_size
         for start in range(0, len(rows), step):
-            X, y = data.batch(rows[start:start + step])
+            X, y = data.batch(rows[start : start + step])
             correct += int(np.sum(np.argmax(self.model.loss(X), axis=1) == y))
         return correct, len(rows)
 
@@ -149,8 +160,13 @@ class GradientWorker:
         job verifies) on first use; raises DataError naming a bad file."""
         if name not in self._splits:
             self._splits[name] = self._open_split(
-                self.job.data.path, name, self.index, self.num_workers,
-                verify=self.job.data.verify, layout=self.layout)
+                self.job.data.path,
+                name,
+                self.index,
+                self.num_workers,
+                verify=self.job.data.verify,
+                layout=self.layout,
+            )
         return self._splits[name]
 
     def _load(self, param_slices, bn_state) -> None:

@@ -99,9 +99,9 @@ def batchnorm_forward(x, gamma, beta, bn_param):
 
     x: (N, D); gamma, beta: (D,). bn_param: 'mode' ('train' or 'test', required), 'eps'
     (1e-5), 'momentum' (0.9), 'running_mean' / 'running_var' ((D,), zeros when missing,
-    as the assignment's; the models start running_var at ones). Train mode normalises with the batch statistics and updates the running ones
-    in bn_param: running = momentum * running + (1 - momentum) * batch. Test mode uses the
-    running statistics.
+    as the assignment's; the models start running_var at ones). Train mode normalises with
+    the batch statistics and updates the running ones in bn_param: running = momentum *
+    running + (1 - momentum) * batch. Test mode uses the running statistics.
     """
     _check(x, gamma, beta, 2, "batchnorm")
     return _batchnorm_forward(x, gamma, beta, bn_param)

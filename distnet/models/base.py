@@ -34,8 +34,9 @@ def check_dtype(dtype) -> np.dtype:
 
 
 def check_weight_scale(weight_scale) -> None:
-    if not (isinstance(weight_scale, numbers.Real) and math.isfinite(weight_scale)
-            and weight_scale >= 0):
+    if not (
+        isinstance(weight_scale, numbers.Real) and math.isfinite(weight_scale) and weight_scale >= 0
+    ):
         raise InvalidInput(f"weight_scale must be a non-negative number, got {weight_scale!r}")
 
 
@@ -48,8 +49,11 @@ def weight_noise(rng: np.random.Generator | None, shape: tuple[int, ...]) -> np.
 def batchnorm_param(size: int, dtype: np.dtype) -> dict:
     """A batchnorm layer's bn_param; its running statistics exist from the start, so the
     batchnorm state of a model has a fixed size."""
-    return {"mode": "train", "running_mean": np.zeros(size, dtype),
-            "running_var": np.ones(size, dtype)}
+    return {
+        "mode": "train",
+        "running_mean": np.zeros(size, dtype),
+        "running_var": np.ones(size, dtype),
+    }
 
 
 class Model:

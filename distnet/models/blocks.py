@@ -30,8 +30,9 @@ NORMS = (None, "batchnorm", "groupnorm")
 def _integer(block, name: str, minimum: int) -> None:
     value = getattr(block, name)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidInput(f"{block.kind} block: {name} must be an integer >= {minimum}, "
-                           f"got {value!r}")
+        raise InvalidInput(
+            f"{block.kind} block: {name} must be an integer >= {minimum}, got {value!r}"
+        )
     object.__setattr__(block, name, int(value))
 
 
@@ -40,16 +41,20 @@ def _tiles(size: int, window: int, stride: int, axis: str, what: str) -> int:
     if window > size:
         raise InvalidInput(f"the {window} {axis} window exceeds the {what} {axis} {size}")
     if (size - window) % stride:
-        raise InvalidInput(f"windows of {axis} {window} at stride {stride} do not tile the "
-                           f"{what} {axis} {size} ({size} - {window} is not a multiple of "
-                           f"{stride})")
+        raise InvalidInput(
+            f"windows of {axis} {window} at stride {stride} do not tile the "
+            f"{what} {axis} {size} ({size} - {window} is not a multiple of "
+            f"{stride})"
+        )
     return 1 + (size - window) // stride
 
 
 def _image(shape: tuple[int, ...], kind: str) -> tuple[int, int, int]:
     if len(shape) != 3:
-        raise InvalidInput(f"a {kind} block needs (C, H, W) images, but it follows an affine "
-                           f"block (features {shape}); conv and pool blocks come first")
+        raise InvalidInput(
+            f"a {kind} block needs (C, H, W) images, but it follows an affine "
+            f"block (features {shape}); conv and pool blocks come first"
+        )
     return shape
 
 
@@ -73,28 +78,34 @@ class Conv:
             object.__setattr__(self, "pad", (self.size - 1) // 2)
         _integer(self, "pad", 0)
         if self.norm not in NORMS:
-            raise InvalidInput(f"conv block: norm must be one of {list(NORMS)}, "
-                               f"got {self.norm!r}")
+            raise InvalidInput(f"conv block: norm must be one of {list(NORMS)}, got {self.norm!r}")
         if self.norm == "groupnorm":
             _integer(self, "groups", 1)
             if self.filters % self.groups:
-                raise InvalidInput(f"conv block: groups {self.groups} does not divide its "
-                                   f"{self.filters} channels")
+                raise InvalidInput(
+                    f"conv block: groups {self.groups} does not divide its {self.filters} channels"
+                )
         elif self.groups is not None:
             raise InvalidInput('conv block: groups applies only with norm = "groupnorm"')
 
     def describe(self) -> str:
-        norm = f" groupnorm({self.groups})" if self.norm == "groupnorm" else (
-            f" {self.norm}" if self.norm else "")
-        return (f"conv {self.filters} {self.size}x{self.size} stride {self.stride} "
-                f"pad {self.pad}{norm}")
+        norm = (
+            f" groupnorm({self.groups})"
+            if self.norm == "groupnorm"
+            else (f" {self.norm}" if self.norm else "")
+        )
+        return (
+            f"conv {self.filters} {self.size}x{self.size} stride {self.stride} pad {self.pad}{norm}"
+        )
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         _, H, W = _image(shape, self.kind)
         what = "padded input" if self.pad else "input"
-        return (self.filters,
-                _tiles(H + 2 * self.pad, self.size, self.stride, "height", what),
-                _tiles(W + 2 * self.pad, self.size, self.stride, "width", what))
+        return (
+            self.filters,
+            _tiles(H + 2 * self.pad, self.size, self.stride, "height", what),
+            _tiles(W + 2 * self.pad, self.size, self.stride, "width", what),
+        )
 
 
 @dataclass(frozen=True)
@@ -117,8 +128,11 @@ class Pool:
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         C, H, W = _image(shape, self.kind)
-        return (C, _tiles(H, self.size, self.stride, "height", "input"),
-                _tiles(W, self.size, self.stride, "width", "input"))
+        return (
+            C,
+            _tiles(H, self.size, self.stride, "height", "input"),
+            _tiles(W, self.size, self.stride, "width", "input"),
+        )
 
 
 @dataclass(frozen=True)
@@ -130,8 +144,7 @@ class Dropout:
     kind = "dropout"
 
     def __post_init__(self):
-        if (isinstance(self.p, bool) or not isinstance(self.p, numbers.Real)
-                or not 0 <= self.p < 1):
+        if isinstance(self.p, bool) or not isinstance(self.p, numbers.Real) or not 0 <= self.p < 1:
             raise InvalidInput(f"dropout block: p must be a number in [0, 1), got {self.p!r}")
         object.__setattr__(self, "p", float(self.p))
 
@@ -179,13 +192,17 @@ def parse_block(spec: Block | Mapping, where: str = "block") -> Block:
     settings = {key: value for key, value in spec.items() if key != "type"}
     unknown = sorted(set(settings) - fields)
     if unknown:
-        raise InvalidInput(f"{where} ({kind}): unknown key {unknown[0]!r} "
-                           f"(known: {', '.join(sorted(fields))})")
+        raise InvalidInput(
+            f"{where} ({kind}): unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})"
+        )
     try:
         return cls(**settings)
     except TypeError:  # a required field is missing
-        missing = sorted(f.name for f in dataclasses.fields(cls)
-                         if f.default is dataclasses.MISSING and f.name not in settings)
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.name not in settings
+        )
         raise InvalidInput(f"{where} ({kind}): missing {', '.join(missing)}") from None
     except InvalidInput as err:
         raise InvalidInput(f"{where}: {err}") from None
@@ -198,8 +215,9 @@ def parse_blocks(specs: Sequence) -> list[Block]:
     return [parse_block(spec, f"block {i}") for i, spec in enumerate(specs)]
 
 
-def check_blocks(blocks: Sequence[Block], input_shape: tuple[int, int, int]
-                 ) -> list[tuple[int, ...]]:
+def check_blocks(
+    blocks: Sequence[Block], input_shape: tuple[int, int, int]
+) -> list[tuple[int, ...]]:
     """input_shape (C, H, W), then the shape of one sample after each block.
 
     A block that does not fit what it is given (a pool or conv that does not tile, a conv
@@ -210,8 +228,9 @@ def check_blocks(blocks: Sequence[Block], input_shape: tuple[int, int, int]
         try:
             shapes.append(block.output_shape(shapes[-1]))
         except InvalidInput as err:
-            raise InvalidInput(f"block {i} ({block.describe()}) on {_shape_text(shapes[-1])}: "
-                               f"{err}") from None
+            raise InvalidInput(
+                f"block {i} ({block.describe()}) on {_shape_text(shapes[-1])}: {err}"
+            ) from None
     return shapes
 
 

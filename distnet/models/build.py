@@ -42,22 +42,33 @@ def build_model(
     }
     if model_cfg.kind in CONV_KINDS:
         if isinstance(input_dim, (int, np.integer)):
-            raise InvalidInput(f'kind = "{model_cfg.kind}" takes images: input_dim must be '
-                               f"(C, H, W), got {input_dim!r}")
+            raise InvalidInput(
+                f'kind = "{model_cfg.kind}" takes images: input_dim must be '
+                f"(C, H, W), got {input_dim!r}"
+            )
         # weight_init "he": ConvNet's He initialisation (weight_scale None).
         scale = None if model_cfg.weight_init == "he" else model_cfg.weight_scale
         if model_cfg.kind == "three_layer_conv":
-            return ThreeLayerConvNet(input_dim, num_filters=model_cfg.num_filters,
-                                     filter_size=model_cfg.filter_size,
-                                     hidden_dim=model_cfg.hidden_dims[0], weight_scale=scale,
-                                     **common)
+            return ThreeLayerConvNet(
+                input_dim,
+                num_filters=model_cfg.num_filters,
+                filter_size=model_cfg.filter_size,
+                hidden_dim=model_cfg.hidden_dims[0],
+                weight_scale=scale,
+                **common,
+            )
         return ConvNet(model_cfg.blocks, input_dim=input_dim, weight_scale=scale, **common)
     common |= {
-        "input_dim": input_dim if isinstance(input_dim, (int, np.integer))
+        "input_dim": input_dim
+        if isinstance(input_dim, (int, np.integer))
         else math.prod(input_dim),
         "weight_scale": model_cfg.weight_scale,
     }
     if model_cfg.kind == "two_layer":
         return TwoLayerNet(hidden_dim=model_cfg.hidden_dims[0], **common)
-    return FullyConnectedNet(list(model_cfg.hidden_dims), dropout=model_cfg.dropout,
-                             use_batchnorm=model_cfg.use_batchnorm, **common)
+    return FullyConnectedNet(
+        list(model_cfg.hidden_dims),
+        dropout=model_cfg.dropout,
+        use_batchnorm=model_cfg.use_batchnorm,
+        **common,
+    )

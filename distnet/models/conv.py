@@ -68,11 +68,11 @@ class _ConvLayer:
         a, conv_cache = conv_forward_fast(x, p[self.W], p[self.b], self.conv_param)
         norm_cache = None
         if self.norm == "batchnorm":
-            a, norm_cache = spatial_batchnorm_forward(a, p[self.gamma], p[self.beta],
-                                                      self.bn_param)
+            a, norm_cache = spatial_batchnorm_forward(a, p[self.gamma], p[self.beta], self.bn_param)
         elif self.norm == "groupnorm":
-            a, norm_cache = spatial_groupnorm_forward(a, p[self.gamma], p[self.beta],
-                                                      self.groups, {})
+            a, norm_cache = spatial_groupnorm_forward(
+                a, p[self.gamma], p[self.beta], self.groups, {}
+            )
         out, relu_cache = relu_forward(a)
         return out, (conv_cache, norm_cache, relu_cache)
 
@@ -83,8 +83,9 @@ class _ConvLayer:
             da, grads[self.gamma], grads[self.beta] = spatial_batchnorm_backward(da, norm_cache)
         elif self.norm == "groupnorm":
             da, grads[self.gamma], grads[self.beta] = spatial_groupnorm_backward(da, norm_cache)
-        dx, _, _ = conv_backward_fast(da, conv_cache, input_grad=input_grad,
-                                      out=(grads[self.W], grads[self.b]))
+        dx, _, _ = conv_backward_fast(
+            da, conv_cache, input_grad=input_grad, out=(grads[self.W], grads[self.b])
+        )
         return dx
 
 
@@ -106,8 +107,11 @@ class _AffineLayer:
 
 class _PoolLayer:
     def __init__(self, block: Pool):
-        self.pool_param = {"pool_height": block.size, "pool_width": block.size,
-                           "stride": block.stride}
+        self.pool_param = {
+            "pool_height": block.size,
+            "pool_width": block.size,
+            "stride": block.stride,
+        }
 
     def forward(self, x, net):
         return max_pool_forward_fast(x, self.pool_param)
@@ -224,9 +228,11 @@ class ConvNet(Model):
 
     def __repr__(self) -> str:
         blocks = ", ".join(block.describe() for block in self.blocks)
-        return (f"{type(self).__name__}({'x'.join(map(str, self.input_dim))} -> [{blocks}] -> "
-                f"{self.num_classes} classes, {self._params.vector.size} parameters, "
-                f"{self.dtype})")
+        return (
+            f"{type(self).__name__}({'x'.join(map(str, self.input_dim))} -> [{blocks}] -> "
+            f"{self.num_classes} classes, {self._params.vector.size} parameters, "
+            f"{self.dtype})"
+        )
 
     # --- forward and backward ---------------------------------------------------------
 
@@ -238,8 +244,10 @@ class ConvNet(Model):
             X = X.reshape(X.shape[0], *self.input_dim)
         if X.ndim != 4 or X.shape[1:] != self.input_dim:
             C, H, W = self.input_dim
-            raise InvalidInput(f"X has shape {X.shape}, but the model takes (N, {C}, {H}, {W}) "
-                               f"images or (N, {C * H * W}) rows of their planes")
+            raise InvalidInput(
+                f"X has shape {X.shape}, but the model takes (N, {C}, {H}, {W}) "
+                f"images or (N, {C * H * W}) rows of their planes"
+            )
         if X.dtype.kind not in "biuf":
             raise InvalidInput(f"X must be numeric, got dtype {X.dtype}")
         return X.astype(self.dtype, copy=False)
@@ -289,7 +297,13 @@ class ThreeLayerConvNet(ConvNet):
         init_seed: int | None = None,
     ):
         pad = (filter_size - 1) // 2 if isinstance(filter_size, int) else None
-        blocks = [Conv(num_filters, filter_size, stride=1, pad=pad), Pool(2, 2),
-                  Affine(hidden_dim)]
-        super().__init__(blocks, input_dim=input_dim, num_classes=num_classes,
-                         weight_scale=weight_scale, reg=reg, dtype=dtype, init_seed=init_seed)
+        blocks = [Conv(num_filters, filter_size, stride=1, pad=pad), Pool(2, 2), Affine(hidden_dim)]
+        super().__init__(
+            blocks,
+            input_dim=input_dim,
+            num_classes=num_classes,
+            weight_scale=weight_scale,
+            reg=reg,
+            dtype=dtype,
+            init_seed=init_seed,
+        )

@@ -15,19 +15,38 @@ class FullyConnectedNet(models.FullyConnectedNet):
     probability of keeping a hidden unit (1: no dropout); normalization None or
     'batchnorm'."""
 
-    def __init__(self, hidden_dims, input_dim=3 * 32 * 32, num_classes=10,
-                 dropout_keep_ratio=1, normalization=None, reg=0.0, weight_scale=1e-2,
-                 dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        hidden_dims,
+        input_dim=3 * 32 * 32,
+        num_classes=10,
+        dropout_keep_ratio=1,
+        normalization=None,
+        reg=0.0,
+        weight_scale=1e-2,
+        dtype=np.float32,
+        seed=None,
+    ):
         if normalization not in (None, "batchnorm"):
             raise InvalidInput(
                 f"normalization must be None or 'batchnorm', got {normalization!r}"
-                + (" (distnet's FullyConnectedNet has no layer norm yet)"
-                   if normalization == "layernorm" else "")
+                + (
+                    " (distnet's FullyConnectedNet has no layer norm yet)"
+                    if normalization == "layernorm"
+                    else ""
+                )
             )
         if not 0 < dropout_keep_ratio <= 1:
             raise InvalidInput(f"dropout_keep_ratio must be in (0, 1], got {dropout_keep_ratio!r}")
-        super().__init__(hidden_dims, input_dim=input_dim, num_classes=num_classes,
-                         dropout=1 - dropout_keep_ratio,
-                         use_batchnorm=normalization == "batchnorm", reg=reg,
-                         weight_scale=weight_scale, dtype=dtype, seed=seed)
+        super().__init__(
+            hidden_dims,
+            input_dim=input_dim,
+            num_classes=num_classes,
+            dropout=1 - dropout_keep_ratio,
+            use_batchnorm=normalization == "batchnorm",
+            reg=reg,
+            weight_scale=weight_scale,
+            dtype=dtype,
+            seed=seed,
+        )
         self.normalization = normalization
