@@ -42,9 +42,11 @@ RESULTS = Path(__file__).with_name("conv_layers_results.jsonl")
 SGEMM_SIZE = 1024
 POOL = {"pool_height": 2, "pool_width": 2, "stride": 2}
 SYSTEMS = ("distnet", "torch")
-TABLE_HEADER = ("| layer | net | distnet fwd / bwd ms | PyTorch fwd / bwd ms | speed vs PyTorch "
-                "(fwd+bwd) | by CPU time | least disturbed (p10) | distnet GFLOP/s | "
-                "PyTorch GFLOP/s | distnet's products alone, GFLOP/s | max grad diff |")
+TABLE_HEADER = (
+    "| layer | net | distnet fwd / bwd ms | PyTorch fwd / bwd ms | speed vs PyTorch "
+    "(fwd+bwd) | by CPU time | least disturbed (p10) | distnet GFLOP/s | "
+    "PyTorch GFLOP/s | distnet's products alone, GFLOP/s | max grad diff |"
+)
 COLUMNS = TABLE_HEADER.count("|") - 1
 
 
@@ -123,16 +125,21 @@ def layer_pairs(layer: Layer, batch: int, rng, baseline=None) -> dict:
     xt = torch.from_numpy(x).requires_grad_(layer.input_grad)
     state = {}
     if layer.kernel:
-        w = rng.standard_normal((layer.filters, layer.channels, layer.kernel, layer.kernel),
-                                dtype=np.float32) * np.float32(0.1)
+        w = rng.standard_normal(
+            (layer.filters, layer.channels, layer.kernel, layer.kernel), dtype=np.float32
+        ) * np.float32(0.1)
         b = rng.standard_normal(layer.filters, dtype=np.float32)
         dout = rng.standard_normal((batch, layer.filters, layer.size, layer.size), dtype=np.float32)
         conv_param = {"stride": 1, "pad": layer.kernel // 2}
 
         def ours(fast):
-            return numpy_pair(lambda *a: fast.conv_forward_fast(*a, conv_param),
-                              functools.partial(fast.conv_backward_fast,
-                                                input_grad=layer.input_grad), (x, w, b), dout)
+            return numpy_pair(
+                lambda *a: fast.conv_forward_fast(*a, conv_param),
+                functools.partial(fast.conv_backward_fast, input_grad=layer.input_grad),
+                (x, w, b),
+                dout,
+            )
+
         wt, bt = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
         conv_inputs = (xt, wt, bt)
         inputs = conv_inputs if layer.input_grad else (wt, bt)
@@ -140,12 +147,18 @@ def layer_pairs(layer: Layer, batch: int, rng, baseline=None) -> dict:
         def torch_forward():
             state["out"] = F.conv2d(*conv_inputs, stride=1, padding=layer.kernel // 2)
     else:
-        dout = rng.standard_normal((batch, layer.channels, layer.size // 2, layer.size // 2),
-                                   dtype=np.float32)
+        dout = rng.standard_normal(
+            (batch, layer.channels, layer.size // 2, layer.size // 2), dtype=np.float32
+        )
 
         def ours(fast):
-            return numpy_pair(lambda a: fast.max_pool_forward_fast(a, POOL),
-                              fast.max_pool_backward_fast, (x,), dout)
+            return numpy_pair(
+                lambda a: fast.max_pool_forward_fast(a, POOL),
+                fast.max_pool_backward_fast,
+                (x,),
+                dout,
+            )
+
         inputs = (xt,)
 
         def torch_forward():
@@ -172,18 +185,27 @@ def products_alone(layer: Layer, x, w, b, dout, conv_param):
     if not im2col.channels_last(C, k):  # columns (taps, pixels); dx's columns for col2im
         w_rows = w.reshape(F, -1)
         dout_cf = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, -1)
-        products = ((lambda: w_rows @ patches), (lambda: patches @ dout_rows),
-                    (lambda: w_rows.T @ dout_cf))
+        products = (
+            (lambda: w_rows @ patches),
+            (lambda: patches @ dout_rows),
+            (lambda: w_rows.T @ dout_cf),
+        )
     elif F < 2 * C:  # rows (pixels, taps); dx as the product of dout's rows
         w_rows = im2col.filter_rows(w)
         drows = im2col.patch_matrix(dout, k, k, 1, k - 1 - pad, k - 1 - pad)
         flipped_rows = im2col.filter_rows(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        products = ((lambda: patches @ w_rows), (lambda: patches.T @ dout_rows),
-                    (lambda: drows @ flipped_rows))
+        products = (
+            (lambda: patches @ w_rows),
+            (lambda: patches.T @ dout_rows),
+            (lambda: drows @ flipped_rows),
+        )
     else:  # rows; dx's rows for col2im
         w_rows = im2col.filter_rows(w)
-        products = ((lambda: patches @ w_rows), (lambda: patches.T @ dout_rows),
-                    (lambda: dout_rows @ w_rows.T))
+        products = (
+            (lambda: patches @ w_rows),
+            (lambda: patches.T @ dout_rows),
+            (lambda: dout_rows @ w_rows.T),
+        )
     forward, dw, dx = products
 
     def backward():
@@ -204,8 +226,10 @@ def agreement(pairs: dict) -> float:
         forward()
         backward()
     ours = [g for g in grads["distnet"] if g.ndim]  # dx is None without input_grad
-    return max(float(np.abs(a - b).max() / np.abs(b).max())
-               for a, b in zip(ours, grads["torch"], strict=True))
+    return max(
+        float(np.abs(a - b).max() / np.abs(b).max())
+        for a, b in zip(ours, grads["torch"], strict=True)
+    )
 
 
 def interleaved(setups: dict, repeats: int, extra: dict) -> dict:
@@ -230,8 +254,12 @@ def baseline_module(revision: str):
     """distnet/fast_layers.py as of a git revision, loaded beside the current one, to time
     a change against its predecessor in one run. Its own imports (distnet.layers, ...)
     resolve to the working tree: a baseline older than a helper it imports is not exact."""
-    source = subprocess.run(["git", "show", f"{revision}:distnet/fast_layers.py"],
-                            cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    source = subprocess.run(
+        ["git", "show", f"{revision}:distnet/fast_layers.py"],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+    )
     if source.returncode:
         sys.exit(f"conv_layers: --baseline {revision}: {source.stderr.strip()}")
     module = types.ModuleType(f"fast_layers@{revision}")
@@ -239,8 +267,9 @@ def baseline_module(revision: str):
     return module
 
 
-def bench_layers(batch: int, repeats: int, only: str, baseline: str = "",
-                 old=None) -> tuple[list[dict], list[str]]:
+def bench_layers(
+    batch: int, repeats: int, only: str, baseline: str = "", old=None
+) -> tuple[list[dict], list[str]]:
     """`old`: the fast_layers module of revision `baseline`, timed beside the current one."""
     import torch
 
@@ -251,17 +280,24 @@ def bench_layers(batch: int, repeats: int, only: str, baseline: str = "",
     diffs = {name: agreement(pairs) for name, pairs in setups.items()}  # also the warm-up
     a = rng.standard_normal((SGEMM_SIZE, SGEMM_SIZE), dtype=np.float32)
     a_t = torch.from_numpy(a)
-    times = interleaved(setups, repeats, {"sgemm numpy": lambda: a @ a,
-                                          "sgemm torch": lambda: a_t @ a_t})
+    times = interleaved(
+        setups, repeats, {"sgemm numpy": lambda: a @ a, "sgemm torch": lambda: a_t @ a_t}
+    )
     sgemm_flops = 2.0 * SGEMM_SIZE**3
-    gflops = {key: sgemm_flops / np.median(wall(times[key])) / 1e9
-              for key in ("sgemm numpy", "sgemm torch")}
-    records = [{"part": "sgemm", "system": key.split()[1], "size": SGEMM_SIZE,
-                **record_times(times[key])} for key in gflops]
-    summary = (f"Batch {batch}, float32, 1 thread each (torch.get_num_threads() = "
-               f"{torch.get_num_threads()}), medians of {repeats} interleaved repeats. sgemm "
-               f"{SGEMM_SIZE}^3: numpy (OpenBLAS) {gflops['sgemm numpy']:.0f} GFLOP/s, PyTorch "
-               f"(MKL) {gflops['sgemm torch']:.0f} GFLOP/s.")
+    gflops = {
+        key: sgemm_flops / np.median(wall(times[key])) / 1e9
+        for key in ("sgemm numpy", "sgemm torch")
+    }
+    records = [
+        {"part": "sgemm", "system": key.split()[1], "size": SGEMM_SIZE, **record_times(times[key])}
+        for key in gflops
+    ]
+    summary = (
+        f"Batch {batch}, float32, 1 thread each (torch.get_num_threads() = "
+        f"{torch.get_num_threads()}), medians of {repeats} interleaved repeats. sgemm "
+        f"{SGEMM_SIZE}^3: numpy (OpenBLAS) {gflops['sgemm numpy']:.0f} GFLOP/s, PyTorch "
+        f"(MKL) {gflops['sgemm torch']:.0f} GFLOP/s."
+    )
     lines = [summary, "", TABLE_HEADER, "|---" * COLUMNS + "|"]
     for layer in layers:
         wall_s, cpu_s, cells = {}, {}, []
@@ -269,43 +305,81 @@ def bench_layers(batch: int, repeats: int, only: str, baseline: str = "",
             fwd, bwd = (times[layer.name, system, phase] for phase in ("forward", "backward"))
             wall_s[system], cpu_s[system] = wall(fwd) + wall(bwd), cpu(fwd) + cpu(bwd)
             cells.append(f"{1e3 * np.median(wall(fwd)):.2f} / {1e3 * np.median(wall(bwd)):.2f}")
-            records += [{"part": "layers", "layer": layer.name, "nets": layer.nets,
-                         "batch": batch, "system": system, "phase": phase,
-                         "flops": layer.flops(batch),
-                         **record_times(times[layer.name, system, phase])}
-                        for phase in ("forward", "backward")]
+            records += [
+                {
+                    "part": "layers",
+                    "layer": layer.name,
+                    "nets": layer.nets,
+                    "batch": batch,
+                    "system": system,
+                    "phase": phase,
+                    "flops": layer.flops(batch),
+                    **record_times(times[layer.name, system, phase]),
+                }
+                for phase in ("forward", "backward")
+            ]
         med = {s: float(np.median(t)) for s, t in wall_s.items()}
         med_cpu = {s: float(np.median(t)) for s, t in cpu_s.items()}
         p10 = {s: float(np.percentile(t, 10)) for s, t in wall_s.items()}
         if layer.kernel:
-            products_s = (wall(times[layer.name, "products", "forward"])
-                          + wall(times[layer.name, "products", "backward"]))
-            records += [{"part": "layers", "layer": layer.name, "batch": batch,
-                         "system": "products", "phase": phase, "flops": layer.flops(batch),
-                         **record_times(times[layer.name, "products", phase])}
-                        for phase in ("forward", "backward")]
+            products_s = wall(times[layer.name, "products", "forward"]) + wall(
+                times[layer.name, "products", "backward"]
+            )
+            records += [
+                {
+                    "part": "layers",
+                    "layer": layer.name,
+                    "batch": batch,
+                    "system": "products",
+                    "phase": phase,
+                    "flops": layer.flops(batch),
+                    **record_times(times[layer.name, "products", phase]),
+                }
+                for phase in ("forward", "backward")
+            ]
             med["products"] = float(np.median(products_s))
-        rates = [f"{layer.flops(batch) / med[s] / 1e9:.0f}" if layer.kernel else "—"
-                 for s in (*SYSTEMS, "products")]
-        lines.append(f"| {layer.name} | {layer.nets} | {cells[0]} | {cells[1]} | "
-                     f"{med['torch'] / med['distnet']:.2f} | "
-                     f"{med_cpu['torch'] / med_cpu['distnet']:.2f} | "
-                     f"{p10['torch'] / p10['distnet']:.2f} | "
-                     f"{' | '.join(rates)} | {diffs[layer.name]:.1e} |")
+        rates = [
+            f"{layer.flops(batch) / med[s] / 1e9:.0f}" if layer.kernel else "—"
+            for s in (*SYSTEMS, "products")
+        ]
+        lines.append(
+            f"| {layer.name} | {layer.nets} | {cells[0]} | {cells[1]} | "
+            f"{med['torch'] / med['distnet']:.2f} | "
+            f"{med_cpu['torch'] / med_cpu['distnet']:.2f} | "
+            f"{p10['torch'] / p10['distnet']:.2f} | "
+            f"{' | '.join(rates)} | {diffs[layer.name]:.1e} |"
+        )
     if baseline:
-        lines += ["", f"fast_layers at {baseline} (baseline) against the working tree's, by CPU "
-                  "time (PyTorch's time / theirs, fwd+bwd medians):", ""]
+        lines += [
+            "",
+            f"fast_layers at {baseline} (baseline) against the working tree's, by CPU "
+            "time (PyTorch's time / theirs, fwd+bwd medians):",
+            "",
+        ]
         for layer in layers:
-            cpu_s = {s: np.median(cpu(times[layer.name, s, "forward"])
-                                  + cpu(times[layer.name, s, "backward"]))
-                     for s in ("baseline", *SYSTEMS)}
-            records += [{"part": "layers", "layer": layer.name, "batch": batch,
-                         "system": "baseline", "revision": baseline, "phase": phase,
-                         **record_times(times[layer.name, "baseline", phase])}
-                        for phase in ("forward", "backward")]
-            lines.append(f"- {layer.name}: baseline {cpu_s['torch'] / cpu_s['baseline']:.2f}, "
-                         f"distnet {cpu_s['torch'] / cpu_s['distnet']:.2f} "
-                         f"({1e3 * cpu_s['baseline']:.1f} -> {1e3 * cpu_s['distnet']:.1f} ms)")
+            cpu_s = {
+                s: np.median(
+                    cpu(times[layer.name, s, "forward"]) + cpu(times[layer.name, s, "backward"])
+                )
+                for s in ("baseline", *SYSTEMS)
+            }
+            records += [
+                {
+                    "part": "layers",
+                    "layer": layer.name,
+                    "batch": batch,
+                    "system": "baseline",
+                    "revision": baseline,
+                    "phase": phase,
+                    **record_times(times[layer.name, "baseline", phase]),
+                }
+                for phase in ("forward", "backward")
+            ]
+            lines.append(
+                f"- {layer.name}: baseline {cpu_s['torch'] / cpu_s['baseline']:.2f}, "
+                f"distnet {cpu_s['torch'] / cpu_s['distnet']:.2f} "
+                f"({1e3 * cpu_s['baseline']:.1f} -> {1e3 * cpu_s['distnet']:.1f} ms)"
+            )
     return records, lines
 
 
@@ -318,8 +392,10 @@ def cpu(pairs) -> np.ndarray:
 
 
 def record_times(pairs) -> dict:
-    return {"wall_s": [round(float(t), 7) for t in wall(pairs)],
-            "cpu_s": [round(float(t), 7) for t in cpu(pairs)]}
+    return {
+        "wall_s": [round(float(t), 7) for t in wall(pairs)],
+        "cpu_s": [round(float(t), 7) for t in cpu(pairs)],
+    }
 
 
 def notebook_cells(repeats: int) -> tuple[list[dict], list[str]]:
@@ -331,15 +407,33 @@ def notebook_cells(repeats: int) -> tuple[list[dict], list[str]]:
     px, pdout = rng.standard_normal((100, 3, 32, 32)), rng.standard_normal((100, 3, 16, 16))
     setups = {
         "conv": {
-            "naive": numpy_pair(lambda *a: naive.conv_forward_naive(*a, conv_param),
-                                naive.conv_backward_naive, (x, w, b), dout),
-            "fast": numpy_pair(lambda *a: fast_layers.conv_forward_fast(*a, conv_param),
-                               fast_layers.conv_backward_fast, (x, w, b), dout)},
+            "naive": numpy_pair(
+                lambda *a: naive.conv_forward_naive(*a, conv_param),
+                naive.conv_backward_naive,
+                (x, w, b),
+                dout,
+            ),
+            "fast": numpy_pair(
+                lambda *a: fast_layers.conv_forward_fast(*a, conv_param),
+                fast_layers.conv_backward_fast,
+                (x, w, b),
+                dout,
+            ),
+        },
         "pool": {
-            "naive": numpy_pair(lambda a: naive.max_pool_forward_naive(a, POOL),
-                                naive.max_pool_backward_naive, (px,), pdout),
-            "fast": numpy_pair(lambda a: fast_layers.max_pool_forward_fast(a, POOL),
-                               fast_layers.max_pool_backward_fast, (px,), pdout)},
+            "naive": numpy_pair(
+                lambda a: naive.max_pool_forward_naive(a, POOL),
+                naive.max_pool_backward_naive,
+                (px,),
+                pdout,
+            ),
+            "fast": numpy_pair(
+                lambda a: fast_layers.max_pool_forward_fast(a, POOL),
+                fast_layers.max_pool_backward_fast,
+                (px,),
+                pdout,
+            ),
+        },
     }
     differences = {}
     for name, pairs in setups.items():
@@ -347,22 +441,38 @@ def notebook_cells(repeats: int) -> tuple[list[dict], list[str]]:
         for system, (forward, backward) in pairs.items():
             forward()
             grads[system] = backward()
-        differences[name] = [rel_error(a, b)
-                             for a, b in zip(grads["naive"], grads["fast"], strict=True)]
+        differences[name] = [
+            rel_error(a, b) for a, b in zip(grads["naive"], grads["fast"], strict=True)
+        ]
     times = interleaved(setups, repeats, {})
     lines, records = [], []
     for name in setups:
         for phase in ("forward", "backward"):
-            naive_s, fast_s = (float(np.median(wall(times[name, s, phase])))
-                               for s in ("naive", "fast"))
-            lines += [f"Testing {name}_{phase}_fast:", f"Naive: {naive_s:f}s",
-                      f"Fast: {fast_s:f}s", f"Speedup: {naive_s / fast_s:f}x"]
+            naive_s, fast_s = (
+                float(np.median(wall(times[name, s, phase]))) for s in ("naive", "fast")
+            )
+            lines += [
+                f"Testing {name}_{phase}_fast:",
+                f"Naive: {naive_s:f}s",
+                f"Fast: {fast_s:f}s",
+                f"Speedup: {naive_s / fast_s:f}x",
+            ]
             if phase == "backward":
-                lines.append("Difference (each gradient): "
-                             + ", ".join(f"{d:.2e}" for d in differences[name]))
+                lines.append(
+                    "Difference (each gradient): "
+                    + ", ".join(f"{d:.2e}" for d in differences[name])
+                )
             lines.append("")
-            records += [{"part": "notebook", "layer": name, "system": s, "phase": phase,
-                         **record_times(times[name, s, phase])} for s in ("naive", "fast")]
+            records += [
+                {
+                    "part": "notebook",
+                    "layer": name,
+                    "system": s,
+                    "phase": phase,
+                    **record_times(times[name, s, phase]),
+                }
+                for s in ("naive", "fast")
+            ]
     return records, lines
 
 
@@ -388,19 +498,37 @@ def solver_steps(batch: int, seed: int = 0) -> dict:
     X = rng.standard_normal((SOLVER_TRAIN_ROWS, 3, 32, 32), dtype=np.float32)
     y = rng.integers(10, size=SOLVER_TRAIN_ROWS)
     model = ThreeLayerConvNet(**SOLVER_NET, init_seed=seed)
-    solver = Solver(model, {"X_train": X, "y_train": y, "X_val": X[:1], "y_val": y[:1]},
-                    update_rule="adam", optim_config={"learning_rate": 1e-3},
-                    batch_size=batch, verbose=False, seed=seed)
+    solver = Solver(
+        model,
+        {"X_train": X, "y_train": y, "X_val": X[:1], "y_val": y[:1]},
+        update_rule="adam",
+        optim_config={"learning_rate": 1e-3},
+        batch_size=batch,
+        verbose=False,
+        seed=seed,
+    )
     counter = iter(range(1, 10**9))
 
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 32, 7, padding=3), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Flatten(), nn.Linear(32 * 16 * 16, SOLVER_NET["hidden_dim"]),
-                        nn.ReLU(), nn.Linear(SOLVER_NET["hidden_dim"], 10))
+    net = nn.Sequential(
+        nn.Conv2d(3, 32, 7, padding=3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 16 * 16, SOLVER_NET["hidden_dim"]),
+        nn.ReLU(),
+        nn.Linear(SOLVER_NET["hidden_dim"], 10),
+    )
     weights = [p for p in net.parameters() if p.dim() > 1]
     others = [p for p in net.parameters() if p.dim() == 1]
-    optimizer = torch.optim.Adam([{"params": weights, "weight_decay": SOLVER_NET["reg"]},
-                                  {"params": others, "weight_decay": 0.0}], lr=1e-3, eps=1e-8)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": weights, "weight_decay": SOLVER_NET["reg"]},
+            {"params": others, "weight_decay": 0.0},
+        ],
+        lr=1e-3,
+        eps=1e-8,
+    )
     torch_rng = np.random.default_rng(seed)
 
     def torch_step():
@@ -420,33 +548,55 @@ def bench_solver(batch: int, steps: int) -> tuple[list[dict], list[str]]:
             fn()
     times = {system: [] for system in step}
     for k in range(steps):
-        for system in (SYSTEMS if k % 2 == 0 else SYSTEMS[::-1]):
+        for system in SYSTEMS if k % 2 == 0 else SYSTEMS[::-1]:
             times[system].append(timed(step[system]))
     med = {s: float(np.median(wall(t))) for s, t in times.items()}
     med_cpu = {s: float(np.median(cpu(t))) for s, t in times.items()}
-    lines = ["", f"Training step, ThreeLayerConvNet (hidden 500, Adam), batch {batch}, medians of "
-             f"{steps} interleaved steps: distnet Solver {1e3 * med['distnet']:.1f} ms, PyTorch "
-             f"{1e3 * med['torch']:.1f} ms; speed vs PyTorch {med['torch'] / med['distnet']:.2f} "
-             f"(by CPU time {med_cpu['torch'] / med_cpu['distnet']:.2f})."]
-    records = [{"part": "solver", "net": "ThreeLayerConvNet", **SOLVER_NET, "batch": batch,
-                "system": s, **record_times(t)} for s, t in times.items()]
+    lines = [
+        "",
+        f"Training step, ThreeLayerConvNet (hidden 500, Adam), batch {batch}, medians of "
+        f"{steps} interleaved steps: distnet Solver {1e3 * med['distnet']:.1f} ms, PyTorch "
+        f"{1e3 * med['torch']:.1f} ms; speed vs PyTorch {med['torch'] / med['distnet']:.2f} "
+        f"(by CPU time {med_cpu['torch'] / med_cpu['distnet']:.2f}).",
+    ]
+    records = [
+        {
+            "part": "solver",
+            "net": "ThreeLayerConvNet",
+            **SOLVER_NET,
+            "batch": batch,
+            "system": s,
+            **record_times(t),
+        }
+        for s, t in times.items()
+    ]
     return records, lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--notebook-repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--only", default="", help="time only the layers whose name contains this")
-    parser.add_argument("--solver-steps", type=int, default=40,
-                        help="training steps of ThreeLayerConvNet per system (0: none)")
-    parser.add_argument("--write", action="store_true",
-                        help=f"append the raw times to {RESULTS.name}")
+    parser.add_argument(
+        "--solver-steps",
+        type=int,
+        default=40,
+        help="training steps of ThreeLayerConvNet per system (0: none)",
+    )
+    parser.add_argument(
+        "--write", action="store_true", help=f"append the raw times to {RESULTS.name}"
+    )
     parser.add_argument("--label", default="")
-    parser.add_argument("--baseline", default="", metavar="REV",
-                        help="also time distnet/fast_layers.py as of this git revision")
+    parser.add_argument(
+        "--baseline",
+        default="",
+        metavar="REV",
+        help="also time distnet/fast_layers.py as of this git revision",
+    )
     args = parser.parse_args()
     old = baseline_module(args.baseline) if args.baseline else None  # a bad REV fails first
     removed = clean_blas_env()
@@ -454,18 +604,25 @@ def main() -> None:
     start = time.strftime("%Y-%m-%d %H:%M")
     machine = describe(removed)  # its load average is the one at the start
     records, lines = notebook_cells(args.notebook_repeats) if not args.only else ([], [])
-    layer_records, layer_lines = bench_layers(args.batch, args.repeats, args.only, args.baseline,
-                                              old)
+    layer_records, layer_lines = bench_layers(
+        args.batch, args.repeats, args.only, args.baseline, old
+    )
     records, lines = records + layer_records, lines + layer_lines
     if args.solver_steps:
         solver_records, solver_lines = bench_solver(args.batch, args.solver_steps)
         records, lines = records + solver_records, lines + solver_lines
     print("\n".join(lines))
     if args.write:
-        run = {"date": start, "command": " ".join(sys.orig_argv), "label": args.label,
-               "repeats": args.repeats, "batch": args.batch, "machine": machine,
-               "threads_env": {name: os.environ.get(name) for name in THREAD_VARS},
-               "load_avg_end": os.getloadavg()}
+        run = {
+            "date": start,
+            "command": " ".join(sys.orig_argv),
+            "label": args.label,
+            "repeats": args.repeats,
+            "batch": args.batch,
+            "machine": machine,
+            "threads_env": {name: os.environ.get(name) for name in THREAD_VARS},
+            "load_avg_end": os.getloadavg(),
+        }
         append_run(RESULTS, run, records)
         print(f"\nappended to {RESULTS}")
 

@@ -73,17 +73,29 @@ def watch(command: list[str], interval: float) -> dict:
             child.wait(timeout=interval)
         except subprocess.TimeoutExpired:
             pass
-    return {"command": command, "start_utc": started.isoformat(timespec="seconds"),
-            "end_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "wall_s": round(time.perf_counter() - clock, 1), "returncode": child.returncode,
-            "load_1min": loads,
-            "actors": [{"pid": pid, "role": roles[pid], "rss_mb": samples.get(pid, []),
-                        "peak_rss_mb": peaks.get(pid)} for pid in sorted(roles)]}
+    return {
+        "command": command,
+        "start_utc": started.isoformat(timespec="seconds"),
+        "end_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "wall_s": round(time.perf_counter() - clock, 1),
+        "returncode": child.returncode,
+        "load_1min": loads,
+        "actors": [
+            {
+                "pid": pid,
+                "role": roles[pid],
+                "rss_mb": samples.get(pid, []),
+                "peak_rss_mb": peaks.get(pid),
+            }
+            for pid in sorted(roles)
+        ],
+    }
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--interval", type=float, default=15.0, help="seconds between samples")
     parser.add_argument("--out", default=str(HERE / "conv_recipe_results.jsonl"))
     parser.add_argument("command", nargs="+", help="the command to run, after --")
@@ -94,15 +106,21 @@ def main(argv=None) -> int:
     with open(args.out, "a") as f:
         f.write(json.dumps(record) + "\n")
     loads = [load for _, load in record["load_1min"]]
-    print(f"conv_recipe: exit {record['returncode']}, {record['wall_s']:.0f} s wall "
-          f"({record['start_utc']} to {record['end_utc']}), load {min(loads, default=0):.1f}"
-          f" to {max(loads, default=0):.1f}", file=sys.stderr)
+    print(
+        f"conv_recipe: exit {record['returncode']}, {record['wall_s']:.0f} s wall "
+        f"({record['start_utc']} to {record['end_utc']}), load {min(loads, default=0):.1f}"
+        f" to {max(loads, default=0):.1f}",
+        file=sys.stderr,
+    )
     for actor in record["actors"]:
         rss = [mb for _, mb in actor["rss_mb"]]
         if rss:
-            print(f"  {actor['role']} {actor['pid']}: RSS {rss[0]:.0f} MB first sample, "
-                  f"{rss[-1]:.0f} MB last, peak {actor['peak_rss_mb']:.0f} MB "
-                  f"({len(rss)} samples)", file=sys.stderr)
+            print(
+                f"  {actor['role']} {actor['pid']}: RSS {rss[0]:.0f} MB first sample, "
+                f"{rss[-1]:.0f} MB last, peak {actor['peak_rss_mb']:.0f} MB "
+                f"({len(rss)} samples)",
+                file=sys.stderr,
+            )
     return record["returncode"]
 
 

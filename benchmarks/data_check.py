@@ -32,14 +32,17 @@ def tarball_arrays(path: str, md5: str) -> dict[str, tuple[np.ndarray, np.ndarra
     if digest.hexdigest() != md5:
         raise SystemExit(f"{path}: MD5 {digest.hexdigest()} != {md5}; refusing to unpickle it")
     with tarfile.open(path) as archive:
+
         def batch(name):
             member = f"cifar-10-batches-py/{name}"
             raw = restricted_loads(archive.extractfile(member).read(), f"{path}: {member}")
             return raw[b"data"], np.array(raw[b"labels"])
+
         train = [batch(f"data_batch_{i}") for i in range(1, 6)]
-        return {"train": (np.concatenate([x for x, _ in train]),
-                          np.concatenate([y for _, y in train])),
-                "test": batch("test_batch")}
+        return {
+            "train": (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])),
+            "test": batch("test_batch"),
+        }
 
 
 def check(dataset: str, tarball: str, md5: str) -> None:
@@ -70,8 +73,10 @@ def reader_throughput(dataset: str, batch: int, seconds: float) -> None:
     open_split(dataset, "train", worker_index=0, num_workers=1, verify=False)
     print(f"open_split(train, verify=False): {time.perf_counter() - start:.3f} s")
     rng = np.random.default_rng(0)
-    for label, out in (("new array per batch", None),
-                       ("reused out= buffer", np.empty((batch, 3072), np.float32))):
+    for label, out in (
+        ("new array per batch", None),
+        ("reused out= buffer", np.empty((batch, 3072), np.float32)),
+    ):
         images = 0
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:

@@ -30,13 +30,25 @@ from killer import random_schedule, read_result, run_driver, write_job_file  # n
 
 def job(dataset: str, root: Path, transport: str) -> dict:
     return {
-        "name": "soak", "seed": 5,
+        "name": "soak",
+        "seed": 5,
         "data": {"path": dataset},
-        "model": {"kind": "fc", "hidden_dims": [16], "weight_scale": 1e-2,
-                  "use_batchnorm": True, "dropout": 0.2},
+        "model": {
+            "kind": "fc",
+            "hidden_dims": [16],
+            "weight_scale": 1e-2,
+            "use_batchnorm": True,
+            "dropout": 0.2,
+        },
         "optim": {"update_rule": "adam", "learning_rate": 1e-3},
-        "train": {"num_epochs": 40, "batch_size": 40, "workers": 2, "servers": 2,
-                  "num_train_samples": 100, "transport": transport},
+        "train": {
+            "num_epochs": 40,
+            "batch_size": 40,
+            "workers": 2,
+            "servers": 2,
+            "num_train_samples": 100,
+            "transport": transport,
+        },
         "checkpoint": {"dir": str(root / "ckpt"), "every_steps": 4},
         "metrics": {"logdir": str(root / "runs")},
     }
@@ -47,9 +59,14 @@ def one(seed: int, job_file: Path, address: str, root: Path, clean, duration: fl
     schedule = random_schedule(seed, duration, interrupt=seed % 4 == 0)
     start = time.monotonic()
     watch = run_driver(job_file, address, out, schedule, seed=seed)
-    record = {"seed": seed, "schedule": [(k.at_s, k.target) for k in schedule],
-              "fired": watch.fired, "max_gap_s": round(watch.max_gap_s, 2),
-              "interrupt_exit_s": watch.interrupt_exit_s, "hung": watch.hung}
+    record = {
+        "seed": seed,
+        "schedule": [(k.at_s, k.target) for k in schedule],
+        "fired": watch.fired,
+        "max_gap_s": round(watch.max_gap_s, 2),
+        "interrupt_exit_s": watch.interrupt_exit_s,
+        "hung": watch.hung,
+    }
     if watch.interrupt_exit_s is not None and not watch.hung:
         watch = run_driver(job_file, address, out, resume=True)
         record["hung"] = watch.hung
@@ -58,12 +75,12 @@ def one(seed: int, job_file: Path, address: str, root: Path, clean, duration: fl
     identical = False
     if watch.returncode == 0:
         final, _, summary = read_result(out)
-        identical = bool(np.array_equal(final, clean[0])
-                         and summary["loss_history"] == clean[2]["loss_history"])
+        identical = bool(
+            np.array_equal(final, clean[0]) and summary["loss_history"] == clean[2]["loss_history"]
+        )
     record["identical"] = identical
     exit_ok = record["interrupt_exit_s"] is None or record["interrupt_exit_s"] <= 10
-    record["ok"] = (identical and not record["hung"] and record["max_gap_s"] <= 60
-                    and exit_ok)
+    record["ok"] = identical and not record["hung"] and record["max_gap_s"] <= 60 and exit_ok
     if not record["ok"]:
         record["stderr_tail"] = watch.stderr[-2000:]
         record["stacks"] = watch.stacks[-4000:]
@@ -85,8 +102,9 @@ def main(argv=None) -> int:
     init_local_ray(num_cpus=4, log_to_driver=False)
     address = ray.get_runtime_context().gcs_address
     root = Path(tempfile.mkdtemp(prefix="distnet-soak-"))
-    dataset = make_prepared_dataset(root / "data", shards=4, n_train_per_batch=60,
-                                    n_test=50, num_val=60)
+    dataset = make_prepared_dataset(
+        root / "data", shards=4, n_train_per_batch=60, n_test=50, num_val=60
+    )
     job_file = write_job_file(job(dataset, root, args.transport), root / "job.toml")
     start = time.monotonic()
     watch = run_driver(job_file, address, root / "clean")
@@ -102,9 +120,12 @@ def main(argv=None) -> int:
             sink.write(json.dumps(record) + "\n")
             sink.flush()
             passed += record["ok"]
-            print(f"seed {seed}: {'ok' if record['ok'] else 'FAIL'} fired={record['fired']} "
-                  f"max_gap={record['max_gap_s']}s exit={record['interrupt_exit_s']} "
-                  f"wall={record['wall_s']}s", flush=True)
+            print(
+                f"seed {seed}: {'ok' if record['ok'] else 'FAIL'} fired={record['fired']} "
+                f"max_gap={record['max_gap_s']}s exit={record['interrupt_exit_s']} "
+                f"wall={record['wall_s']}s",
+                flush=True,
+            )
     print(f"{passed}/{args.seeds} schedules passed")
     ray.shutdown()
     return 0 if passed == args.seeds else 1

@@ -88,10 +88,15 @@ def run_mode(mode: str, args) -> ModeRun:
             raise TargetReached
 
     with tempfile.TemporaryDirectory(prefix="distnet-modes-") as tmp:
-        overrides = [f"data.path={json.dumps(args.data)}", "train.workers=2",
-                     f"train.max_steps={args.max_steps}", "train.num_epochs=100",
-                     f"checkpoint.dir={json.dumps(tmp + '/ck')}",
-                     f"metrics.logdir={json.dumps(tmp + '/tb')}", "metrics.histograms=false"]
+        overrides = [
+            f"data.path={json.dumps(args.data)}",
+            "train.workers=2",
+            f"train.max_steps={args.max_steps}",
+            "train.num_epochs=100",
+            f"checkpoint.dir={json.dumps(tmp + '/ck')}",
+            f"metrics.logdir={json.dumps(tmp + '/tb')}",
+            "metrics.histograms=false",
+        ]
         overrides += [f"train.{k}={json.dumps(v)}" for k, v in settings.items()]
         job = load_job(args.job, overrides)
         try:
@@ -100,13 +105,16 @@ def run_mode(mode: str, args) -> ModeRun:
             pass
     gc.collect()  # the aborted run's actors go with their handles
     seconds, steps, acc = curve[-1]
-    return ModeRun(mode, acc >= args.target, seconds, steps, counts["gradients"],
-                   counts["dropped"], acc, curve)
+    return ModeRun(
+        mode, acc >= args.target, seconds, steps, counts["gradients"], counts["dropped"], acc, curve
+    )
 
 
 def table(runs: list[ModeRun], target: float) -> str:
-    header = (f"| mode | time to {target:.0%} val (s) | steps | gradients applied | "
-              f"dropped | runs reaching it |")
+    header = (
+        f"| mode | time to {target:.0%} val (s) | steps | gradients applied | "
+        f"dropped | runs reaching it |"
+    )
     lines = [header, "|---|---|---|---|---|---|"]
     by_mode: dict[str, list[ModeRun]] = {}
     for r in runs:
@@ -120,8 +128,10 @@ def table(runs: list[ModeRun], target: float) -> str:
             steps = statistics.median(r.steps for r in ok)
             grads = statistics.median(r.gradients for r in ok)
             dropped = statistics.median(r.dropped for r in ok)
-            lines.append(f"| {mode} | {time_s} | {steps:.0f} | {grads:.0f} | {dropped:.0f} | "
-                         f"{len(ok)}/{len(rs)} |")
+            lines.append(
+                f"| {mode} | {time_s} | {steps:.0f} | {grads:.0f} | {dropped:.0f} | "
+                f"{len(ok)}/{len(rs)} |"
+            )
         else:
             lines.append(f"| {mode} | not reached | | | | 0/{len(rs)} |")
     return "\n".join(lines)
@@ -138,8 +148,11 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--max-steps", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--out", help="append every run (with its curve) to this JSON Lines "
-                        "file (benchmarks/harness/results.py)")
+    parser.add_argument(
+        "--out",
+        help="append every run (with its curve) to this JSON Lines "
+        "file (benchmarks/harness/results.py)",
+    )
     args = parser.parse_args(argv)
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
 
@@ -148,17 +161,19 @@ def main(argv=None) -> int:
     init_local_ray(num_cpus=4, log_to_driver=False)
     runs = []
     for repeat in range(args.repeats):
-        order = args.modes[repeat % len(args.modes):] + args.modes[:repeat % len(args.modes)]
+        order = args.modes[repeat % len(args.modes) :] + args.modes[: repeat % len(args.modes)]
         for mode in order:
             run = run_mode(mode, args)
             runs.append(run)
-            print(f"{mode}: {'reached' if run.reached else 'stopped at'} {run.val_acc:.3f} "
-                  f"after {run.seconds:.1f} s, {run.steps} steps, {run.gradients} gradients, "
-                  f"{run.dropped} dropped", flush=True)
+            print(
+                f"{mode}: {'reached' if run.reached else 'stopped at'} {run.val_acc:.3f} "
+                f"after {run.seconds:.1f} s, {run.steps} steps, {run.gradients} gradients, "
+                f"{run.dropped} dropped",
+                flush=True,
+            )
     print(table(runs, args.target))
     if args.out:
-        append_run(Path(args.out), {"date": started, "args": vars(args)},
-                   [asdict(r) for r in runs])
+        append_run(Path(args.out), {"date": started, "args": vars(args)}, [asdict(r) for r in runs])
     return 0
 
 

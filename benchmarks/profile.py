@@ -30,28 +30,77 @@ from benchmarks.harness.configs import CONFIGS, TINY, warmup_steps
 # Functions whose inclusive share is worth reading, per process kind (substring match on
 # py-spy's "function (file:line)" frames).
 FOCUS = {
-    "worker": ["compute_gradients", "_load (distnet", "take (distnet", "normalize (distnet",
-               "loss (distnet", "affine_backward", "affine_forward", "batchnorm",
-               "dropout_forward", "softmax_loss", "serializ", "deserializ", "main_loop",
-               "store_task_outputs", "get_objects"],
-    "server": ["apply_gradients", "_weighted_mean", "adam (distnet", "sgd (distnet",
-               "_own", "serializ", "deserializ", "main_loop", "store_task_outputs"],
-    "driver": ["_loop", "_complete", "step (distnet/distributed/group", "RunLogger.step",
-               "add_scalar", "ray.get", "get_objects", "remote", "on_step", "set_postfix",
-               "_submit"],
+    "worker": [
+        "compute_gradients",
+        "_load (distnet",
+        "take (distnet",
+        "normalize (distnet",
+        "loss (distnet",
+        "affine_backward",
+        "affine_forward",
+        "batchnorm",
+        "dropout_forward",
+        "softmax_loss",
+        "serializ",
+        "deserializ",
+        "main_loop",
+        "store_task_outputs",
+        "get_objects",
+    ],
+    "server": [
+        "apply_gradients",
+        "_weighted_mean",
+        "adam (distnet",
+        "sgd (distnet",
+        "_own",
+        "serializ",
+        "deserializ",
+        "main_loop",
+        "store_task_outputs",
+    ],
+    "driver": [
+        "_loop",
+        "_complete",
+        "step (distnet/distributed/group",
+        "RunLogger.step",
+        "add_scalar",
+        "ray.get",
+        "get_objects",
+        "remote",
+        "on_step",
+        "set_postfix",
+        "_submit",
+    ],
 }
 
 
-def record(pids: dict[str, int], out: Path, rate: int, svg: bool,
-           native: bool) -> list[subprocess.Popen]:
+def record(
+    pids: dict[str, int], out: Path, rate: int, svg: bool, native: bool
+) -> list[subprocess.Popen]:
     procs = []
     for role, pid in pids.items():
         fmt, ext = ("flamegraph", "svg") if svg else ("raw", "txt")
-        procs.append(subprocess.Popen(
-            ["py-spy", "record", "--pid", str(pid), "--rate", str(rate), "--format", fmt,
-             "--idle", "-o", str(out / f"{role}.{ext}")]
-            + (["--native"] if native else ["--nonblocking"]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(rate),
+                    "--format",
+                    fmt,
+                    "--idle",
+                    "-o",
+                    str(out / f"{role}.{ext}"),
+                ]
+                + (["--native"] if native else ["--nonblocking"]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return procs
 
 
@@ -60,8 +109,11 @@ def shares(path: Path, focus: list[str]) -> tuple[int, list[tuple[str, float]]]:
     total, hits = 0, Counter()
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack.startswith("MainThread") and "(idle)" not in stack and \
-                not any(f in stack for f in ("main_loop", "_loop", "compute_gradients")):
+        if (
+            not stack.startswith("MainThread")
+            and "(idle)" not in stack
+            and not any(f in stack for f in ("main_loop", "_loop", "compute_gradients"))
+        ):
             continue  # background threads (Ray's, tqdm's) would double-count wall time
         n = int(count)
         total += n
@@ -72,8 +124,9 @@ def shares(path: Path, focus: list[str]) -> tuple[int, list[tuple[str, float]]]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default="large", choices=[*CONFIGS, TINY.name])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--steps", type=int, help="default: the config's full run length")
@@ -81,9 +134,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="directory for the py-spy files")
     p.add_argument("--rate", type=int, default=200, help="samples per second")
     p.add_argument("--svg", action="store_true", help="flame graphs instead of stacks")
-    p.add_argument("--native", action="store_true",
-                   help="include C/C++ frames (numpy, BLAS, Ray's core worker); pauses the "
-                        "processes to sample, so steps run slower")
+    p.add_argument(
+        "--native",
+        action="store_true",
+        help="include C/C++ frames (numpy, BLAS, Ray's core worker); pauses the "
+        "processes to sample, so steps run slower",
+    )
     args = p.parse_args(argv)
     config = TINY if args.config == TINY.name else CONFIGS[args.config]
     steps = args.steps or config.steps
@@ -113,12 +169,15 @@ def main(argv=None) -> int:
                 spy.wait(timeout=60)
 
     with tempfile.TemporaryDirectory() as tmp:
-        job = JobConfig.from_dict(config.job_dict(workers=args.workers, data=args.data,
-                                                  tmp=tmp, max_steps=steps))
+        job = JobConfig.from_dict(
+            config.job_dict(workers=args.workers, data=args.data, tmp=tmp, max_steps=steps)
+        )
         distnet.train(job, progress=False, overwrite=True, on_step=on_step)
     step_ms = 1e3 * (marks[-1] - marks[0]) / max(len(marks) - 1, 1)
-    print(f"{config.name}, {args.workers} workers: {step_ms:.2f} ms per step while profiled; "
-          f"files in {out}")
+    print(
+        f"{config.name}, {args.workers} workers: {step_ms:.2f} ms per step while profiled; "
+        f"files in {out}"
+    )
     if args.svg:
         return 0
     for path in sorted(out.glob("*.txt")):

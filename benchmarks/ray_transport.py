@@ -70,7 +70,7 @@ def tasks_step_s(size: int, steps: int) -> float:
     ray.get(pending)
     for actor in [server, *workers]:
         ray.kill(actor)
-    return statistics.median(times[len(times) // 5:])
+    return statistics.median(times[len(times) // 5 :])
 
 
 def graph_step_s(size: int, steps: int) -> float:
@@ -91,12 +91,13 @@ def graph_step_s(size: int, steps: int) -> float:
     # Ray 2.60 leaves the actors' loops hanging in teardown once messages exceed ~1 MB:
     # kill them (distnet's CompiledSteps.close does the same).
     dag.teardown(kill_actors=True)
-    return statistics.median(times[len(times) // 5:])
+    return statistics.median(times[len(times) // 5 :])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 31000, 307000, 3800000])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

@@ -26,14 +26,20 @@ def run(config_name: str, steps: int, data: str, threads: int) -> child.ChildRes
 
     start = time.perf_counter()
     config = child.config_named(config_name)
-    job = JobConfig.from_dict(config.job_dict(workers=1, data=data, tmp="/nonexistent",
-                                              max_steps=steps))
+    job = JobConfig.from_dict(
+        config.job_dict(workers=1, data=data, tmp="/nonexistent", max_steps=steps)
+    )
     X, y = child.train_arrays(data, config)
     model = build_model(job.model, seed=0)
-    solver = Solver(model, {"X_train": X, "y_train": y, "X_val": X[:1], "y_val": y[:1]},
-                    update_rule=config.update_rule,
-                    optim_config={"learning_rate": config.learning_rate},
-                    batch_size=config.batch_size, verbose=False, seed=0)
+    solver = Solver(
+        model,
+        {"X_train": X, "y_train": y, "X_val": X[:1], "y_val": y[:1]},
+        update_rule=config.update_rule,
+        optim_config={"learning_rate": config.learning_rate},
+        batch_size=config.batch_size,
+        verbose=False,
+        seed=0,
+    )
     optim.set_num_threads(threads)
     setup = time.perf_counter() - start
     with threadpool_limits(limits=threads, user_api="blas"):
@@ -41,8 +47,9 @@ def run(config_name: str, steps: int, data: str, threads: int) -> child.ChildRes
         blas = blas_info()
     if not np.isfinite(solver.loss_history[-1]):
         raise SystemExit(f"{config_name}: the loss diverged; the timing would be meaningless")
-    return child.ChildResult("numpy", config_name, times, threads, blas,
-                             [child.peak_rss_mb()], setup, cpu)
+    return child.ChildResult(
+        "numpy", config_name, times, threads, blas, [child.peak_rss_mb()], setup, cpu
+    )
 
 
 def main() -> None:

@@ -44,41 +44,79 @@ OVERHEAD_SYSTEMS = ("distnet1", "distnet2", "ddp")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help=f"configs {', '.join(QUICK_CONFIGS)}, short runs, 1 repeat")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"configs {', '.join(QUICK_CONFIGS)}, short runs, 1 repeat",
+    )
     p.add_argument("--repeats", type=int, help="default 3 (1 with --quick)")
-    p.add_argument("--configs", nargs="+", choices=list(CONFIGS),
-                   help=f"default: {' '.join(DEFAULT_CONFIGS)}")
+    p.add_argument(
+        "--configs", nargs="+", choices=list(CONFIGS), help=f"default: {' '.join(DEFAULT_CONFIGS)}"
+    )
     p.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
-    p.add_argument("--steps", type=int,
-                   help="steps per measurement for every config (default: each config's own)")
-    p.add_argument("--no-overhead", action="store_true",
-                   help=f"skip the tiny-network overhead probe ({TINY.name})")
-    p.add_argument("--data", default=os.path.join(
-        os.environ.get("DISTNET_CACHE") or os.path.expanduser("~/.cache/distnet"), "cifar10"),
-        help="prepared CIFAR-10 dataset (prepared from --source if missing)")
-    p.add_argument("--source", default=str(SHARED_TARBALL) if SHARED_TARBALL.exists() else None,
-                   help="CIFAR-10 tarball to prepare --data from")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="steps per measurement for every config (default: each config's own)",
+    )
+    p.add_argument(
+        "--no-overhead",
+        action="store_true",
+        help=f"skip the tiny-network overhead probe ({TINY.name})",
+    )
+    p.add_argument(
+        "--data",
+        default=os.path.join(
+            os.environ.get("DISTNET_CACHE") or os.path.expanduser("~/.cache/distnet"), "cifar10"
+        ),
+        help="prepared CIFAR-10 dataset (prepared from --source if missing)",
+    )
+    p.add_argument(
+        "--source",
+        default=str(SHARED_TARBALL) if SHARED_TARBALL.exists() else None,
+        help="CIFAR-10 tarball to prepare --data from",
+    )
     p.add_argument("--md5", default=SHARED_MD5, help="MD5 of --source")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="threads of the single-process runs (numpy BLAS and PyTorch)")
-    p.add_argument("--min-idle", type=float, default=0.7,
-                   help="before each measurement wait until the machine is this idle ...")
-    p.add_argument("--max-wait", type=float, help="... for at most this many seconds "
-                   "(default 10, 0 with --quick)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads of the single-process runs (numpy BLAS and PyTorch)",
+    )
+    p.add_argument(
+        "--min-idle",
+        type=float,
+        default=0.7,
+        help="before each measurement wait until the machine is this idle ...",
+    )
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        help="... for at most this many seconds (default 10, 0 with --quick)",
+    )
     p.add_argument("--label", default="", help="what was measured, e.g. the distnet commit")
-    p.add_argument("--write", action="store_true",
-                   help="write the tables into benchmarks/README.md, append the raw "
-                   "measurements to results.jsonl")
-    p.add_argument("--section", default="results",
-                   help="with --write: the README section (between <!-- SECTION:start --> and "
-                   "<!-- SECTION:end -->) that takes the tables; the conv configs' run writes "
-                   "conv-results")
-    p.add_argument("--tables-only", action="store_true",
-                   help="measure nothing: render the last run of results.jsonl (with "
-                   "--write: into the README)")
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="write the tables into benchmarks/README.md, append the raw "
+        "measurements to results.jsonl",
+    )
+    p.add_argument(
+        "--section",
+        default="results",
+        help="with --write: the README section (between <!-- SECTION:start --> and "
+        "<!-- SECTION:end -->) that takes the tables; the conv configs' run writes "
+        "conv-results",
+    )
+    p.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="measure nothing: render the last run of results.jsonl (with "
+        "--write: into the README)",
+    )
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     if args.max_wait is None:
@@ -119,26 +157,43 @@ def main(argv=None) -> int:
 
     if any(s.startswith("distnet") for s in args.systems):
         dist_run.start_ray(os.cpu_count() or 2)
-    probe = dist_run.probe_actor_threads() if any(
-        s.startswith("distnet") for s in args.systems) else {}
+    probe = (
+        dist_run.probe_actor_threads() if any(s.startswith("distnet") for s in args.systems) else {}
+    )
 
     measurements, todo = [], plan(args)
     for done, (repeat, name, system) in enumerate(todo, 1):
         config = TINY if name == TINY.name else CONFIGS[name]
         steps = args.steps or config.steps_for(args.quick)
-        m = measure(system, config, steps, args.data, args.threads,
-                    repeat, quiet=(args.min_idle, args.max_wait))
+        m = measure(
+            system,
+            config,
+            steps,
+            args.data,
+            args.threads,
+            repeat,
+            quiet=(args.min_idle, args.max_wait),
+        )
         measurements.append(m)
         status = m.error or f"{m.samples_per_s:,.0f} samples/s, step {1e3 * m.median_step_s:.2f} ms"
-        print(f"[{done}/{len(todo)}] repeat {repeat + 1} {name} {system}: {status} "
-              f"(idle before {m.idle_before:.0%}, load {m.load_avg:.1f})",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{done}/{len(todo)}] repeat {repeat + 1} {name} {system}: {status} "
+            f"(idle before {m.idle_before:.0%}, load {m.load_avg:.1f})",
+            file=sys.stderr,
+            flush=True,
+        )
 
     command = "python -m benchmarks.throughput " + shlex.join(sys.argv[1:])
-    run = {"date": started.strftime("%Y-%m-%d %H:%M"), "command": command.strip(),
-           "label": args.label,
-           "repeats": args.repeats, "configs": args.configs, "machine": desc,
-           "actor_threads": probe, "wall_min": (time.perf_counter() - clock) / 60}
+    run = {
+        "date": started.strftime("%Y-%m-%d %H:%M"),
+        "command": command.strip(),
+        "label": args.label,
+        "repeats": args.repeats,
+        "configs": args.configs,
+        "machine": desc,
+        "actor_threads": probe,
+        "wall_min": (time.perf_counter() - clock) / 60,
+    }
     if args.write:
         results.append_run(RESULTS, run, [m.to_json() for m in measurements])
     return _report(run, measurements, args.write, args.section)

@@ -62,8 +62,7 @@ def build_conv_net(config: BenchConfig):
     layers: list = []
     for block, before in zip(blocks, shapes[:-1], strict=True):
         if isinstance(block, Conv):
-            layers.append(nn.Conv2d(before[0], block.filters, block.size, block.stride,
-                                    block.pad))
+            layers.append(nn.Conv2d(before[0], block.filters, block.size, block.stride, block.pad))
             if block.norm == "batchnorm":
                 layers.append(nn.BatchNorm2d(block.filters, eps=1e-5, momentum=0.1))
             elif block.norm == "groupnorm":
@@ -92,8 +91,10 @@ def build_optimizer(config: BenchConfig, net):
     # gains reg * W, which is SGD's weight_decay on exactly those tensors.
     weights = [p for p in net.parameters() if p.dim() >= 2]
     others = [p for p in net.parameters() if p.dim() < 2]
-    return torch.optim.SGD([{"params": weights, "weight_decay": config.reg},
-                            {"params": others, "weight_decay": 0.0}], lr=config.learning_rate)
+    return torch.optim.SGD(
+        [{"params": weights, "weight_decay": config.reg}, {"params": others, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
 
 
 def make_step(config: BenchConfig, net, X: np.ndarray, y: np.ndarray, batch: int, seed: int):
@@ -128,10 +129,12 @@ def run_single(config_name: str, steps: int, data: str, threads: int) -> child.C
     step = make_step(config, build_net(config), X, y, config.batch_size, seed=0)
     setup = time.perf_counter() - start
     times, cpu = child.timed_steps(step, steps)
-    info = blas_info() + [{"user_api": "torch", "num_threads": torch.get_num_threads(),
-                           "version": torch.__version__}]
-    return child.ChildResult("torch", config_name, times, threads, info,
-                             [child.peak_rss_mb()], setup, cpu)
+    info = blas_info() + [
+        {"user_api": "torch", "num_threads": torch.get_num_threads(), "version": torch.__version__}
+    ]
+    return child.ChildResult(
+        "torch", config_name, times, threads, info, [child.peak_rss_mb()], setup, cpu
+    )
 
 
 def _ddp_rank(rank: int, config_name: str, steps: int, data: str, port: int, out: str):
@@ -141,8 +144,9 @@ def _ddp_rank(rank: int, config_name: str, steps: int, data: str, port: int, out
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=DDP_PROCESSES)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=DDP_PROCESSES
+    )
     config = child.config_named(config_name)
     X, y = child.train_arrays(data, config, rank, DDP_PROCESSES)
     net = DistributedDataParallel(build_net(config))
@@ -150,8 +154,13 @@ def _ddp_rank(rank: int, config_name: str, steps: int, data: str, port: int, out
     step = make_step(config, net, X, y, batch, seed=rank)
     dist.barrier()
     times, cpu = child.timed_steps(step, steps)
-    report = {"step_s": times, "cpu": cpu, "rss": child.peak_rss_mb(), "blas": blas_info(),
-              "threads": torch.get_num_threads()}
+    report = {
+        "step_s": times,
+        "cpu": cpu,
+        "rss": child.peak_rss_mb(),
+        "blas": blas_info(),
+        "threads": torch.get_num_threads(),
+    }
     dist.barrier()
     dist.destroy_process_group()
     with open(f"{out}/rank{rank}.json", "w") as f:
@@ -163,17 +172,27 @@ def run_ddp(config_name: str, steps: int, data: str) -> child.ChildResult:
 
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_ddp_rank, args=(config_name, steps, data, _free_port(), out),
-                 nprocs=DDP_PROCESSES, join=True)
+        mp.spawn(
+            _ddp_rank,
+            args=(config_name, steps, data, _free_port(), out),
+            nprocs=DDP_PROCESSES,
+            join=True,
+        )
         ranks = []
         for rank in range(DDP_PROCESSES):
             with open(f"{out}/rank{rank}.json") as f:
                 ranks.append(json.load(f))
     # A step ends when the slower process's all-reduce has finished; both see it.
-    times = [max(per_rank) for per_rank in zip(*(r["step_s"] for r in ranks))]
-    return child.ChildResult("ddp", config_name, times, ranks[0]["threads"],
-                             ranks[0]["blas"], [r["rss"] for r in ranks],
-                             cpu_per_step_s=sum(r["cpu"] for r in ranks))
+    times = [max(per_rank) for per_rank in zip(*(r["step_s"] for r in ranks), strict=True)]
+    return child.ChildResult(
+        "ddp",
+        config_name,
+        times,
+        ranks[0]["threads"],
+        ranks[0]["blas"],
+        [r["rss"] for r in ranks],
+        cpu_per_step_s=sum(r["cpu"] for r in ranks),
+    )
 
 
 def _free_port() -> int:

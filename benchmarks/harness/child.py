@@ -48,15 +48,17 @@ def config_named(name: str) -> BenchConfig:
     return TINY if name == TINY.name else CONFIGS[name]
 
 
-def train_arrays(data: str, config: BenchConfig, worker: int = 0,
-                 workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def train_arrays(
+    data: str, config: BenchConfig, worker: int = 0, workers: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Worker `worker` of `workers`'s rows of the train split as float32 (mean-subtracted)
     images and int64 labels: the arrays distnet's workers read, held in memory, as rows
     of 3072 for a fully connected config and (N, 3, 32, 32) for a conv net."""
     from distnet.data.reader import open_split
 
-    split = open_split(data, "train", worker, workers, verify=False,
-                       layout="nchw" if config.is_conv else "flat")
+    split = open_split(
+        data, "train", worker, workers, verify=False, layout="nchw" if config.is_conv else "flat"
+    )
     return split.batch(np.arange(split.num_rows))
 
 

@@ -42,8 +42,9 @@ class BenchConfig:
         if (self.kind == "fc") == bool(self.blocks):
             raise ValueError(f"{self.name}: blocks describe the conv kinds, and only them")
         if self.update_rule not in ("sgd", "adam"):
-            raise ValueError(f"{self.name}: update_rule must be sgd or adam, "
-                             f"got {self.update_rule!r}")
+            raise ValueError(
+                f"{self.name}: update_rule must be sgd or adam, got {self.update_rule!r}"
+            )
         if self.steps < 10 or self.quick_steps < 10:
             raise ValueError(f"{self.name}: at least 10 steps, for warm-up and timing")
         if self.steps > self.steps_per_epoch():
@@ -76,11 +77,12 @@ class BenchConfig:
         found = []
         for block, before, after in zip(parsed, shapes[:-1], shapes[1:], strict=True):
             if isinstance(block, conv_blocks.Conv):
-                weights = block.filters * before[0] * block.size ** 2
+                weights = block.filters * before[0] * block.size**2
                 norm = 2 * block.filters if block.norm else 0
                 bn = block.filters if block.norm == "batchnorm" else 0
-                found.append(("conv", weights + block.filters + norm,
-                              weights * after[1] * after[2], bn))
+                found.append(
+                    ("conv", weights + block.filters + norm, weights * after[1] * after[2], bn)
+                )
             elif isinstance(block, conv_blocks.Affine):
                 fan_in = math.prod(before)
                 found.append(("affine", (fan_in + 1) * block.units, fan_in * block.units, 0))
@@ -105,16 +107,30 @@ class BenchConfig:
         """The job file's [model] table for this net (float32)."""
         common = {"reg": self.reg, "dtype": "float32"}
         if self.kind == "fc":
-            return {"kind": "fc", "hidden_dims": list(self.hidden_dims),
-                    "use_batchnorm": self.use_batchnorm, "dropout": self.dropout,
-                    "weight_scale": self.weight_scale, **common}
+            return {
+                "kind": "fc",
+                "hidden_dims": list(self.hidden_dims),
+                "use_batchnorm": self.use_batchnorm,
+                "dropout": self.dropout,
+                "weight_scale": self.weight_scale,
+                **common,
+            }
         if self.kind == "conv":
-            return {"kind": "conv", "blocks": [dict(b) for b in self.blocks],
-                    "weight_init": "he", **common}
+            return {
+                "kind": "conv",
+                "blocks": [dict(b) for b in self.blocks],
+                "weight_init": "he",
+                **common,
+            }
         conv, _, affine = self.blocks  # conv - pool - affine, as ThreeLayerConvNet
-        return {"kind": "three_layer_conv", "num_filters": conv["filters"],
-                "filter_size": conv["size"], "hidden_dims": [affine["units"]],
-                "weight_scale": self.weight_scale, **common}
+        return {
+            "kind": "three_layer_conv",
+            "num_filters": conv["filters"],
+            "filter_size": conv["size"],
+            "hidden_dims": [affine["units"]],
+            "weight_scale": self.weight_scale,
+            **common,
+        }
 
     def steps_for(self, quick: bool) -> int:
         return self.quick_steps if quick else self.steps
@@ -122,14 +138,18 @@ class BenchConfig:
     def job_dict(self, *, workers: int, data: str, tmp: str, max_steps: int) -> dict:
         """A distnet job (JobConfig.from_dict input) that trains this net for max_steps."""
         return {
-            "name": f"bench-{self.name}-{workers}w", "seed": 0,
+            "name": f"bench-{self.name}-{workers}w",
+            "seed": 0,
             "data": {"path": data},
             "model": self.model_table(),
             "optim": {"update_rule": self.update_rule, "learning_rate": self.learning_rate},
             # Enough epochs for max_steps (a longer run evaluates at each epoch's end).
-            "train": {"num_epochs": -(-max_steps // self.steps_per_epoch(workers=workers)),
-                      "batch_size": self.batch_size, "workers": workers,
-                      "max_steps": max_steps},
+            "train": {
+                "num_epochs": -(-max_steps // self.steps_per_epoch(workers=workers)),
+                "batch_size": self.batch_size,
+                "workers": workers,
+                "max_steps": max_steps,
+            },
             "checkpoint": {"dir": f"{tmp}/checkpoints"},
             "metrics": {"logdir": f"{tmp}/runs"},
         }
@@ -140,38 +160,100 @@ def warmup_steps(steps: int) -> int:
     return max(5, math.ceil(steps / 5))
 
 
-CONFIGS: dict[str, BenchConfig] = {c.name: c for c in (
-    # The seed's TwoLayerNet(hidden_dim=100, reg=1e-2), SGD, batch 100.
-    BenchConfig("two_layer", (100,), 100, "sgd", 1e-3, reg=1e-2, weight_scale=1e-3,
-                steps=400, quick_steps=100),
-    # The seed's five-layer FullyConnectedNet([100]*4), Adam, batch 25 and 256.
-    BenchConfig("five_layer_b25", (100, 100, 100, 100), 25, "adam", 1e-3, weight_scale=5e-2,
-                steps=400, quick_steps=100),
-    BenchConfig("five_layer_b256", (100, 100, 100, 100), 256, "adam", 1e-3, weight_scale=5e-2,
-                steps=180, quick_steps=60),
-    # jobs/large.toml: 1024-512-256 with batchnorm and dropout, Adam, global batch 512.
-    BenchConfig("large", (1024, 512, 256), 512, "adam", 1e-3, use_batchnorm=True,
-                dropout=0.3, steps=40, quick_steps=15),
-    # The same large net without batchnorm and dropout (plain affine-relu).
-    BenchConfig("large_plain", (1024, 512, 256), 512, "adam", 1e-3, steps=40, quick_steps=15),
-    # jobs/three_layer_convnet.toml: the assignment's ThreeLayerConvNet (conv 32 7x7 - relu -
-    # pool - affine 500 - relu - affine), Adam, batch 50 as its notebook trains it (reg 0:
-    # PyTorch's Adam has no L2 penalty of distnet's kind; it costs one pass either way).
-    BenchConfig("three_layer_conv", (500,), 50, "adam", 1e-3, weight_scale=1e-3,
-                steps=100, quick_steps=30, kind="three_layer_conv",
-                blocks=({"type": "conv", "filters": 32, "size": 7}, {"type": "pool"},
-                        {"type": "affine", "units": 500})),
-    # jobs/cifar10_convnet_best.toml's net: conv 3x3 32-64-128, each with batchnorm, relu
-    # and a 2x2 pool, then the scores; batch 128. (The recipe's AdamW costs what Adam does.)
-    BenchConfig("recipe_conv", (), 128, "adam", 3e-3, steps=60, quick_steps=20, kind="conv",
-                blocks=tuple(b for filters in (32, 64, 128) for b in (
+CONFIGS: dict[str, BenchConfig] = {
+    c.name: c
+    for c in (
+        # The seed's TwoLayerNet(hidden_dim=100, reg=1e-2), SGD, batch 100.
+        BenchConfig(
+            "two_layer",
+            (100,),
+            100,
+            "sgd",
+            1e-3,
+            reg=1e-2,
+            weight_scale=1e-3,
+            steps=400,
+            quick_steps=100,
+        ),
+        # The seed's five-layer FullyConnectedNet([100]*4), Adam, batch 25 and 256.
+        BenchConfig(
+            "five_layer_b25",
+            (100, 100, 100, 100),
+            25,
+            "adam",
+            1e-3,
+            weight_scale=5e-2,
+            steps=400,
+            quick_steps=100,
+        ),
+        BenchConfig(
+            "five_layer_b256",
+            (100, 100, 100, 100),
+            256,
+            "adam",
+            1e-3,
+            weight_scale=5e-2,
+            steps=180,
+            quick_steps=60,
+        ),
+        # jobs/large.toml: 1024-512-256 with batchnorm and dropout, Adam, global batch 512.
+        BenchConfig(
+            "large",
+            (1024, 512, 256),
+            512,
+            "adam",
+            1e-3,
+            use_batchnorm=True,
+            dropout=0.3,
+            steps=40,
+            quick_steps=15,
+        ),
+        # The same large net without batchnorm and dropout (plain affine-relu).
+        BenchConfig("large_plain", (1024, 512, 256), 512, "adam", 1e-3, steps=40, quick_steps=15),
+        # jobs/three_layer_convnet.toml: the assignment's ThreeLayerConvNet (conv 32 7x7 - relu -
+        # pool - affine 500 - relu - affine), Adam, batch 50 as its notebook trains it (reg 0:
+        # PyTorch's Adam has no L2 penalty of distnet's kind; it costs one pass either way).
+        BenchConfig(
+            "three_layer_conv",
+            (500,),
+            50,
+            "adam",
+            1e-3,
+            weight_scale=1e-3,
+            steps=100,
+            quick_steps=30,
+            kind="three_layer_conv",
+            blocks=(
+                {"type": "conv", "filters": 32, "size": 7},
+                {"type": "pool"},
+                {"type": "affine", "units": 500},
+            ),
+        ),
+        # jobs/cifar10_convnet_best.toml's net: conv 3x3 32-64-128, each with batchnorm, relu
+        # and a 2x2 pool, then the scores; batch 128. (The recipe's AdamW costs what Adam does.)
+        BenchConfig(
+            "recipe_conv",
+            (),
+            128,
+            "adam",
+            3e-3,
+            steps=60,
+            quick_steps=20,
+            kind="conv",
+            blocks=tuple(
+                b
+                for filters in (32, 64, 128)
+                for b in (
                     {"type": "conv", "filters": filters, "norm": "batchnorm"},
-                    {"type": "pool"}))),
-)}
+                    {"type": "pool"},
+                )
+            ),
+        ),
+    )
+}
 
 # The overhead probe: compute is negligible, so a step's time is the framework's.
-TINY = BenchConfig("tiny", (10,), 2, "sgd", 1e-5, weight_scale=1e-3, steps=300,
-                   quick_steps=100)
+TINY = BenchConfig("tiny", (10,), 2, "sgd", 1e-5, weight_scale=1e-3, steps=300, quick_steps=100)
 
 DEFAULT_CONFIGS = ("two_layer", "five_layer_b25", "five_layer_b256", "large", "large_plain")
 CONV_CONFIGS = ("three_layer_conv", "recipe_conv")

@@ -91,30 +91,39 @@ def run(config: BenchConfig, workers: int, steps: int, data: str) -> DistResult:
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="distnet-bench-") as tmp:
-        job = JobConfig.from_dict(config.job_dict(workers=workers, data=data, tmp=tmp,
-                                                  max_steps=steps))
+        job = JobConfig.from_dict(
+            config.job_dict(workers=workers, data=data, tmp=tmp, max_steps=steps)
+        )
         distnet.train(job, progress=False, overwrite=True, on_step=on_step)
         split = _time_split(f"{tmp}/runs", warmup_steps(steps))
     _wait_gone(pids.get("workers", []) + pids.get("servers", []))
     if len(marks) != steps:
-        raise RuntimeError(f"the run stopped after {len(marks)} of {steps} steps "
-                           f"(an epoch has fewer steps?)")
+        raise RuntimeError(
+            f"the run stopped after {len(marks)} of {steps} steps (an epoch has fewer steps?)"
+        )
     per_step = {}
     if len(cpu) == 2:
         used = {pid: t - cpu[0].get(pid, 0.0) for pid, t in cpu[1].items()}
-        roles = {os.getpid(): "driver", **{p: "workers" for p in pids["workers"]},
-                 **{p: "servers" for p in pids["servers"]}}
+        roles = {
+            os.getpid(): "driver",
+            **{p: "workers" for p in pids["workers"]},
+            **{p: "servers" for p in pids["servers"]},
+        }
         for pid, seconds in used.items():
             role = roles.get(pid, "ray")
             per_step[role] = per_step.get(role, 0.0) + 1e3 * seconds / (steps - 1 - warmup)
     return DistResult(
-        system=f"distnet{workers}", config=config.name,
+        system=f"distnet{workers}",
+        config=config.name,
         step_s=[b - a for a, b in pairwise(marks)],
-        split_ms=split, worker_rss_mb=memory.get("workers", []),
-        server_rss_mb=memory.get("servers", []), worker_procs=memory.get("procs", []),
+        split_ms=split,
+        worker_rss_mb=memory.get("workers", []),
+        server_rss_mb=memory.get("servers", []),
+        worker_procs=memory.get("procs", []),
         setup_s=time.perf_counter() - start - (marks[-1] - marks[0]),
         cpu_per_step_s=sum(per_step.values()) / 1e3 if per_step else float("nan"),
-        cpu_split_ms=per_step)
+        cpu_split_ms=per_step,
+    )
 
 
 def _cpu_times() -> dict[int, float]:

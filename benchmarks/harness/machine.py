@@ -36,9 +36,21 @@ def blas_info() -> list[dict]:
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
-    return [{k: p.get(k) for k in ("user_api", "internal_api", "version", "architecture",
-                                   "num_threads", "threading_layer", "prefix")}
-            for p in threadpool_info()]
+    return [
+        {
+            k: p.get(k)
+            for k in (
+                "user_api",
+                "internal_api",
+                "version",
+                "architecture",
+                "num_threads",
+                "threading_layer",
+                "prefix",
+            )
+        }
+        for p in threadpool_info()
+    ]
 
 
 def process_threads(pid: int) -> dict:
@@ -61,6 +73,7 @@ def process_threads(pid: int) -> dict:
 
 def idle_fraction(seconds: float = 1.0) -> float:
     """Fraction of the machine's CPU time that was idle over the next `seconds`."""
+
     def sample() -> tuple[int, int]:
         with open("/proc/stat") as f:
             ticks = [int(v) for v in f.readline().split()[1:]]

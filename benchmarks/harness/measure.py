@@ -23,8 +23,11 @@ from benchmarks.harness.configs import BenchConfig, warmup_steps
 from benchmarks.harness.machine import wait_until_quiet
 
 SYSTEMS = ("numpy", "torch", "distnet1", "distnet2", "ddp")
-CHILD_MODULES = {"numpy": "benchmarks.solver_step", "torch": "benchmarks.torch_nets",
-                 "ddp": "benchmarks.torch_nets"}
+CHILD_MODULES = {
+    "numpy": "benchmarks.solver_step",
+    "torch": "benchmarks.torch_nets",
+    "ddp": "benchmarks.torch_nets",
+}
 REPO = Path(__file__).resolve().parents[2]
 CHILD_TIMEOUT_S = 900
 
@@ -44,7 +47,7 @@ class Measurement:
     @property
     def timed(self) -> list[float]:
         """Step times after warm-up."""
-        return self.step_s[warmup_steps(len(self.step_s) + 1):]
+        return self.step_s[warmup_steps(len(self.step_s) + 1) :]
 
     @property
     def median_step_s(self) -> float:
@@ -76,8 +79,15 @@ class Measurement:
         return raw
 
 
-def measure(system: str, config: BenchConfig, steps: int, data: str, threads: int,
-            repeat: int, quiet: tuple[float, float] = (0.0, 0.0)) -> Measurement:
+def measure(
+    system: str,
+    config: BenchConfig,
+    steps: int,
+    data: str,
+    threads: int,
+    repeat: int,
+    quiet: tuple[float, float] = (0.0, 0.0),
+) -> Measurement:
     """Run one measurement; `quiet` = (min idle fraction, max wait s) to wait for first."""
     idle = wait_until_quiet(*quiet)
     load = os.getloadavg()[0]
@@ -89,10 +99,10 @@ def measure(system: str, config: BenchConfig, steps: int, data: str, threads: in
     # One failing system must not lose the others' figures: record the error, go on.
     except Exception as err:  # noqa: BLE001
         message = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err) else ''}"
-        return Measurement(system, config.name, config.batch_size, repeat, [], load, idle,
-                           error=message)
-    return Measurement(system, config.name, config.batch_size, repeat, step_s, load, idle,
-                       details)
+        return Measurement(
+            system, config.name, config.batch_size, repeat, [], load, idle, error=message
+        )
+    return Measurement(system, config.name, config.batch_size, repeat, step_s, load, idle, details)
 
 
 def _in_process(system: str, config: BenchConfig, steps: int, data: str):
@@ -104,12 +114,33 @@ def _in_process(system: str, config: BenchConfig, steps: int, data: str):
 
 
 def _child(system: str, config: BenchConfig, steps: int, data: str, threads: int):
-    command = [sys.executable, "-m", CHILD_MODULES[system], system, "--config", config.name,
-               "--steps", str(steps), "--data", data, "--threads", str(threads)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                          check=False, timeout=CHILD_TIMEOUT_S)
+    command = [
+        sys.executable,
+        "-m",
+        CHILD_MODULES[system],
+        system,
+        "--config",
+        config.name,
+        "--steps",
+        str(steps),
+        "--data",
+        data,
+        "--threads",
+        str(threads),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+    }
+    done = subprocess.run(
+        command,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=CHILD_TIMEOUT_S,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command[2:4])} failed: {done.stderr.strip()[-2000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -142,10 +173,17 @@ def summarize(measurements: list[Measurement]) -> dict[tuple[str, str], Summary]
         rate, spread = _median_spread([m.samples_per_s for m in good])
         fast, fast_spread = _median_spread([m.fast_samples_per_s for m in good])
         out[config, system] = Summary(
-            config, system, rate, spread,
-            _median_spread([1e3 * m.median_step_s for m in good])[0], fast, fast_spread,
+            config,
+            system,
+            rate,
+            spread,
+            _median_spread([1e3 * m.median_step_s for m in good])[0],
+            fast,
+            fast_spread,
             _median_spread([m.mean_samples_per_s for m in good])[0],
-            len(good), [m.error for m in group if m.error])
+            len(good),
+            [m.error for m in group if m.error],
+        )
     return out
 
 
@@ -157,8 +195,9 @@ def _median_spread(values: list[float]) -> tuple[float, float]:
     return median, (max(values) - min(values)) / median if len(values) > 1 else float("nan")
 
 
-def median_detail(measurements: list[Measurement], config: str, system: str, key: str,
-                  sub: str | None = None) -> float:
+def median_detail(
+    measurements: list[Measurement], config: str, system: str, key: str, sub: str | None = None
+) -> float:
     """Median over repeats of details[key] (or details[key][sub]; lists: their max)."""
     values = []
     for m in measurements:

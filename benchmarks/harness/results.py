@@ -39,6 +39,7 @@ def read_runs(path: Path) -> list[tuple[dict, list[dict]]]:
             elif kind == MEASUREMENT and runs and entry.pop("run") == runs[-1][0]["date"]:
                 runs[-1][1].append(entry)
             else:
-                raise ValueError(f"{path}:{number}: not a run header or a measurement of "
-                                 f"the run before it")
+                raise ValueError(
+                    f"{path}:{number}: not a run header or a measurement of the run before it"
+                )
     return runs
