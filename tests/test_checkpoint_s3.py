@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 from pyarrow import fs as pafs
+from s3server import s3_server
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import distnet
@@ -25,27 +26,11 @@ from distnet.checkpoint import (
 from distnet.cli import main
 from distnet.remote_path import RemotePath, as_path
 
-moto_server = pytest.importorskip("moto.server", reason="needs moto[s3,server] (test extra)")
-
 
 @pytest.fixture(scope="module")
 def s3():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    assert host == "127.0.0.1"
-    filesystem = pafs.S3FileSystem(
-        access_key="testing",
-        secret_key="testing",
-        endpoint_override=f"{host}:{port}",
-        scheme="http",
-        region="us-east-1",
-        allow_bucket_creation=True,
-    )
-    filesystem.create_dir("runs")
-    options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-    yield filesystem, lambda key: f"s3://testing:testing@runs/{key}?{options}"
-    server.stop()
+    with s3_server("runs") as server:
+        yield server.filesystem, server.uri
 
 
 def objects(filesystem, prefix):
