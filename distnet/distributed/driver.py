@@ -235,9 +235,12 @@ class _Run:
         """Train to the end; after an actor failure restore the newest checkpoint (into
         fresh actors when the compiled graph broke) and go on with a new loop."""
         restore_from: TrainState | None = self.start_state
-        recoveries = 0
+        recoveries, replace = 0, False
         while True:
-            try:
+            try:  # a new group, a restore, the loop: an actor killed in any of them is recovered
+                if replace:
+                    self._replace_actors()
+                    replace = False
                 if restore_from is not None:  # in the try: a lost node can fail a restore too
                     self._restore(restore_from)
                     restore_from = None
@@ -259,8 +262,7 @@ class _Run:
                 if recoveries > MAX_RECOVERIES:
                     raise DistnetError(f"giving up after {MAX_RECOVERIES} failures: {err}") from err
                 restore_from = self._latest_state() or fresh_state(self.job, self.initial)
-                if self.plan.uses_graph:
-                    self._replace_actors()
+                replace = self.plan.uses_graph
 
     def _interrupted(self) -> None:
         """Ctrl-C: within INTERRUPT_BUDGET_S, book every submitted step and checkpoint;

@@ -85,10 +85,10 @@ class ActorGroup:
         try:  # all started, without torch, their train shards opened and checked
             ray.get([a.__ray_call__.remote(_without_torch) for a in self.servers + self.workers])
             ray.get([w.num_rows.remote() for w in self.workers])
-        except rex.RayTaskError as err:
+        except BaseException as err:  # a failed start (a killed actor too) leaves none behind
             self.kill()
-            if isinstance(err.cause, DistnetError):  # a bad shard: one line naming it
-                raise err.cause from None
+            if isinstance(err, rex.RayTaskError) and isinstance(err.cause, DistnetError):
+                raise err.cause from None  # a bad shard: one line naming it
             raise
         self.param_refs: list = []
         self.bn_ref = None
