@@ -2,6 +2,7 @@
 transport, boundaries; books, checkpoints and the result."""
 
 import math
+import os
 import subprocess
 import sys
 
@@ -183,3 +184,21 @@ def test_ledger_result_carries_the_books(ledger):
     assert result.transport == "graph" and result.samples_per_s == 20.0
     np.testing.assert_array_equal(result.final_params, np.full(3, 3.0, np.float32))
     np.testing.assert_array_equal(result.params, kept)
+
+
+def test_a_schedule_that_cannot_run_is_one_line_before_ray_starts(tiny_dataset, tmp_path):
+    """Warm-up longer than the run: refused with the dataset's size known, Ray not started
+    (its start-up would print a token warning on stderr)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "distnet", "train", "--set", f'data.path="{tiny_dataset}"']
+        + ["--set", "optim.lr_decay=1.0", "--set", 'optim.schedule="onecycle"']
+        + ["--set", "optim.warmup_steps=100000"]
+        + ["--set", f'checkpoint.dir="{tmp_path / "ckpt"}"'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("distnet: error: warmup_steps=100000 leaves no steps to anneal")
+    assert out.stderr.count("\n") == 1, out.stderr

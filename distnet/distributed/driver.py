@@ -95,6 +95,7 @@ def train(
     manifest = check_dataset(data.path, num_workers=actors, checksums=data.verify)
     rows = manifest.splits["train"].rows
     budget.check_batch(job, rows)
+    RunPlan.for_job(job, rows, True, 0)  # a schedule that cannot run: one line, Ray not started
     # The most rows a worker evaluates at once: its share of the largest split.
     need = budget.estimate(job, max(-(-s.rows // actors) for s in manifest.splits.values()))
     with ray_session(address, num_cpus=math.ceil(actors * t.worker_cpus), dashboard=dashboard):
