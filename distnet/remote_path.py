@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import pyarrow as pa
 from pyarrow import fs as pafs
 
 from distnet.atomic import atomic_write
@@ -94,6 +95,36 @@ class RemotePath:
             raise FileNotFoundError(self.uri)
         with self.filesystem.open_input_stream(self.path) as stream:
             return stream.read()
+
+
+# The schemes a checkpoint or log location may use (pyarrow's filesystems built in here).
+SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs")
+
+
+def uri_problem(uri: str) -> str | None:
+    """What is wrong with a location URI, checked without the network (so before a run
+    starts anything): an unknown scheme, a missing bucket or host, an option pyarrow does
+    not take; None for a URI that parses (or a plain path)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return None
+    if scheme.lower() not in SCHEMES:
+        return f"has an unsupported scheme {scheme}:// (use a path or {', '.join(SCHEMES)})"
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if scheme.lower() == "file":
+        return None if authority in ("", "localhost") else "must be file:///absolute/path"
+    if not authority:
+        return f"names no {'host' if scheme.lower() in ('hdfs', 'viewfs') else 'bucket'}"
+    if scheme.lower() in ("hdfs", "viewfs"):  # parsing it loads the JVM and connects
+        return None
+    probe = uri
+    if scheme.lower() == "s3" and "region=" not in uri:  # else pyarrow asks AWS for it
+        probe += ("&" if "?" in uri else "?") + "region=us-east-1"
+    try:
+        pafs.FileSystem.from_uri(probe)
+    except (pa.ArrowException, OSError) as err:
+        return f"is not a valid URI ({str(err).splitlines()[0]})"
+    return None
 
 
 def as_path(location: str | os.PathLike) -> Path | RemotePath:

@@ -62,6 +62,11 @@ class JobConfig(_Section):
                 raise ConfigError(
                     f"{section}.{key} may only contain the placeholder {{name}}, got {_show(value)}"
                 ) from None
+            if "://" in resolved:  # a bad URI is one line now, not once Ray has started
+                from distnet.remote_path import uri_problem
+
+                if problem := uri_problem(resolved):
+                    raise ConfigError(f"{section}.{key} {problem}: {_show(resolved)}")
             object.__setattr__(self, section, dataclasses.replace(table, **{key: resolved}))
 
     @classmethod
