@@ -2,7 +2,8 @@
 and two workers on 127.0.0.2-4, token auth on): `distnet submit` trains with the gradient
 workers on different nodes, logs and TensorBoard files land where cluster/README.md says,
 losing a worker node mid-run changes nothing in the result, and docker-compose.yml's
-TensorBoard serves the scalars over HTTP and draws them in a browser."""
+TensorBoard serves the scalars over HTTP and draws them in a browser; every listener of the
+cluster is on loopback (listening.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ import numpy as np
 import pytest
 from browser import ARTIFACTS, CHROMIUM, polylines, render_page
 from datagen import make_prepared_dataset
+from listening import exposed, listeners
+from loopback import same_namespace
 from ray.job_submission import JobSubmissionClient
-from raycluster import ray_cluster, tensorboard
+from raycluster import _descendants, ray_cluster, tensorboard
 
 from distnet.checkpoint import latest_checkpoint, load_checkpoint
 
@@ -149,6 +152,29 @@ def test_cluster_has_a_head_and_two_workers_with_distinct_nodes(cluster):
     assert {n.node_id for n in cluster.nodes} == set(nodes)
     pids = [pid for n in cluster.nodes for pid in n.service.processes()]
     assert len(pids) == len(set(pids))  # separate raylets, nothing shared
+
+
+def test_the_cluster_listens_on_loopback_only(cluster):
+    """Every listener of every node of the test cluster is private (listening.py)."""
+    assert len(cluster.node_ids()) == 3  # the clients here reach it, with the token
+    pids = [pid for node in cluster.nodes for pid in node.service.processes()]
+    assert not any(same_namespace(pid) for pid in pids)
+    commands = {lst.command for pid in pids for lst in listeners(pid)}
+    assert {"gcs_server", "raylet"} <= commands, commands
+    assert exposed(pids) == []
+    # ... and what the tests reach it through: a forwarder on 127.0.0.1 here.
+    forwarders = [
+        pid for proc in cluster.netns.forwarders for pid in [proc.pid, *_descendants(proc.pid)]
+    ]
+    assert [str(lst.ip) for pid in forwarders for lst in listeners(pid)] == ["127.0.0.1"]
+    assert exposed(forwarders) == []
+    # Token authentication is still on behind the forwarder.
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(cluster.dashboard_url + "/api/v0/nodes", timeout=30)
+    assert refused.value.code in (401, 403)
 
 
 def test_a_submitted_job_trains_with_workers_on_different_nodes(cluster, client, clean_run):
