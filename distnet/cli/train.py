@@ -8,6 +8,11 @@ first if it is not there yet (downloaded, or from --source).
 --dry-run makes every check a run makes before Ray starts (the job, the dataset's shards,
 the checkpoint directory against --resume/--overwrite) and prints the plan, starting,
 preparing and deleting nothing.
+
+--trace FILE writes the run's timeline (Chrome's Trace Event Format: open it in Perfetto,
+ui.perfetto.dev, or chrome://tracing): the driver's submissions, reads, books, evaluations
+and checkpoints, each worker's data and forward + backward, each server shard's update, one
+track per actor. It is written at the end, also when the run is interrupted or fails.
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ def register(subparsers) -> None:
         help="start the local Ray's dashboard on 127.0.0.1 to watch the actors",
     )
     p.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write the run's timeline as Chrome-trace/Perfetto JSON to FILE",
+    )
+    p.add_argument(
         "--print-config", action="store_true", help="print the resolved job as TOML and exit"
     )
     p.add_argument(
@@ -107,7 +117,28 @@ def run(args) -> int:
         )
     from distnet.distributed.driver import train
 
-    result = train(job, address=args.address, dashboard=args.dashboard, **start)
+    trace = None
+    if args.trace:
+        from distnet.distributed.trace import Trace, check_trace_path
+
+        check_trace_path(args.trace)
+        trace = Trace(job)
+    ending = "failed"
+    try:
+        result = train(
+            job,
+            address=args.address,
+            dashboard=args.dashboard,
+            hooks=trace.hooks() if trace else None,
+            **start,
+        )
+        ending = "finished"
+    except KeyboardInterrupt:
+        ending = "interrupted"
+        raise
+    finally:
+        if trace is not None:
+            print(f"trace: {trace.write(args.trace, ending)}", file=sys.stderr)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))

@@ -152,6 +152,7 @@ class AsyncLoop(Loop):
         servers = ray.get([ref for g in grads for ref in g.server_reports], timeout=timeout)
         step = self.ledger.steps_booked
         self.hooks.phase("fetched", step)
+        self.hooks.reports(step, [g.report for g in grads], servers)
         del self.unrecorded[: len(grads)]
         per_grad = [servers[j * k : (j + 1) * k] for j in range(len(grads))]
         reports = [g.report for g in grads]

@@ -8,6 +8,9 @@ is called by the driver's main thread at each of the PHASES below, outside the m
 when the books are written, so a test may kill actors or send the driver SIGINT from it
 to land a failure exactly there. `step` is a synchronous(-equivalent) step: the 0-based
 index of the step for the per-step phases, the number of completed steps for the others.
+`on_reports(step, worker_reports, server_reports)` follows each "fetched" with what was
+read: the step's WorkerReports and ServerReports (async/SSP: N gradients' worth, K server
+reports per gradient in order); the --trace timeline (trace.py) is built from both.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Hooks:
 
     worker_delay_s: float = 0.0
     on_phase: Callable[[str, int], None] | None = None
+    on_reports: Callable[[int, list, list], None] | None = None
 
     def __post_init__(self) -> None:
         if not (
@@ -55,6 +59,11 @@ class Hooks:
         """Call on_phase(name, step); `name` is one of PHASES."""
         if self.on_phase is not None:
             self.on_phase(name, step)
+
+    def reports(self, step: int, worker_reports: list, server_reports: list) -> None:
+        """Call on_reports with a fetched step's reports."""
+        if self.on_reports is not None:
+            self.on_reports(step, worker_reports, server_reports)
 
 
 NO_HOOKS = Hooks()

@@ -69,6 +69,7 @@ class ServerReport:
     grad_sq_norm: float
     update_s: float
     received: int = 0  # gradients applied (backup workers may drop late ones)
+    started: float = 0.0  # time.time() when the update began (for the --trace timeline)
 
 
 class ParameterServer:
@@ -122,7 +123,7 @@ class ParameterServer:
         batchnorm statistics (if any), then a ServerReport.
         """
         self._check_step(step)
-        start = time.perf_counter()
+        start, started = time.perf_counter(), time.time()
         flush_denormals()  # per call: MXCSR is per thread, and a compiled graph calls from its own
         n = len(weights)
         bn_states = grads_and_bn[n:]
@@ -140,6 +141,7 @@ class ParameterServer:
             grad_sq_norm=float(np.dot(avg, avg)),
             update_s=time.perf_counter() - start,
             received=n,
+            started=started,
         )
         if bn_states:
             return params, self.state.bn_state, report
@@ -185,7 +187,7 @@ class ParameterServer:
                 f"parameter server {self.shard_index}: gradient {expected} of "
                 f"worker {worker} was never applied, got {local_step}"
             )
-        start = time.perf_counter()
+        start, started = time.perf_counter(), time.time()
         flush_denormals()
         grad = decode(grad, s.params.dtype)
         lr = self.schedule(s.step // len(s.worker_steps))
@@ -203,6 +205,7 @@ class ParameterServer:
             grad_sq_norm=float(np.dot(grad, grad)),
             update_s=time.perf_counter() - start,
             received=int(applied),
+            started=started,
         )
         if bn_state is not None:
             return s.params, s.bn_state, report

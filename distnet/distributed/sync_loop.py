@@ -58,6 +58,7 @@ class SyncLoop(Loop):
         refs = self.pending[0]
         reports, servers = refs.fetch(timeout)
         self.hooks.phase("fetched", refs.step)
+        self.hooks.reports(refs.step, reports, servers)
         self.pending.pop(0)
         self._complete(refs, reports, servers)
 

@@ -32,6 +32,8 @@ class WorkerReport:
     num_samples: int
     compute_s: float
     sent_bytes: int = 0  # gradient bytes this step puts on the wire (after compression)
+    started: float = 0.0  # time.time() when the step began here (for the --trace timeline)
+    data_s: float = 0.0  # of compute_s: parameters copied in, the minibatch read and prepared
 
 
 @dataclass
@@ -91,7 +93,7 @@ class GradientWorker:
         Returns one gradient slice per parameter server, then (with batchnorm) this
         worker's updated running statistics, then a WorkerReport.
         """
-        start = time.perf_counter()
+        start, started = time.perf_counter(), time.time()
         flush_denormals()  # per call: MXCSR is per thread, and a compiled graph calls from its own
         self._load(param_slices, bn_state)
         seed, train = self.job.seed, self._split("train")
@@ -106,6 +108,7 @@ class GradientWorker:
             rng = sampling.augment_rng(seed, epoch, step_in_epoch, self.index)
             images = augment(images, rng, aug.augment_flip, aug.augment_crop_padding)
         self._X = train.normalize(images, out=self._buffer(len(idx)))
+        data_s = time.perf_counter() - start
         if self.model.use_dropout:
             self.model.dropout_param["seed"] = sampling.dropout_seed(
                 seed, epoch, step_in_epoch, self.index
@@ -119,7 +122,9 @@ class GradientWorker:
         sent = sum(nbytes(out) for out in outputs)
         if bn_state is not None:
             outputs.append(self.model.get_bn_state())
-        report = WorkerReport(self.index, float(loss), len(idx), time.perf_counter() - start, sent)
+        report = WorkerReport(
+            self.index, float(loss), len(idx), time.perf_counter() - start, sent, started, data_s
+        )
         self.computed += 1
         return (*outputs, report)
 
