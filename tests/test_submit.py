@@ -15,7 +15,16 @@ import pytest
 from ray.job_submission import JobSubmissionClient
 from raycluster import free_port, ray_cluster
 
-from distnet.distributed.submit import Token, Upload, entrypoint, failure_reason, find_token
+from distnet.cli import main
+from distnet.distributed.submit import (
+    SubmitError,
+    Token,
+    Upload,
+    dashboard_address,
+    entrypoint,
+    failure_reason,
+    find_token,
+)
 from distnet.errors import DistnetError
 
 # Valid here; on the cluster it fails at once (no dataset, no tarball to prepare it from).
@@ -371,7 +380,7 @@ def test_an_unreachable_cluster_is_one_clear_line(workdir):
 @pytest.mark.parametrize(
     "address, message",
     [
-        ("127.0.0.1:6379", "must be the dashboard's HTTP address"),
+        ("ray://127.0.0.1:10001", "must be the dashboard's HTTP address"),
         ("", "submit needs --address"),
     ],
 )
@@ -380,6 +389,70 @@ def test_the_address_must_be_the_dashboard_url(workdir, address, message):
     assert message in one_error_line(
         submit(workdir, env, "jobs/submit_test.toml", "--address", address)
     )
+
+
+def test_submit_falls_back_to_ray_address_and_takes_host_port_and_pip(cluster, client, workdir):
+    host_port = cluster.dashboard_url.removeprefix("http://")
+    env = cluster.client_env() | {"RAY_ADDRESS": host_port}  # as `ray job submit` reads it
+    result = submit(
+        workdir,
+        env,
+        "jobs/submit_test.toml",
+        "--pip",
+        "packaging>=20",
+        "--pip",
+        "tqdm",
+        "--no-wait",
+    )
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip()
+    assert f"submitted {job_id} to http://{host_port}" in result.stderr
+    pip = client.get_job_info(job_id).runtime_env["pip"]
+    assert (pip["packages"] if isinstance(pip, dict) else pip) == ["packaging>=20", "tqdm"]
+    wait_until_done(client, job_id)
+
+
+def test_the_address_comes_from_the_flag_then_the_environment(monkeypatch):
+    for var in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(SubmitError, match="submit needs --address"):
+        dashboard_address(None)
+    monkeypatch.setenv("RAY_ADDRESS", "head:8265")
+    assert dashboard_address(None) == "http://head:8265"
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "https://api.example:443/")
+    assert dashboard_address("") == "https://api.example:443"
+    assert dashboard_address("10.0.0.1:8265") == "http://10.0.0.1:8265"
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "auto")  # a Ray address, not a dashboard
+    with pytest.raises(SubmitError, match=r"^RAY_API_SERVER_ADDRESS=auto must be the dash"):
+        dashboard_address(None)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["ray://head:10001", "auto", "http://", "head:port", "http://head:8265/jobs", "gs://b"],
+)
+def test_a_bad_address_is_one_line_before_anything_is_read(address, capsys):
+    status = main(["submit", "no/such/job.toml", "--address", address])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"--address {address!r} must be the dashboard's HTTP address" in err
+
+
+@pytest.mark.parametrize("package", ["", "torch===", "-r requirements.txt", "a b"])
+def test_a_bad_pip_requirement_is_one_line_before_the_upload(workdir, package, capsys):
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    job = str(workdir / "jobs" / "submit_test.toml")
+    status = main(["submit", job, "--address", unreachable, "--pip", "tqdm", "--pip", package])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"--pip {package!r} is not a pip requirement" in err
+
+
+def test_ray_address_without_a_scheme_means_http(workdir):
+    port = free_port()
+    env = {**_base_env(), "HOME": str(workdir), "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    line = one_error_line(submit(workdir, env, "jobs/submit_test.toml"))
+    assert f"cannot reach a Ray dashboard at http://127.0.0.1:{port}" in line
 
 
 def test_the_job_file_must_be_inside_the_uploaded_directory(workdir, tmp_path_factory):

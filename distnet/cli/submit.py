@@ -9,6 +9,11 @@ until the job ends (exit 0 if it succeeded, 1 if not, with one line saying why i
 died: distnet's error, the exception, or the native crash and the import it hit).
 Status, logs and stop afterwards: `ray job status|logs|stop JOB_ID`.
 
+The address is the dashboard's, as for `ray job submit`: http://HEAD:8265, or HEAD:8265
+meaning that; without --address, $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS. --pip PKG
+(repeatable) installs a pip requirement for the job (its runtime_env "pip"). A bad address,
+requirement or job file is one line before anything is uploaded.
+
 The cluster's token (Ray 2.60 token authentication) is taken from --token, else
 $RAY_AUTH_TOKEN, else the file $RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token; on the head
 node `ray get-auth-token` prints it.
@@ -17,7 +22,6 @@ node `ray get-auth-token` prints it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -31,8 +35,15 @@ def register(subparsers) -> None:
     p.add_argument("job", metavar="JOB.toml", help="job file, inside the working directory")
     p.add_argument(
         "--address",
-        default=os.environ.get("RAY_API_SERVER_ADDRESS"),
-        help="the cluster's dashboard, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)",
+        help="the cluster's dashboard, http://HEAD:8265 or HEAD:8265 "
+        "(default: $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS)",
+    )
+    p.add_argument(
+        "--pip",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="a pip requirement to install for the job (runtime_env pip; repeatable)",
     )
     p.add_argument(
         "--set",
@@ -59,17 +70,16 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distnet.distributed.submit import submit_job
-    from distnet.errors import DistnetError
+    from distnet.distributed.submit import dashboard_address, submit_job
 
-    if not args.address:
-        raise DistnetError("submit needs --address http://HEAD:8265 (or RAY_API_SERVER_ADDRESS)")
+    address = dashboard_address(args.address)
     result = submit_job(
         args.job,
-        args.address,
+        address,
         args.overrides,
         wait=args.wait,
         working_dir=args.working_dir,
+        extra_pip=args.pip,
         token=args.token,
     )
     if result.status is None or result.succeeded:
@@ -77,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     reason = f": {result.reason}" if result.reason else ""
     print(
         f"distnet: job {result.job_id} {result.status.lower()}{reason} "
-        f"(ray job logs {result.job_id} --address {args.address})",
+        f"(ray job logs {result.job_id} --address {address})",
         file=sys.stderr,
     )
     return 1

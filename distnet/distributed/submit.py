@@ -11,6 +11,10 @@ RAY_ADDRESS so the trainer joins that cluster:
 
 Status, logs and stop afterwards are Ray's own `ray job status|logs|stop JOB_ID`.
 
+The address is the cluster's dashboard, as for `ray job submit`: http(s)://HOST:PORT, or
+HOST:PORT meaning http://HOST:PORT; without one, RAY_API_SERVER_ADDRESS, else RAY_ADDRESS.
+`extra_pip` requirements are installed for the job (runtime_env "pip").
+
 Ray 2.60 clusters started with RAY_AUTH_MODE=token reject requests without the cluster's
 token. The token comes from `token=`, else RAY_AUTH_TOKEN, else the file named by
 RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token (Ray's own order) and travels as
@@ -184,6 +188,60 @@ def find_token(explicit: str | None = None) -> Token | None:
     return None
 
 
+ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+
+
+def dashboard_address(address: str | None = None) -> str:
+    """The dashboard URL to submit to: `address`, else $RAY_API_SERVER_ADDRESS, else
+    $RAY_ADDRESS; HOST:PORT means http://HOST:PORT. SubmitError for none or a bad one."""
+    from urllib.parse import urlsplit
+
+    given = "--address"
+    if not address:
+        given, address = next(
+            ((v, os.environ[v]) for v in ADDRESS_VARIABLES if os.environ.get(v)), (None, None)
+        )
+    if not address:
+        raise SubmitError(
+            "submit needs --address http://HEAD:8265 (or RAY_API_SERVER_ADDRESS or RAY_ADDRESS)"
+        )
+    url = address.strip() if "://" in address else f"http://{address.strip()}"
+    shown = f"{given} {address!r}" if given == "--address" else f"{given}={address}"
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or address.strip() in ("auto", "local")  # Ray's own addresses, not a dashboard's
+        or port == -1
+        or parts.path.strip("/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise SubmitError(
+            f"{shown} must be the dashboard's HTTP address, e.g. http://HEAD:8265 or HEAD:8265"
+        )
+    return url.rstrip("/")
+
+
+def pip_requirements(packages: Sequence[str]) -> list[str]:
+    """`packages` checked as pip requirements (NAME[extras]VERSION; NAME @ URL)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for package in packages:
+        try:
+            Requirement(package)
+        except InvalidRequirement as err:
+            reason = str(err).splitlines()[0]
+            raise SubmitError(
+                f"--pip {package!r} is not a pip requirement such as 'torch==2.13.0' ({reason})"
+            ) from None
+    return list(packages)
+
+
 def entrypoint(job_path: str, overrides: Sequence[str] = ()) -> str:
     """The shell command the cluster runs (job_path relative to the uploaded directory)."""
     words = ["distnet", "train", job_path]
@@ -194,7 +252,7 @@ def entrypoint(job_path: str, overrides: Sequence[str] = ()) -> str:
 
 def submit_job(
     job_path: str | os.PathLike,
-    address: str,
+    address: str | None = None,
     overrides: Sequence[str] = (),
     wait: bool = True,
     working_dir: str | os.PathLike = ".",
@@ -203,10 +261,13 @@ def submit_job(
 ) -> SubmitResult:
     """Validate, upload and submit a job; follow its logs to stdout unless wait=False.
 
-    `extra_pip` lists pip requirements to install for the job (runtime_env "pip").
+    `address`: see dashboard_address. `extra_pip` lists pip requirements to install for
+    the job (runtime_env "pip"). Every argument is checked before anything is uploaded.
     """
     from distnet.config import load_job
 
+    address = dashboard_address(address)
+    extra_pip = pip_requirements(extra_pip or ())
     load_job(job_path, overrides)  # raises ConfigError naming the bad key
     root = Path(working_dir).resolve()
     job = Path(job_path).resolve()
@@ -255,14 +316,16 @@ def submit_job(
 
 
 def _connect(address: str, token: Token | None):
-    if not address.startswith(("http://", "https://")):
-        raise SubmitError(
-            f"--address {address!r} must be the dashboard's HTTP address, e.g. http://HEAD:8265"
-        )
     from ray.job_submission import JobSubmissionClient
 
     headers = {"Authorization": f"Bearer {token.value}"} if token else None
-    return JobSubmissionClient(address, headers=headers)
+    # Ray's client would let these override `address` (dashboard_address read them already)
+    # and take a HOST:PORT in them for a GCS address to ask for the dashboard's.
+    hidden = {v: os.environ.pop(v) for v in ADDRESS_VARIABLES if v in os.environ}
+    try:
+        return JobSubmissionClient(address, headers=headers)
+    finally:
+        os.environ.update(hidden)
 
 
 @contextmanager
