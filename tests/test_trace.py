@@ -173,3 +173,19 @@ def test_a_trace_path_in_a_missing_directory_is_one_line_before_the_run(tmp_path
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1
     assert f"the directory {tmp_path / 'no'} does not exist" in err
+
+
+def test_async_steps_have_each_gradient_and_its_server_updates(ray_session, tiny_job):
+    job = tiny_job(train={"mode": "async", "max_steps": 8, "servers": 2})
+    trace = Trace(job)
+    train(job, progress=False, overwrite=True, hooks=trace.hooks())
+    names = defaultdict(list)
+    for e in spans({"traceEvents": trace.events()}):
+        names[e["pid"], e["tid"]].append(e["name"])
+    # N = 2 gradients per synchronous-equivalent step, whichever worker computed them
+    worker_steps = [n for w in (0, 1) for n in names[WORKERS, w] if n.startswith("step ")]
+    assert sorted(worker_steps) == sorted(f"step {t}" for t in range(8) for _ in range(2))
+    for server in (0, 1):  # each gradient updates both shards
+        assert sorted(names[SERVERS, server]) == sorted(
+            f"update {t}" for t in range(8) for _ in (0, 1)
+        )
