@@ -20,6 +20,8 @@ COLOURS = {
     "data": "#9ecae1",
     "forward + backward": "#3182bd",
     "update": "#e6550d",
+    "parameters in": "#c7e9c0",
+    "gradients in": "#fdd0a2",
     "submit": "#74c476",
     "read": "#d9d9d9",
     "book": "#fdae6b",

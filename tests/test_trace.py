@@ -88,7 +88,9 @@ def test_every_step_has_a_span_per_worker_and_server(traced_run):
         )
         assert names.count("data") == names.count("forward + backward") == STEPS
     for server in (0, 1):
-        assert sorted(per_track[SERVERS, server]) == sorted(f"update {t}" for t in range(STEPS))
+        updates = [n for n in per_track[SERVERS, server] if n.startswith("update ")]
+        assert sorted(updates) == sorted(f"update {t}" for t in range(STEPS))
+        assert set(per_track[SERVERS, server]) - set(updates) <= {"gradients in"}
     driver = per_track[DRIVER, 0]
     assert driver[0].startswith("start: ")  # it ends with step 0's submission
     assert [driver.count(n) for n in ("submit", "read", "book")] == [STEPS - 1, STEPS, STEPS]
@@ -103,6 +105,7 @@ def test_the_spans_agree_with_the_tensorboard_time_split(traced_run):
             name = e["args"].get("until", e["name"])
             step_of[e["args"]["step"]][e["pid"], e["tid"], name] = e
     reads = [step_of[t][DRIVER, 0, "fetched"] for t in range(STEPS)]
+    transfers = 0
     for t in range(STEPS):
         s = step_of[t]
         workers = [s[WORKERS, i, f"step {t}"] for i in (0, 1)]
@@ -123,8 +126,17 @@ def test_the_spans_agree_with_the_tensorboard_time_split(traced_run):
         if t:
             before = max(seconds(step_of[t - 1][SERVERS, k, f"update {t - 1}"])[1] for k in (0, 1))
             assert all(seconds(w)[0] >= before - SLOP_S for w in workers)
+            for i, w in enumerate(workers):  # the gap since the update (or submission)
+                if gap := s.get((WORKERS, i, "parameters in")):
+                    ready = max(before, submitted)
+                    assert seconds(gap) == pytest.approx((ready, seconds(w)[0]), abs=1e-6)
+                    transfers += 1
         done = max(seconds(w)[1] for w in workers)
         assert all(seconds(u)[0] >= done - SLOP_S for u in servers)
+        for k, u in enumerate(servers):  # the gap since the step's last gradient
+            if gap := s.get((SERVERS, k, "gradients in")):
+                assert seconds(gap) == pytest.approx((done, seconds(u)[0]), abs=1e-6)
+                transfers += 1
         assert all(seconds(e)[1] <= read_end + SLOP_S for e in workers + servers)
         if t:  # time/step_s is the time between two steps' reads
             between = read_end - seconds(reads[t - 1])[1]
@@ -132,6 +144,7 @@ def test_the_spans_agree_with_the_tensorboard_time_split(traced_run):
             compute = max(w["dur"] for w in workers) / 1e6
             update = max(e["dur"] for e in servers) / 1e6
             assert between - compute - update == pytest.approx(logged["time/wait_s"][t], abs=0.005)
+    assert transfers > STEPS  # data crossing processes takes time
 
 
 def test_ctrl_c_writes_the_trace_of_the_steps_run(ray_session, tiny_dataset, tmp_path):

@@ -14,8 +14,11 @@ phase, named after the phase that ends it: "submit", "read" of a step's reports,
 the times the actors measured: a worker's "step N" (WorkerReport.started, compute_s) split
 into "data" (parameters copied in, the minibatch read and prepared: data_s) and "forward +
 backward" (the rest: the model's loss and gradient, gradient encoding, a test straggler's
-sleep), a server shard's "update N" (ServerReport.started, update_s). Async/SSP: "step N"
-is the synchronous-equivalent step whose N gradients a worker's span belongs to.
+sleep), a server shard's "update N" (ServerReport.started, update_s); in sync mode the
+gaps between them as "parameters in" (a worker, since the previous step's last update)
+and "gradients in" (a server, since the step's last gradient): transfer and scheduling.
+Async/SSP: "step N" is the synchronous-equivalent step whose N gradients a worker's span
+belongs to.
 
 Events are "X" (complete) events, ts and dur in microseconds since the trace began; one
 process per kind of actor (driver, parameter servers, workers) and one thread per actor,
@@ -66,6 +69,9 @@ class Trace:
         self.spans: list[tuple] = []  # (pid, tid, name, start, dur, args), seconds
         self.info = {} if job is None else {"job": job.name, "mode": job.train.mode}
         self.servers = job.train.servers if job is not None else None
+        self.sync = job is not None and job.train.mode == "sync"
+        self.updated: tuple[int, float] | None = None  # sync: (step, its last update's end)
+        self.submitted: dict[int, float] = {}  # sync: when each unread step was submitted
 
     def hooks(self, base: Hooks = NO_HOOKS) -> Hooks:
         """`base` (a test's or benchmark's hooks) with this trace listening too."""
@@ -83,6 +89,8 @@ class Trace:
     def phase(self, name: str, step: int) -> None:
         """The driver reached phase `name` (hooks.PHASES): a span since the previous one."""
         now = self.clock()
+        if self.sync and name == "submitted":
+            self.submitted[step] = now
         span = BETWEEN.get((self.last_phase, name)) or ENDED_BY.get(name)
         if self.last_phase == "start":
             span = "start: dataset check, Ray, actors, first submission"
@@ -111,6 +119,29 @@ class Trace:
         for i, s in enumerate(servers):
             args = {"step": step, "learning_rate": s.learning_rate, "received": s.received}
             self.spans.append((SERVERS, i % k, f"update {step}", s.started, s.update_s, args))
+        if self.sync and workers and servers:
+            self._transfers(step, workers, servers)
+
+    def _transfers(self, step: int, workers: list, servers: list) -> None:
+        """Sync: the gaps a step's data crosses, as spans where they end: "parameters in"
+        on a worker (from the previous step's last update, or the step's submission if
+        later: after an evaluation), "gradients in" on a server (from the step's last
+        gradient): transfer and scheduling, as measured."""
+        previous, submitted = self.updated, self.submitted.pop(step, None)
+        if previous is not None and previous[0] == step - 1 and submitted is not None:
+            ready = max(previous[1], submitted)
+            for r in workers:
+                if r.started > ready:
+                    gap = r.started - ready
+                    self.spans.append(
+                        (WORKERS, r.worker, "parameters in", ready, gap, {"step": step})
+                    )
+        last_gradient = max(r.started + r.compute_s for r in workers)
+        for k, s in enumerate(servers):
+            if s.started > last_gradient:
+                gap = s.started - last_gradient
+                self.spans.append((SERVERS, k, "gradients in", last_gradient, gap, {"step": step}))
+        self.updated = (step, max(s.started + s.update_s for s in servers))
 
     def events(self, ending: str = "finished") -> list[dict]:
         """The Trace Event Format events: metadata, then the spans in time order (with
