@@ -78,6 +78,11 @@ class RunLogger:
             step,
         )
 
+    def text(self, step: int, tag: str, text: str) -> None:
+        """A line of text at `step` (TensorBoard's Text tab)."""
+        if self.log.active:
+            self.log.add(self._summary.text(tag, text), step)
+
     def histogram(self, step: int, tag: str, values: np.ndarray) -> None:
         self.log.add(self._summary.histogram(tag, np.asarray(values, dtype=float), bins=64), step)
 

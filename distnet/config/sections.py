@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from distnet import optim, schedules
-from distnet.config.schema import ConfigError, _Section
+from distnet.config.schema import ConfigError, _Section, _show
 from distnet.errors import InvalidInput
 from distnet.models.blocks import check_blocks, parse_blocks
 from distnet.models.build import CIFAR_IMAGE, CONV_KINDS
@@ -214,8 +214,16 @@ class TrainConfig(_Section):
     # Threads of each parameter server's update rule; 0 = its node's cores, at most 4 (in
     # synchronous mode the workers wait while the servers update).
     server_threads: int = 0
+    # Elastic training (docs/elastic.md): with max_workers set, each step is cut into
+    # max_workers blocks (train.workers becomes max_workers: the fixed-size run it equals)
+    # and between min_workers and max_workers live workers compute them; below min_workers
+    # the run waits at most elastic_wait_s for workers, then stops leaving a checkpoint.
+    min_workers: int | None = None
+    max_workers: int | None = None
+    elastic_wait_s: float = 300.0
 
     def _validate(self) -> None:
+        self._check_elastic()
         for name in ("num_epochs", "batch_size", "workers", "servers", "eval_batch_size"):
             self._check(name, lambda v: v >= 1, ">= 1")
         for name in ("early_stopping_patience", "max_steps"):
@@ -232,6 +240,45 @@ class TrainConfig(_Section):
         self._only_with(
             "topk_ratio", self.compression == "topk", 'applies only with compression = "topk"'
         )
+
+    @property
+    def elastic(self) -> bool:
+        """Whether workers join and leave the run (max_workers set)."""
+        return self.max_workers is not None
+
+    def _check_elastic(self) -> None:
+        """min/max_workers: 1 <= min <= max, sync mode without backup workers or "topk"
+        (its residual is worker state); train.workers is max_workers or left unset."""
+        self._only_with("min_workers", self.elastic, "applies only with train.max_workers set")
+        self._only_with("elastic_wait_s", self.elastic, "applies only with train.max_workers set")
+        if not self.elastic:
+            return
+        self._check("max_workers", lambda v: v >= 1, ">= 1")
+        low = 1 if self.min_workers is None else self.min_workers
+        self._check(
+            "min_workers",
+            lambda v: 1 <= v <= self.max_workers,
+            f"in 1..train.max_workers ({self.max_workers})",
+        )
+        self._check("elastic_wait_s", lambda v: v > 0, "> 0")
+        default = next(f.default for f in fields(self) if f.name == "workers")
+        if self.workers not in (default, self.max_workers):
+            raise ConfigError(
+                f"train.workers = {self.workers} conflicts with train.max_workers = "
+                f"{self.max_workers} (an elastic run cuts each step into max_workers blocks)"
+            )
+        for name, ok, rule in (
+            ("mode", self.mode == "sync", 'mode = "sync"'),
+            ("backup_workers", not self.backup_workers, "no backup workers"),
+            ("compression", self.compression != "topk", 'compression "none" or "fp16"'),
+        ):
+            if not ok:
+                raise ConfigError(
+                    f"train.max_workers (elastic training) needs {rule}, got "
+                    f"train.{name} = {_show(getattr(self, name))}"
+                )
+        object.__setattr__(self, "min_workers", low)
+        object.__setattr__(self, "workers", self.max_workers)
 
     def worker_batch_sizes(self) -> list[int]:
         """Each worker's share of the global batch (the first ones take the remainder)."""

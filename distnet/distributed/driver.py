@@ -32,6 +32,7 @@ from distnet.distributed import budget
 from distnet.distributed.async_loop import AsyncLoop
 from distnet.distributed.backup import BackupLoop
 from distnet.distributed.compiled import CompiledSteps
+from distnet.distributed.elastic import ElasticGroup, ElasticLoop
 from distnet.distributed.group import ActorGroup
 from distnet.distributed.hooks import NO_HOOKS, Hooks
 from distnet.distributed.ledger import Ledger, TrainingDiverged, fresh_state
@@ -140,7 +141,8 @@ class _Run:
 
     # --- actors ------------------------------------------------------------------------
     def _new_group(self) -> ActorGroup:
-        return ActorGroup(
+        cls = ElasticGroup if self.job.train.elastic else ActorGroup
+        return cls(
             self.job,
             self.initial.params.size,
             self.initial.bn_state.size,
@@ -151,7 +153,9 @@ class _Run:
     def _new_loop(self) -> Loop:
         """The loop of the job's consistency model, on the current actors."""
         t = self.job.train
-        if t.mode != "sync":
+        if t.elastic:
+            cls = ElasticLoop
+        elif t.mode != "sync":
             cls = AsyncLoop
         elif t.backup_workers:
             cls = BackupLoop

@@ -69,19 +69,13 @@ class ActorGroup:
         self.weights = [float(b) for b in actor_batch_sizes(train)]
         self.shares = [w / train.batch_size for w in self.weights]  # async: b_i / B
         server_cls = remote_class(ParameterServer, num_cpus=0, retry_tasks=False)
-        worker_cls = remote_class(GradientWorker, num_cpus=train.worker_cpus, retry_tasks=True)
         self.servers = [
-            server_cls.remote(
+            server_cls.options(**self._server_options()).remote(
                 k, job.optim.update_rule, job.optim.rule_config(), schedule, train.server_threads
             )
             for k in range(train.servers)
         ]
-        self.workers = [
-            worker_cls.options(scheduling_strategy="SPREAD").remote(
-                job, i, len(self.weights), int(b), self.bounds, worker_delay_s if i == 0 else 0.0
-            )
-            for i, b in enumerate(self.weights)
-        ]
+        self.workers = self._start_workers(worker_delay_s)
         try:  # all started, without torch, their train shards opened and checked
             ray.get([a.__ray_call__.remote(_without_torch) for a in self.servers + self.workers])
             ray.get([w.num_rows.remote() for w in self.workers])
@@ -92,6 +86,26 @@ class ActorGroup:
             raise
         self.param_refs: list = []
         self.bn_ref = None
+
+    def _server_options(self) -> dict:
+        return {}
+
+    def _start_workers(self, worker_delay_s: float) -> list:
+        """One worker actor per global-batch share (Ray restarts a dead one)."""
+        worker_cls = remote_class(
+            GradientWorker, num_cpus=self.job.train.worker_cpus, retry_tasks=True
+        )
+        return [
+            worker_cls.options(scheduling_strategy="SPREAD").remote(
+                self.job,
+                i,
+                len(self.weights),
+                int(b),
+                self.bounds,
+                worker_delay_s if i == 0 else 0.0,
+            )
+            for i, b in enumerate(self.weights)
+        ]
 
     def load(self, state: ModelState) -> None:
         """Put `state` into the servers (at start, on resume, after a server restart)."""
@@ -166,23 +180,31 @@ class ActorGroup:
 
     def update(self, step: int, workers: list[int], outs: list[list]) -> StepRefs:
         """Submit synchronous step `step` from the gradients `outs` of `workers`."""
-        k = len(self.servers)
-        weights = [self.weights[i] for i in workers]
         param_refs, server_reports = [], []
-        for i, server in enumerate(self.servers):
-            args = [out[i] for out in outs]
-            with_bn = i == 0 and self.has_bn
-            if with_bn:
-                args += [out[k] for out in outs]
-            res = server.apply_gradients.options(num_returns=2 + with_bn).remote(
-                step, weights, *args
-            )
-            param_refs.append(res[0])
-            server_reports.append(res[-1])
-            if with_bn:
-                self.bn_ref = res[1]
+        for i in range(len(self.servers)):
+            params, bn, report = self.apply_on(i, step, workers, outs)
+            param_refs.append(params)
+            server_reports.append(report)
+            if bn is not None:
+                self.bn_ref = bn
         self.param_refs = param_refs
         return StepRefs(step, [out[-1] for out in outs], server_reports, workers)
+
+    def apply_on(self, server: int, step: int, workers: list[int], outs: list[list]) -> tuple:
+        """Submit server `server`'s part of step `step` (gradients `outs` of `workers`, in
+        that order): the refs of its parameters, batchnorm statistics (None) and report."""
+        k = len(self.servers)
+        weights = [self.weights[i] for i in workers]
+        args = [out[server] for out in outs]
+        with_bn = server == 0 and self.has_bn
+        if with_bn:
+            args += [out[k] for out in outs]
+        res = (
+            self.servers[server]
+            .apply_gradients.options(num_returns=2 + with_bn)
+            .remote(step, weights, *args)
+        )
+        return res[0], res[1] if with_bn else None, res[-1]
 
     def apply(self, worker: int, local_step: int, out: list) -> list:
         """Async/SSP: submit the update from one worker's gradient; returns the servers'

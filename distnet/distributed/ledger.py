@@ -9,6 +9,7 @@ checkpoints always holds exactly the steps and epoch ends it has booked.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 
@@ -103,6 +104,19 @@ class Ledger:
             refresh=False,
         )
         self.bar.update(1)
+
+    def record_membership(self, step: int, workers: int, what: str) -> None:
+        """Book a change of an elastic run's workers at `step`: in the checkpointed state
+        (the number now, every change as JSON), TensorBoard (scalar cluster/workers, a
+        text line) and on the progress bar's stream."""
+        extra = self.state.extra
+        changes = json.loads(str(extra.get("membership", "[]")))
+        changes.append([step, workers, what])
+        extra["membership"], extra["workers"] = json.dumps(changes), workers
+        self.logger.scalars(step, {"cluster/workers": workers})
+        self.logger.text(step, "cluster/membership", f"step {step}: {what}, {workers} workers")
+        if not self.bar.disable:
+            self.bar.write(f"step {step}: {what}; {workers} workers", file=sys.stderr)
 
     # --- epochs -----------------------------------------------------------------------
     def improves(self, val_acc: float) -> bool:

@@ -71,7 +71,11 @@ class RunPlan:
         if t.max_steps is not None:  # stops the run early; the schedule keeps its shape
             total = min(total, t.max_steps)
         uses_graph = (
-            t.mode == "sync" and not t.backup_workers and t.transport == "graph" and single_node
+            t.mode == "sync"
+            and not t.backup_workers
+            and not t.elastic  # elastic steps are Ray tasks (elastic.py)
+            and t.transport == "graph"
+            and single_node
         )
         return cls(per_epoch, total, schedule, uses_graph, job.checkpoint.every_steps, param_bytes)
 

@@ -72,7 +72,7 @@ class GradientWorker:
         # reader hands out either (the same bytes) and flips and crops keep the layout.
         self.layout = "nchw" if len(self.model.input_shape) == 3 else "flat"
         self._X = None  # reused minibatch buffer
-        self._grads = None  # reused gradient buffer (what is returned is copied out by Ray)
+        self._grads: dict = {}  # reused gradient buffers (what is returned is copied out by Ray)
         self.encoder = Encoder(job.train.compression, job.train.topk_ratio)
         self.computed = 0  # gradients computed by this process (work done, kept or dropped)
 
@@ -93,28 +93,48 @@ class GradientWorker:
         Returns one gradient slice per parameter server, then (with batchnorm) this
         worker's updated running statistics, then a WorkerReport.
         """
+        return self._compute(self.index, self.batch, epoch, step_in_epoch, bn_state, param_slices)
+
+    def compute_blocks(
+        self, blocks: list[int], epoch: int, step_in_epoch: int, bn_state, *param_slices
+    ):
+        """Elastic training (elastic.py): `compute_gradients` of each of `blocks`, exactly as
+        worker b of a fixed run of job.train.workers workers computes it (its rows, batch,
+        batchnorm statistics, augmentation and dropout draws), the blocks' outputs one
+        after another."""
+        sizes = self.job.train.worker_batch_sizes()
+        outputs = []
+        for slot, block in enumerate(blocks):
+            outputs += self._compute(
+                block, sizes[block], epoch, step_in_epoch, bn_state, param_slices, slot
+            )
+        return tuple(outputs)
+
+    def _compute(
+        self, block, batch, epoch, step_in_epoch, bn_state, param_slices, slot: int = 0
+    ) -> tuple:
+        """compute_gradients as worker `block` with its `batch`; `slot`: which reused
+        gradient buffer (one per block of a call: Ray copies the outputs out after it)."""
         start, started = time.perf_counter(), time.time()
         flush_denormals()  # per call: MXCSR is per thread, and a compiled graph calls from its own
         self._load(param_slices, bn_state)
-        seed, train = self.job.seed, self._split("train")
-        idx = sampling.batch_indices(
-            seed, epoch, step_in_epoch, self.index, train.num_rows, self.batch
-        )
+        seed, train = self.job.seed, self._split("train", block)
+        idx = sampling.batch_indices(seed, epoch, step_in_epoch, block, train.num_rows, batch)
         images, y = train.take(idx)
         aug = self.job.data
         if aug.augment_flip or aug.augment_crop_padding:
             from distnet.data.augment import augment
 
-            rng = sampling.augment_rng(seed, epoch, step_in_epoch, self.index)
+            rng = sampling.augment_rng(seed, epoch, step_in_epoch, block)
             images = augment(images, rng, aug.augment_flip, aug.augment_crop_padding)
         self._X = train.normalize(images, out=self._buffer(len(idx)))
         data_s = time.perf_counter() - start
         if self.model.use_dropout:
             self.model.dropout_param["seed"] = sampling.dropout_seed(
-                seed, epoch, step_in_epoch, self.index
+                seed, epoch, step_in_epoch, block
             )
-        loss, grads = self.model.loss(self._X, y, grads_out=self._grads)
-        self._grads = grads
+        loss, grads = self.model.loss(self._X, y, grads_out=self._grads.get(slot))
+        self._grads[slot] = grads
         if self.delay_s:
             time.sleep(self.delay_s)
         flat = grads.vector
@@ -123,7 +143,7 @@ class GradientWorker:
         if bn_state is not None:
             outputs.append(self.model.get_bn_state())
         report = WorkerReport(
-            self.index, float(loss), len(idx), time.perf_counter() - start, sent, started, data_s
+            block, float(loss), len(idx), time.perf_counter() - start, sent, started, data_s
         )
         self.computed += 1
         return (*outputs, report)
@@ -140,19 +160,25 @@ class GradientWorker:
         return WorkerOutput(outputs[:k], outputs[k] if bn_state is not None else None, report)
 
     def evaluate(
-        self, split: str, max_samples: int | None, epoch: int, bn_state, *param_slices
+        self,
+        split: str,
+        max_samples: int | None,
+        epoch: int,
+        bn_state,
+        *param_slices,
+        block: int | None = None,
     ) -> tuple[int, int]:
-        """(correct, total) of the model on this worker's share of `split`.
+        """(correct, total) of the model on this worker's share of `split` (elastic
+        training: the share of worker `block`).
 
         `max_samples` (a per-worker count) evaluates a random subset, fixed per epoch.
         """
+        index = self.index if block is None else block
         self._load(param_slices, bn_state)
-        data = self._split(split)
+        data = self._split(split, index)
         rows = np.arange(data.num_rows)
         if max_samples is not None and max_samples < data.num_rows:
-            rows = sampling.eval_subsample(
-                self.job.seed, epoch, self.index, data.num_rows, max_samples
-            )
+            rows = sampling.eval_subsample(self.job.seed, epoch, index, data.num_rows, max_samples)
         correct = 0
         step = self.job.train.eval_batch_size
         for start in range(0, len(rows), step):
@@ -160,19 +186,21 @@ class GradientWorker:
             correct += int(np.sum(np.argmax(self.model.loss(X), axis=1) == y))
         return correct, len(rows)
 
-    def _split(self, name: str):
-        """This worker's share of split `name`, opened (shard checksums checked when the
-        job verifies) on first use; raises DataError naming a bad file."""
-        if name not in self._splits:
-            self._splits[name] = self._open_split(
+    def _split(self, name: str, index: int | None = None):
+        """Worker `index`'s (default: this worker's) share of split `name`, opened (shard
+        checksums checked when the job verifies) on first use; raises DataError naming a
+        bad file."""
+        key = (name, self.index if index is None else index)
+        if key not in self._splits:
+            self._splits[key] = self._open_split(
                 self.job.data.path,
                 name,
-                self.index,
+                key[1],
                 self.num_workers,
                 verify=self.job.data.verify,
                 layout=self.layout,
             )
-        return self._splits[name]
+        return self._splits[key]
 
     def _load(self, param_slices, bn_state) -> None:
         vector = self.model.params.vector
