@@ -209,7 +209,7 @@ class RayCluster:
             env["RAY_AUTH_TOKEN"] = self.token if token == "cluster" else token
         return env
 
-    def start_head(self) -> Node:
+    def start_head(self, cpus: int = 1) -> Node:
         return self._start(
             "ray-head",
             {
@@ -218,6 +218,7 @@ class RayCluster:
                 "RAY_DASHBOARD_PORT": str(self.dashboard_port),
                 "RAY_CLIENT_PORT": str(free_port()),
             },
+            cpus,
         )
 
     def add_worker(self) -> Node:
@@ -238,7 +239,7 @@ class RayCluster:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)["data"]["result"]["result"]
 
-    def _start(self, service_name: str, variables: dict[str, str]) -> Node:
+    def _start(self, service_name: str, variables: dict[str, str], cpus: int = 1) -> Node:
         service = self.services[service_name]
         index = len(self.nodes)
         ip = f"127.0.0.{index + 2}"
@@ -251,7 +252,7 @@ class RayCluster:
                 | {
                     "RAY_NODE_IP": ip,
                     "RAY_AGENT_PORT": str(free_port()),
-                    "RAY_NUM_CPUS": "1",
+                    "RAY_NUM_CPUS": str(cpus),
                     "RAY_TEMP_DIR": str(self.root / f"n{index}"),
                     # Ray system config from the environment: a lost node is declared dead after
                     # 5 failed checks 1 s apart instead of 3 s apart, to keep failure tests short.
@@ -290,8 +291,11 @@ class RayCluster:
 
 
 @contextmanager
-def ray_cluster(workers: int = 2, python_bin: Path | None = None) -> Iterator[RayCluster]:
-    """A head and `workers` worker nodes, each with 1 CPU; torn down even on failure.
+def ray_cluster(
+    workers: int = 2, python_bin: Path | None = None, head_cpus: int = 1
+) -> Iterator[RayCluster]:
+    """A head with `head_cpus` CPUs and `workers` worker nodes with 1 CPU each; torn down
+    even on failure.
     `python_bin`: the nodes run `ray` (hence their workers and jobs) from that bin/
     (torchenv.py's), instead of this environment's."""
     # A short root: Ray's unix sockets live under it and their paths must stay < 108 bytes.
@@ -301,7 +305,7 @@ def ray_cluster(workers: int = 2, python_bin: Path | None = None) -> Iterator[Ra
     netns = LoopbackNamespace()
     cluster = RayCluster(root, token, compose_services(token), netns, python_bin=python_bin)
     try:
-        cluster.start_head()
+        cluster.start_head(head_cpus)
         for _ in range(workers):
             cluster.add_worker()
         yield cluster

@@ -4,9 +4,19 @@ join and leave mid-run with the result unchanged."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
+from datagen import make_prepared_dataset
+from raycluster import container_env, ray_cluster
 
+from distnet.checkpoint import latest_checkpoint, load_checkpoint
 from distnet.config import ConfigError, JobConfig
 from distnet.distributed.driver import train
 from distnet.distributed.elastic import assign_blocks
@@ -77,3 +87,205 @@ def test_an_elastic_run_equals_the_fixed_run_of_max_workers(ray_session, tiny_jo
     np.testing.assert_array_equal(elastic.bn_state, fixed.bn_state)
     assert elastic.loss_history == fixed.loss_history
     assert elastic.val_acc_history == fixed.val_acc_history
+
+
+# --- a real multi-node cluster: workers join and leave mid-run ---------------------------
+# The head (the driver and the parameter servers) has no CPU for workers; each worker node
+# has one. The driver runs in the cluster's namespace (this file run as a script, `drive`
+# below) and stops at gates: at step GROW_AT until the test has added a node, three steps
+# after the third worker joined until the test has killed a node (with steps in flight).
+GROW_AT = 6
+LOSE_ALL_AT = 12  # after the checkpoint at step 10
+CLUSTER_JOB = {
+    "name": "elastic",
+    "seed": 4,
+    "model": {"kind": "fc", "hidden_dims": [16], "weight_scale": 1e-2, **BASE["model"]},
+    "data": BASE["data"],
+    "optim": BASE["optim"],
+    "train": {"num_epochs": 10, "batch_size": 30, "num_train_samples": 60},
+    "checkpoint": {"every_steps": 10},
+    "metrics": {"log_every_steps": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with ray_cluster(workers=2, head_cpus=0) as started:
+        started.data_path = make_prepared_dataset(started.shared / "data", shards=4, num_val=60)
+        yield started
+
+
+class Driver:
+    """`drive` in the cluster's namespace, read line by line (every read bounded)."""
+
+    def __init__(self, cluster, job: dict, out: Path, plan: str):
+        out.mkdir()
+        self.out = out
+        (out / "job.json").write_text(json.dumps(job))
+        env = container_env(cluster.services["ray-head"], cluster.shared)
+        argv = [sys.executable, __file__, str(out / "job.json"), str(out), cluster.address, plan]
+        self.process = subprocess.Popen(
+            cluster.netns.argv(argv), env=env, stdout=subprocess.PIPE, text=True
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.strip())
+
+    def wait_for(self, prefix: str, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [line for line in self.lines if line.startswith(prefix)]
+            if found:
+                return found[0]
+            assert self.process.poll() is None or self.reader.is_alive(), self.lines[-20:]
+            time.sleep(0.05)
+        raise AssertionError(f"no {prefix!r} in {timeout} s: {self.lines[-20:]}")
+
+    def go(self, name: str) -> None:
+        (self.out / f"go-{name}").touch()
+
+    def finish(self, timeout: float = 120) -> int:
+        code = self.process.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
+
+    def workers(self) -> list[int]:
+        """The workers of each booked step."""
+        return [int(line.split()[3]) for line in self.lines if line.startswith("step ")]
+
+
+def job_in(cluster, run: str, **train) -> dict:
+    job = json.loads(json.dumps(CLUSTER_JOB))
+    job["data"]["path"] = str(cluster.data_path)
+    job["train"].update(train)
+    job["checkpoint"]["dir"] = str(cluster.shared / run / "ckpt")
+    job["metrics"]["logdir"] = str(cluster.shared / run / "runs")
+    return job
+
+
+def fixed_run(job: dict, tmp_path: Path):
+    """The same job with max_workers fixed workers, on the session Ray."""
+    raw = json.loads(json.dumps(job))
+    for key in ("min_workers", "max_workers", "elastic_wait_s"):
+        raw["train"].pop(key, None)
+    raw["train"]["workers"] = 3
+    raw["checkpoint"]["dir"] = str(tmp_path / "fixed-ckpt")
+    raw["metrics"]["logdir"] = str(tmp_path / "fixed-runs")
+    return train(JobConfig.from_dict(raw), progress=False, overwrite=True)
+
+
+def test_workers_join_and_leave_mid_run_and_the_result_is_the_fixed_runs(
+    cluster, ray_session, tmp_path
+):
+    job = job_in(cluster, "grow", min_workers=1, max_workers=3)
+    driver = Driver(cluster, job, tmp_path / "grow", "grow-shrink")
+    driver.wait_for("gate grow")
+    cluster.add_worker()  # a third node: its CPU is free
+    driver.go("grow")
+    driver.wait_for("gate kill")
+    victim = cluster.workers[0]
+    victim.kill()  # with a step in flight (the gate is just after a submit)
+    cluster.nodes.remove(victim)
+    driver.go("kill")
+    assert driver.finish() == 0, driver.lines[-20:]
+    workers = driver.workers()
+    assert workers[0] == 2 and 3 in workers and workers[-1] == 2, workers
+    grown, shrunk = workers.index(3), len(workers) - workers[::-1].index(3)
+    assert grown < shrunk and set(workers[grown:shrunk]) == {3}
+    assert not [line for line in driver.lines if line.startswith("phase recover")]
+    booked = [int(line.split()[1]) for line in driver.lines if line.startswith("step ")]
+    assert booked == list(range(len(booked)))  # every step once, in order
+    state = load_checkpoint(latest_checkpoint(cluster.shared / "grow" / "ckpt"))
+    changes = json.loads(state.extra["membership"])
+    assert [c[1] for c in changes] == [2, 3, 2] and state.extra["workers"] == 2
+    assert "joined" in changes[1][2] and "lost" in changes[2][2]
+    fixed = fixed_run(job, tmp_path)
+    assert fixed.steps == state.step == len(booked)
+    np.testing.assert_array_equal(np.load(tmp_path / "grow" / "final.npy"), fixed.final_params)
+    np.testing.assert_array_equal(state.params, fixed.final_params)
+
+
+def test_the_last_node_lost_waits_then_stops_with_a_checkpoint_to_resume(
+    cluster, ray_session, tmp_path
+):
+    job = job_in(cluster, "lose", min_workers=1, max_workers=3, elastic_wait_s=4)
+    driver = Driver(cluster, job, tmp_path / "lose", "lose-all")
+    driver.wait_for("gate kill")
+    for node in list(cluster.workers):
+        node.kill()
+        cluster.nodes.remove(node)
+    driver.go("kill")
+    assert driver.finish() == 3, driver.lines[-20:]
+    error = driver.wait_for("error:")
+    assert "only 0 of train.min_workers = 1 workers for 4 s" in error, error
+    assert "continue with --resume" in error
+    state = load_checkpoint(latest_checkpoint(cluster.shared / "lose" / "ckpt"))
+    assert LOSE_ALL_AT - 2 <= state.step <= LOSE_ALL_AT + 1
+    assert json.loads(state.extra["membership"])[-1][1] == 0
+    # --resume on the session Ray (its 4 CPUs: 3 workers) ends exactly as the fixed run.
+    resumed = train(JobConfig.from_dict(job), resume=True, progress=False)
+    np.testing.assert_array_equal(resumed.final_params, fixed_run(job, tmp_path).final_params)
+
+
+def drive(job_file: str, out: str, address: str, plan: str) -> int:
+    """The driver: train the job, printing each booked step's workers and each phase,
+    waiting at the gates of `plan` ("grow-shrink", or "lose-all": a gate at step
+    LOSE_ALL_AT) for the test's go-NAME files; the final parameters to out/."""
+    import ray
+
+    from distnet.distributed.hooks import Hooks
+    from distnet.errors import DistnetError
+
+    out_dir, grown = Path(out), []
+
+    def gate(name: str) -> None:
+        print(f"gate {name}", flush=True)
+        deadline = time.monotonic() + 120
+        while not (out_dir / f"go-{name}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def on_phase(phase: str, step: int) -> None:
+        print(f"phase {phase} {step}", flush=True)
+        if phase != "submitted":
+            return
+        if plan == "lose-all":
+            if step == LOSE_ALL_AT:
+                gate("kill")
+        elif step == GROW_AT:
+            gate("grow")
+        elif grown and step == grown[0] + 3:
+            gate("kill")
+        elif step > GROW_AT and not grown:
+            time.sleep(0.2)  # slow steps while the new node's worker starts
+
+    def on_step(event) -> None:
+        workers = len(event.group.workers)
+        print(f"step {event.step} workers {workers}", flush=True)
+        if workers == 3 and not grown:
+            grown.append(event.step)
+
+    job = JobConfig.from_dict(json.loads(Path(job_file).read_text()))
+    ray.init(address=address, _node_ip_address="127.0.0.2", logging_level="ERROR")
+    try:
+        result = train(
+            job,
+            progress=False,
+            overwrite=True,
+            on_step=on_step,
+            hooks=Hooks(on_phase=on_phase),
+        )
+    except DistnetError as err:
+        print(f"error: {err}", flush=True)
+        return 3
+    np.save(out_dir / "final.npy", result.final_params)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(drive(*sys.argv[1:5]))
