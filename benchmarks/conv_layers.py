@@ -181,6 +181,8 @@ def products_alone(layer: Layer, x, w, b, dout, conv_param):
     are stride 1 with pad < filter size.)"""
     patches = fast_layers.conv_forward_fast(x, w, b, conv_param)[1][4]
     (F, C, k, _), pad = w.shape, conv_param["pad"]
+    if fast_layers.uses_winograd(C, F, k, k, 1):
+        return winograd_products(layer, patches, F)
     dout_rows = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, F)
     if not im2col.channels_last(C, k):  # columns (taps, pixels); dx's columns for col2im
         w_rows = w.reshape(F, -1)
@@ -265,6 +267,19 @@ def baseline_module(revision: str):
     module = types.ModuleType(f"fast_layers@{revision}")
     exec(compile(source.stdout, f"{revision}:distnet/fast_layers.py", "exec"), module.__dict__)
     return module
+
+
+def winograd_products(layer: Layer, tiles, F: int):
+    """The three batched products of a Winograd layer: tiles (t, P, C) @ U (t, C, F),
+    tiles^T @ dM (t, P, F) for dw, dM @ U^T for dx."""
+    U = np.ones((tiles.shape[0], tiles.shape[2], F), tiles.dtype)
+    dM = np.ones(tiles.shape[:2] + (F,), tiles.dtype)
+
+    def backward():
+        dw = np.matmul(tiles.transpose(0, 2, 1), dM)
+        return (dw, np.matmul(dM, U.transpose(0, 2, 1))) if layer.input_grad else (dw,)
+
+    return (lambda: np.matmul(tiles, U)), backward
 
 
 def bench_layers(

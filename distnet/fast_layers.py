@@ -12,6 +12,10 @@ The functions reject exactly what the naive ones in distnet.layers.conv reject (
 the checks), keep the dtype they are given (float32 stays float32), and their caches start
 with the naive cache and add what backward reuses:
 conv (x, w, b, conv_param, patches), max pool (x, pool_param, out).
+
+3x3 stride-1 layers with at least twice as many filters as channels run as Winograd
+F(2x2, 3x3) tiles instead (distnet.winograd; the cache then holds the transformed input
+tiles in place of the patches), where that measured faster.
 """
 
 from __future__ import annotations
@@ -27,6 +31,19 @@ from distnet.im2col import (
     scratch,
 )
 from distnet.layers import check_conv_input, check_dout, check_pool_input
+from distnet.winograd import conv3x3_backward, conv3x3_forward
+
+# Winograd F(2x2, 3x3) tiles (distnet.winograd): F(4x4, 3x3) has 1.8x fewer multiplies
+# but its transforms take more passes than they save here.
+WINOGRAD_TILE = 2
+
+
+def uses_winograd(C: int, F: int, HH: int, WW: int, stride: int) -> bool:
+    """Whether a layer runs as Winograd tiles rather than im2col: 3x3 stride 1 with at
+    least twice as many filters as channels (and more channels than a first layer's 3).
+    Measured (one thread, batch 50, float32): 32 -> 64 channels at 16x16 about 12% faster;
+    F < 2C runs dx as one product, and im2col is as fast or faster (32 -> 32 about 10%)."""
+    return HH == WW == 3 and stride == 1 and channels_last(C, WW) and F >= 2 * C
 
 
 def conv_forward_fast(x, w, b, conv_param):
@@ -38,6 +55,9 @@ def conv_forward_fast(x, w, b, conv_param):
     """
     stride, pad, H_out, W_out = check_conv_input(x, w, b, conv_param)
     N, (F, C, HH, WW) = x.shape[0], w.shape
+    if uses_winograd(C, F, HH, WW, stride):
+        out, tiles = conv3x3_forward(x, w, b, pad, WINOGRAD_TILE)
+        return out, (x, w, b, conv_param, tiles)
     patches = patch_matrix(x, HH, WW, stride, pad, pad)
     # The bias is added before the copy that puts the channels first (added during it,
     # numpy's broadcast over a transposed array takes twice as long).
@@ -71,6 +91,11 @@ def conv_backward_fast(dout, cache, *, input_grad=True, out=None):
     check_dout(dout, (N, F, H_out, W_out), "conv")
     dw, db = out if out is not None else (np.empty(w.shape, np.result_type(dout, patches)), None)
     db = np.sum(dout, axis=(0, 2, 3), out=db)
+    if uses_winograd(C, F, HH, WW, stride):  # patches: the transformed input tiles
+        dx, dw = conv3x3_backward(
+            dout, x.shape, w, patches, pad, WINOGRAD_TILE, input_grad=input_grad, dw=dw
+        )
+        return dx, dw, db
     dout_rows = scratch("dout rows", (N, H_out, W_out, F), dout.dtype)
     np.copyto(dout_rows, dout.transpose(0, 2, 3, 1))
     dout_rows = dout_rows.reshape(-1, F)

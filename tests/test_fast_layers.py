@@ -20,6 +20,7 @@ from distnet.layers.conv import (
     max_pool_backward_naive,
     max_pool_forward_naive,
 )
+from distnet.winograd import conv3x3_backward, conv3x3_forward
 
 # (x shape, w shape, stride, pad): stride 1 and 2, pad 0/1/2, non-square and odd sizes,
 # non-square filters, 1x1 filters, a filter as large as the padded input; each of
@@ -39,6 +40,9 @@ CONV_CASES = [
     ((2, 3, 5, 5), (3, 3, 1, 1), 1, 0),
     ((2, 2, 4, 3), (3, 2, 6, 5), 1, 1),
     ((4, 3, 15, 15), (6, 3, 3, 3), 2, 1),  # the notebook's timing cell, smaller
+    ((2, 4, 7, 5), (8, 4, 3, 3), 1, 1),  # Winograd tiles (3x3, stride 1, F >= 2C), odd sizes
+    ((2, 4, 6, 9), (9, 4, 3, 3), 1, 0),
+    ((1, 5, 5, 4), (10, 5, 3, 3), 1, 2),
 ]
 # (x shape, pool_height, pool_width, stride): tiling, overlapping and gapped windows.
 POOL_CASES = [
@@ -80,7 +84,7 @@ def test_conv_fast_equals_naive(x_shape, w_shape, stride, pad):
         assert rel_error(fast, naive) < 1e-9
 
 
-@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "pad"), CONV_CASES[:5])
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "pad"), CONV_CASES[:5] + CONV_CASES[-1:])
 def test_conv_fast_numerical_gradients(x_shape, w_shape, stride, pad):
     x, w, b = conv_case(x_shape, w_shape, seed=2)
     conv_param = {"stride": stride, "pad": pad}
@@ -136,6 +140,45 @@ def test_max_pool_fast_numerical_gradient(x_shape, ph, pw, stride):
     assert rel_error(max_pool_backward_fast(dout, cache), dx_num) < 1e-8
 
 
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize(
+    ("x_shape", "filters", "pad"),
+    [((2, 3, 5, 7), 4, 1), ((1, 4, 6, 9), 3, 0), ((2, 3, 7, 6), 5, 2), ((2, 6, 3, 3), 2, 0)],
+)
+def test_winograd_equals_naive(m, x_shape, filters, pad):
+    # Any channel counts, odd sizes and every 'same'-or-smaller padding, tiles m wide
+    # that do not divide the output (the last tile row and column are cut off).
+    x, w, b = conv_case(x_shape, (filters, x_shape[1], 3, 3), seed=14)
+    conv_param = {"stride": 1, "pad": pad}
+    out_naive, cache = conv_forward_naive(x, w, b, conv_param)
+    out, tiles = conv3x3_forward(x, w, b, pad, m)
+    assert out.shape == out_naive.shape and out.flags.c_contiguous
+    assert rel_error(out, out_naive) < 1e-9
+    dout = np.random.default_rng(15).standard_normal(out.shape)
+    dx_naive, dw_naive, _ = conv_backward_naive(dout, cache)
+    dx, dw = conv3x3_backward(dout, x.shape, w, tiles, pad, m)
+    assert rel_error(dx, dx_naive) < 1e-9 and rel_error(dw, dw_naive) < 1e-9
+    none, dw_only = conv3x3_backward(dout, x.shape, w, tiles, pad, m, input_grad=False)
+    assert none is None and np.array_equal(dw_only, dw)
+
+
+@pytest.mark.parametrize(("m", "bound"), [(2, 3e-6), (4, 3e-5)])
+def test_winograd_float32_error(m, bound):
+    # float32 on a network-like layer, against float64: largest error over the largest
+    # value (F(4x4) amplifies rounding about 10x; the float32 tests allow 1e-4).
+    x, w, b = conv_case((4, 16, 12, 12), (16, 16, 3, 3), seed=16)
+    w *= 0.1
+    out64, cache = conv_forward_naive(x, w, b, {"stride": 1, "pad": 1})
+    dout = np.random.default_rng(17).standard_normal(out64.shape)
+    dx64, dw64, _ = conv_backward_naive(dout, cache)
+    f32 = [a.astype(np.float32) for a in (x, w, b, dout)]
+    out, tiles = conv3x3_forward(*f32[:3], 1, m)
+    dx, dw = conv3x3_backward(f32[3], x.shape, f32[1], tiles, 1, m)
+    for got, want in ((out, out64), (dx, dx64), (dw, dw64)):
+        assert got.dtype == np.float32
+        assert np.abs(got - want).max() < bound * np.abs(want).max()
+
+
 def test_interleaved_layers_do_not_share_state():
     # Two layers' forward passes, then their backward passes in reverse order (as a
     # network runs them), equal the same layers run alone: nothing a call leaves in the
@@ -143,6 +186,7 @@ def test_interleaved_layers_do_not_share_state():
     cases = [
         conv_case((3, 6, 8, 8), (7, 6, 3, 3), seed=11),
         conv_case((3, 7, 8, 8), (5, 7, 3, 3), seed=12),
+        conv_case((3, 4, 8, 8), (8, 4, 3, 3), seed=18),  # Winograd tiles
     ]
     param = {"stride": 1, "pad": 1}
     dout = [np.random.default_rng(13).standard_normal((3, w.shape[0], 8, 8)) for _, w, _ in cases]
@@ -151,7 +195,7 @@ def test_interleaved_layers_do_not_share_state():
         for case, d in zip(cases, dout, strict=True)
     ]
     caches = [conv_forward_fast(*case, param)[1] for case in cases]
-    for k in (1, 0):
+    for k in (2, 1, 0):
         for a, b in zip(conv_backward_fast(dout[k], caches[k]), alone[k], strict=True):
             assert np.array_equal(a, b)
 
