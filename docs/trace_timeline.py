@@ -27,6 +27,7 @@ COLOURS = {
     "book": "#fdae6b",
     "evaluate": "#756bb1",
     "book epoch": "#bcbddc",
+    "settle": "#fee391",
     "checkpoint": "#e7298a",
     "recover": "#e31a1c",
     "failure": "#fb9a99",

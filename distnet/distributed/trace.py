@@ -49,6 +49,9 @@ ENDED_BY = {
     "checkpointed": "checkpoint",
     "recovered": "recover",
     "recovering": "failure",  # until the failure surfaced
+    # the steps read, what precedes a boundary's work (a compiled graph pausing, ...)
+    "evaluating": "settle",
+    "checkpointing": "settle",
 }
 # ... or after what the run did between two phases.
 BETWEEN = {("evaluated", "checkpointing"): "book epoch"}
