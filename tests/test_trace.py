@@ -181,11 +181,14 @@ def test_ctrl_c_writes_the_trace_of_the_steps_run(ray_session, tiny_dataset, tmp
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_a_trace_path_in_a_missing_directory_is_one_line_before_the_run(tmp_path, capsys):
-    status = main(["train", "--trace", str(tmp_path / "no" / "run.json")])
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_a_trace_path_in_a_missing_directory_is_one_line_before_the_run(tmp_path, capsys, dry_run):
+    status = main(["train", *dry_run, "--trace", str(tmp_path / "no" / "run.json")])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1
     assert f"the directory {tmp_path / 'no'} does not exist" in err
+    status = main(["train", *dry_run, "--trace", str(tmp_path)])
+    assert status == 2 and "is a directory; give a file name" in capsys.readouterr().err
 
 
 def test_async_steps_have_each_gradient_and_its_server_updates(ray_session, tiny_job):

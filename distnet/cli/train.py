@@ -104,6 +104,10 @@ def run(args) -> int:
         print(job_to_toml(job), end="")
         return 0
     start = {"resume": args.resume, "overwrite": args.overwrite}
+    if args.trace:  # a trace that could not be written is one line before anything runs
+        from distnet.distributed.trace import check_trace_path
+
+        check_trace_path(args.trace)
     if args.dry_run:
         from distnet.distributed.preflight import dry_run
 
@@ -119,9 +123,8 @@ def run(args) -> int:
 
     trace = None
     if args.trace:
-        from distnet.distributed.trace import Trace, check_trace_path
+        from distnet.distributed.trace import Trace
 
-        check_trace_path(args.trace)
         trace = Trace(job)
     ending = "failed"
     try:
