@@ -181,7 +181,7 @@ def products_alone(layer: Layer, x, w, b, dout, conv_param):
     are stride 1 with pad < filter size.)"""
     patches = fast_layers.conv_forward_fast(x, w, b, conv_param)[1][4]
     (F, C, k, _), pad = w.shape, conv_param["pad"]
-    if fast_layers.uses_winograd(C, F, k, k, 1):
+    if fast_layers.uses_winograd(C, F, k, k, 1, *dout.shape[2:]):
         return winograd_products(layer, patches, F)
     dout_rows = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, F)
     if not im2col.channels_last(C, k):  # columns (taps, pixels); dx's columns for col2im

@@ -13,7 +13,8 @@ the checks), keep the dtype they are given (float32 stays float32), and their ca
 with the naive cache and add what backward reuses:
 conv (x, w, b, conv_param, patches), max pool (x, pool_param, out).
 
-3x3 stride-1 layers with at least twice as many filters as channels run as Winograd
+3x3 stride-1 layers with at least twice as many filters as channels (and outputs of at
+least 16x16) run as Winograd
 F(2x2, 3x3) tiles instead (distnet.winograd; the cache then holds the transformed input
 tiles in place of the patches), where that measured faster.
 """
@@ -38,12 +39,15 @@ from distnet.winograd import conv3x3_backward, conv3x3_forward
 WINOGRAD_TILE = 2
 
 
-def uses_winograd(C: int, F: int, HH: int, WW: int, stride: int) -> bool:
+def uses_winograd(C: int, F: int, HH: int, WW: int, stride: int, H_out: int, W_out: int) -> bool:
     """Whether a layer runs as Winograd tiles rather than im2col: 3x3 stride 1 with at
-    least twice as many filters as channels (and more channels than a first layer's 3).
-    Measured (one thread, batch 50, float32): 32 -> 64 channels at 16x16 about 12% faster;
-    F < 2C runs dx as one product, and im2col is as fast or faster (32 -> 32 about 10%)."""
-    return HH == WW == 3 and stride == 1 and channels_last(C, WW) and F >= 2 * C
+    least twice as many filters as channels (more than a first layer's 3) and outputs of
+    at least 16x16. Measured (one thread, batch 50, float32, a noisy machine): 32 -> 64
+    channels at 16x16 4-12% faster; 64 -> 128 at 8x8 about 20% slower (4x4 tiles per image:
+    the transforms' passes cost more than the products save); F < 2C runs dx as one
+    product, and im2col is as fast or faster there (32 -> 32 at 32x32 about 10%)."""
+    big = H_out * W_out >= 256
+    return HH == WW == 3 and stride == 1 and channels_last(C, WW) and F >= 2 * C and big
 
 
 def conv_forward_fast(x, w, b, conv_param):
@@ -55,7 +59,7 @@ def conv_forward_fast(x, w, b, conv_param):
     """
     stride, pad, H_out, W_out = check_conv_input(x, w, b, conv_param)
     N, (F, C, HH, WW) = x.shape[0], w.shape
-    if uses_winograd(C, F, HH, WW, stride):
+    if uses_winograd(C, F, HH, WW, stride, H_out, W_out):
         out, tiles = conv3x3_forward(x, w, b, pad, WINOGRAD_TILE)
         return out, (x, w, b, conv_param, tiles)
     patches = patch_matrix(x, HH, WW, stride, pad, pad)
@@ -91,7 +95,7 @@ def conv_backward_fast(dout, cache, *, input_grad=True, out=None):
     check_dout(dout, (N, F, H_out, W_out), "conv")
     dw, db = out if out is not None else (np.empty(w.shape, np.result_type(dout, patches)), None)
     db = np.sum(dout, axis=(0, 2, 3), out=db)
-    if uses_winograd(C, F, HH, WW, stride):  # patches: the transformed input tiles
+    if uses_winograd(C, F, HH, WW, stride, H_out, W_out):  # patches: the transformed input tiles
         dx, dw = conv3x3_backward(
             dout, x.shape, w, patches, pad, WINOGRAD_TILE, input_grad=input_grad, dw=dw
         )
