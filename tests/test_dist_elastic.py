@@ -89,6 +89,42 @@ def test_an_elastic_run_equals_the_fixed_run_of_max_workers(ray_session, tiny_jo
     assert elastic.val_acc_history == fixed.val_acc_history
 
 
+def test_a_worker_killed_with_steps_in_flight_is_dropped_and_its_blocks_redone(
+    ray_session, tiny_job
+):
+    """Two parameter servers (a step can reach one and not the other); the session Ray
+    has CPUs to spare, so a worker joins again after the loss."""
+    import ray
+
+    from distnet.distributed.hooks import Hooks
+
+    base = {**BASE, "optim": {"update_rule": "sgd_momentum", "learning_rate": 1e-2}}
+    fixed = train(
+        tiny_job(**base, train={"workers": 3, "servers": 2}), progress=False, overwrite=True
+    )
+    seen, phases = {}, []
+
+    def on_step(event):
+        seen[event.step] = len(event.group.workers)
+        seen["group"] = event.group
+
+    def on_phase(phase, step):
+        phases.append(phase)
+        if phase == "submitted" and step == 5:
+            ray.kill(seen["group"].workers[0])  # step 4 is not booked yet, step 5 queued
+
+    job = tiny_job(**base, train={"max_workers": 3, "servers": 2})
+    elastic = train(
+        job, progress=False, overwrite=True, on_step=on_step, hooks=Hooks(on_phase=on_phase)
+    )
+    assert "recovering" not in phases
+    np.testing.assert_array_equal(elastic.final_params, fixed.final_params)
+    assert elastic.loss_history == fixed.loss_history
+    changes = json.loads(load_checkpoint(latest_checkpoint(job.checkpoint.dir)).extra["membership"])
+    assert [c[1] for c in changes[:2]] == [seen[0], seen[0] - 1], changes
+    assert "lost" in changes[1][2]
+
+
 # --- a real multi-node cluster: workers join and leave mid-run ---------------------------
 # The head (the driver and the parameter servers) has no CPU for workers; each worker node
 # has one. The driver runs in the cluster's namespace (this file run as a script, `drive`
@@ -167,8 +203,18 @@ def job_in(cluster, run: str, **train) -> dict:
     return job
 
 
+_FIXED: dict = {}
+
+
 def fixed_run(job: dict, tmp_path: Path):
-    """The same job with max_workers fixed workers, on the session Ray."""
+    """The final parameters of the same job with 3 fixed workers, on the session Ray (the
+    cluster tests' jobs differ only in where they write)."""
+    if "params" not in _FIXED:
+        _FIXED["params"] = _fixed_run(job, tmp_path).final_params
+    return _FIXED["params"]
+
+
+def _fixed_run(job: dict, tmp_path: Path):
     raw = json.loads(json.dumps(job))
     for key in ("min_workers", "max_workers", "elastic_wait_s"):
         raw["train"].pop(key, None)
@@ -203,10 +249,10 @@ def test_workers_join_and_leave_mid_run_and_the_result_is_the_fixed_runs(
     changes = json.loads(state.extra["membership"])
     assert [c[1] for c in changes] == [2, 3, 2] and state.extra["workers"] == 2
     assert "joined" in changes[1][2] and "lost" in changes[2][2]
+    assert state.step == len(booked) == 80
     fixed = fixed_run(job, tmp_path)
-    assert fixed.steps == state.step == len(booked)
-    np.testing.assert_array_equal(np.load(tmp_path / "grow" / "final.npy"), fixed.final_params)
-    np.testing.assert_array_equal(state.params, fixed.final_params)
+    np.testing.assert_array_equal(np.load(tmp_path / "grow" / "final.npy"), fixed)
+    np.testing.assert_array_equal(state.params, fixed)
 
 
 def test_the_last_node_lost_waits_then_stops_with_a_checkpoint_to_resume(
@@ -228,7 +274,7 @@ def test_the_last_node_lost_waits_then_stops_with_a_checkpoint_to_resume(
     assert json.loads(state.extra["membership"])[-1][1] == 0
     # --resume on the session Ray (its 4 CPUs: 3 workers) ends exactly as the fixed run.
     resumed = train(JobConfig.from_dict(job), resume=True, progress=False)
-    np.testing.assert_array_equal(resumed.final_params, fixed_run(job, tmp_path).final_params)
+    np.testing.assert_array_equal(resumed.final_params, fixed_run(job, tmp_path))
 
 
 def drive(job_file: str, out: str, address: str, plan: str) -> int:

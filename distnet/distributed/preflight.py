@@ -98,8 +98,13 @@ def dry_run(
         )
 
     batches = " + ".join(map(str, t.worker_batch_sizes()))
+    workers = (
+        f"{t.min_workers}..{t.max_workers} elastic workers, {t.workers} blocks"
+        if t.elastic
+        else f"{t.workers} workers"
+    )
     run = (
-        f"run          {t.workers} workers ({batches} images a step"
+        f"run          {workers} ({batches} images a step"
         + (f", {t.backup_workers} backup" if t.backup_workers else "")
         + f"), "
         f"{t.servers} parameter server{'s' if t.servers > 1 else ''}, mode {t.mode}"
