@@ -21,6 +21,7 @@ from distnet.config import ConfigError, JobConfig
 from distnet.distributed.driver import train
 from distnet.distributed.elastic import assign_blocks
 
+TEXT_TAG = "cluster/membership/text_summary"
 BASE = {
     "model": {"dtype": "float64", "use_batchnorm": True, "dropout": 0.1},
     "data": {"augment_flip": True},
@@ -123,6 +124,14 @@ def test_a_worker_killed_with_steps_in_flight_is_dropped_and_its_blocks_redone(
     changes = json.loads(load_checkpoint(latest_checkpoint(job.checkpoint.dir)).extra["membership"])
     assert [c[1] for c in changes[:2]] == [seen[0], seen[0] - 1], changes
     assert "lost" in changes[1][2]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(job.metrics.logdir, size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("cluster/workers")]
+    assert logged == [(step, workers) for step, workers, _ in changes]
+    lines = [t.tensor_proto.string_val[0].decode() for t in events.Tensors(TEXT_TAG)]
+    assert lines == [f"step {s}: {what}, {n} workers" for s, n, what in changes]
 
 
 # --- a real multi-node cluster: workers join and leave mid-run ---------------------------
