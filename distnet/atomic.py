@@ -8,6 +8,10 @@ reader of checkpoints or shards takes for theirs), is fsynced, renamed over NAME
 directory is fsynced so that the rename survives a power cut too. An exception inside the
 block, or one while writing, leaves NAME as it was and removes the temporary file; a
 process killed mid-write leaves only the temporary file behind.
+
+A file that grows elsewhere (a resumable download's `.part`) takes its name the same way:
+
+    replace_durably(partial, dest)
 """
 
 from __future__ import annotations
@@ -36,6 +40,18 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         temp.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def replace_durably(source: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Rename the finished, closed file `source` over `dest`, its data fsynced first (or a
+    power cut could leave `dest` named but empty) and the directory after."""
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(source, dest)
+    _fsync_directory(Path(dest).parent)
 
 
 def _fsync_directory(directory: Path) -> None:

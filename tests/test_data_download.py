@@ -103,6 +103,30 @@ def test_prepare_from_url_downloads_into_the_cache_once(server, cache, tmp_path)
     assert load_manifest(str(tmp_path / "other")) == manifest
 
 
+def test_the_download_is_on_disk_before_it_takes_its_name(server, cache, monkeypatch):
+    """fsync of the .part, then the rename, then fsync of the directory: a power cut
+    cannot leave a named but empty file in the cache."""
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    download(f"{server}/range/{NAME}", cache / NAME, md5(), progress=False)
+    part = str(cache / f"{NAME}.part")
+    assert events == [("fsync", part), ("replace", part), ("fsync", str(cache))]
+    assert (cache / NAME).read_bytes() == Handler.content
+
+
 def test_partial_download_resumes_with_a_range_request(server, cache):
     cache.mkdir()
     have = len(Handler.content) // 3

@@ -1,7 +1,8 @@
 """Fetch a file over HTTP(S) into the cache, resuming partial downloads, checking its MD5.
 
 The file grows as `<name>.part` and takes its final name only once complete and verified,
-so a file in the cache under its own name is always whole.
+so a file in the cache under its own name is always whole (its data is fsynced before the
+rename, so that holds after a power cut too).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from distnet.atomic import replace_durably
 from distnet.data.errors import DataError
 
 CHUNK = 1 << 20
@@ -79,7 +81,10 @@ def download(
     if md5 is not None and (actual := file_md5(partial)) != md5:
         partial.unlink()
         raise DataError(f"{url}: downloaded file has MD5 {actual}, expected {md5}")
-    os.replace(partial, dest)
+    try:
+        replace_durably(partial, dest)
+    except OSError as err:
+        raise DataError(f"cannot write {dest}: {err.strerror or err}") from err
     return dest
 
 
