@@ -7,34 +7,20 @@ import numpy as np
 import pytest
 from datagen import cifar_members, fake_cifar, md5_of, write_tarball
 from pyarrow import fs as pafs
+from s3server import s3_server
 
 from distnet.data.check import check_dataset
 from distnet.data.errors import DataError
 from distnet.data.prepare import prepare_dataset
 from distnet.data.reader import load_manifest, open_split, verify_dataset
 
-moto_server = pytest.importorskip("moto.server", reason="needs moto[s3,server] (test extra)")
-
 NUM_VAL = 20
 
 
 @pytest.fixture(scope="module")
 def s3():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-    filesystem = pafs.S3FileSystem(
-        access_key="testing",
-        secret_key="testing",
-        endpoint_override=f"{host}:{port}",
-        scheme="http",
-        region="us-east-1",
-        allow_bucket_creation=True,
-    )
-    filesystem.create_dir("datasets")
-    yield filesystem, lambda key: f"s3://testing:testing@datasets/{key}?{options}"
-    server.stop()
+    with s3_server("datasets") as server:
+        yield server.filesystem, server.uri
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from s3server import s3_server
 
 from distnet.config import JobConfig
 from distnet.distributed import budget
@@ -180,23 +181,8 @@ def test_a_job_larger_than_the_ray_cluster_is_refused_before_any_actor(ray_sessi
 @pytest.fixture(scope="module")
 def s3_uri():
     """A real S3-compatible server (moto's) on 127.0.0.1; yields key -> dataset URI."""
-    from moto.server import ThreadedMotoServer
-    from pyarrow import fs as pafs
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-    pafs.S3FileSystem(
-        access_key="testing",
-        secret_key="testing",
-        endpoint_override=f"{host}:{port}",
-        scheme="http",
-        region="us-east-1",
-        allow_bucket_creation=True,
-    ).create_dir("datasets")
-    yield lambda key: f"s3://testing:testing@datasets/{key}?{options}"
-    server.stop()
+    with s3_server("datasets") as server:
+        yield server.uri
 
 
 def test_a_damaged_train_shard_is_one_line_naming_it(ray_session, s3_uri, tiny_job, tmp_path):
