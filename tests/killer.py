@@ -10,7 +10,8 @@ this process's descendants (the Ray it started, never another test's on a shared
 machine), so the killer needs nothing from the driver and works with a driver in another
 process. The driver runs as `python tests/killer.py JOB ADDRESS OUT [--resume]
 [--interrupt-at PHASE:N] [--kill-server-at STEP]` (`drive`, below): it prints one line per
-completed step and per phase of the run (hooks.PHASES), so the watcher bounds the time
+completed step and per phase of the run (hooks.PHASES), and `trained` once `train`
+returned (no SIGINT is sent after it), so the watcher bounds the time
 between steps and dumps the driver's stacks with py-spy when it hangs; `--interrupt-at
 PHASE:N` makes the driver send itself SIGINT at the N-th time (1-based) it reaches PHASE,
 exactly there; `--kill-server-at STEP` kills a parameter server from the driver once
@@ -88,6 +89,7 @@ class Watch:
     phases: list[tuple[str, int]] = field(default_factory=list)  # (phase, step) as reached
     interrupted_in: tuple[str, int] | None = None  # where the driver sent itself SIGINT
     ended_s: float = 0.0  # from the clock's start to the driver's exit
+    trained_s: float | None = None  # from the clock's start to `train` having returned
     stderr: str = ""
 
 
@@ -143,6 +145,7 @@ def run_driver(
     err_lines: list[str] = []
     interrupted_at = None  # when SIGINT reached the driver
     first_step = [None]
+    trained = [None]  # when the driver said that `train` returned
 
     def read_steps():
         nonlocal interrupted_at
@@ -158,6 +161,8 @@ def run_driver(
             elif line.startswith("phase "):
                 _, name, step = line.split()
                 watch.phases.append((name, int(step)))
+            elif line.startswith("trained"):
+                trained[0] = time.monotonic()
             elif line.startswith("interrupting ") and interrupted_at is None:
                 interrupted_at = time.monotonic()
                 _, name, step = line.split()
@@ -180,7 +185,7 @@ def run_driver(
     t0, pending = time.monotonic(), list(schedule)
     while driver.poll() is None:
         now = time.monotonic()
-        while pending and now - t0 >= pending[0].at_s and interrupted_at is None:
+        while pending and now - t0 >= pending[0].at_s and interrupted_at is None and not trained[0]:
             kill = pending.pop(0)
             watch.fired.append((round(now - t0, 2), kill.target, _fire(kill, rng, driver)))
             if kill.target == "interrupt":
@@ -200,6 +205,8 @@ def run_driver(
         t.join(timeout=5)
     if first_step[0] is not None:
         watch.first_step_s = round(first_step[0] - t0, 2)
+    if trained[0] is not None:
+        watch.trained_s = round(trained[0] - t0, 2)
     if interrupted_at is not None and not watch.hung:
         watch.interrupt_exit_s = round(ended - interrupted_at, 2)
     watch.returncode, watch.stderr = driver.returncode, "".join(err_lines)
@@ -284,15 +291,19 @@ def drive(
             hooks=Hooks(on_phase=on_phase),
             on_step=on_step,
         )
+        print("trained", flush=True)  # a SIGINT from now on came after the run
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.save(out_dir / "final_params.npy", result.final_params)
+        np.save(out_dir / "params.npy", result.params)
+        keep = ("loss_history", "train_acc_history", "val_acc_history")
+        summary = result.summary() | {k: getattr(result, k) for k in keep}
+        (out_dir / "result.json").write_text(json.dumps(summary))
     except KeyboardInterrupt:
         return 130
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "final_params.npy", result.final_params)
-    np.save(out_dir / "params.npy", result.params)
-    keep = ("loss_history", "train_acc_history", "val_acc_history")
-    summary = result.summary() | {k: getattr(result, k) for k in keep}
-    (out_dir / "result.json").write_text(json.dumps(summary))
+    # Done: a SIGINT while the interpreter exits (Python has given SIGINT back to the
+    # system by then) would end the process by the signal, with nothing left to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import ray
 from ray import exceptions as rex
 
+from distnet.distributed.interrupts import uninterrupted
 from distnet.distributed.loop import Loop
 from distnet.distributed.worker import WorkerReport
 from distnet.metrics import StepStats
@@ -105,13 +106,18 @@ class AsyncLoop(Loop):
         if not ready:
             raise rex.GetTimeoutError(f"no gradient arrived within {timeout} s")
         report = ray.get(ready[0])
-        job = self.running.pop(ready[0])
-        server_reports = self.group.apply(job.worker, job.local_step, job.outs)
-        self.unrecorded.append(
-            _Applied(job.worker, job.local_step, self.applied - job.version, report, server_reports)
-        )
-        self.applied += 1
-        self.done[job.worker] += 1
+        # Submitted to the servers and counted here together (group.apply only submits):
+        # a Ctrl-C between the two would leave an applied gradient the books never see.
+        with uninterrupted():
+            job = self.running.pop(ready[0])
+            server_reports = self.group.apply(job.worker, job.local_step, job.outs)
+            self.unrecorded.append(
+                _Applied(
+                    job.worker, job.local_step, self.applied - job.version, report, server_reports
+                )
+            )
+            self.applied += 1
+            self.done[job.worker] += 1
 
     def _submit(self) -> None:
         """Give every free worker its next step, within the budget and the SSP bound."""
@@ -123,8 +129,9 @@ class AsyncLoop(Loop):
             if i in busy or (self.bound is not None and self.done[i] > floor + self.bound):
                 continue
             c = self.done[i]
-            outs = self.group.compute(i, *self.plan.position(c))
-            self.running[outs[-1]] = _Running(i, c, self.applied, outs)
+            with uninterrupted():  # a computation the loop does not know of would be lost
+                outs = self.group.compute(i, *self.plan.position(c))
+                self.running[outs[-1]] = _Running(i, c, self.applied, outs)
             self.hooks.phase("submitted", c)
 
     def _step_completed(self, done: int) -> bool:
@@ -145,15 +152,18 @@ class AsyncLoop(Loop):
 
     def _record_next(self, timeout: float | None = None) -> None:
         """Book the oldest N applied gradients as one step. They leave `unrecorded` once
-        their servers' reports are read, just before they are booked: an interrupted read
-        is read again, and no gradient is booked twice."""
+        their servers' reports are read, as they are booked (Ledger.record): an interrupted
+        read is read again, and no gradient is booked twice."""
         grads = self.unrecorded[: self.n]
         k = len(self.group.servers)
         servers = ray.get([ref for g in grads for ref in g.server_reports], timeout=timeout)
         step = self.ledger.steps_booked
         self.hooks.phase("fetched", step)
         self.hooks.reports(step, [g.report for g in grads], servers)
-        del self.unrecorded[: len(grads)]
+
+        def take() -> None:
+            del self.unrecorded[: len(grads)]
+
         per_grad = [servers[j * k : (j + 1) * k] for j in range(len(grads))]
         reports = [g.report for g in grads]
         for g in grads:
@@ -183,4 +193,5 @@ class AsyncLoop(Loop):
                 for g, shards in zip(grads, per_grad, strict=True)
                 if all(s.received for s in shards)
             ],
+            take,
         )

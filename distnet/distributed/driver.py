@@ -35,6 +35,7 @@ from distnet.distributed.compiled import CompiledSteps
 from distnet.distributed.elastic import ElasticGroup, ElasticLoop
 from distnet.distributed.group import ActorGroup
 from distnet.distributed.hooks import NO_HOOKS, Hooks
+from distnet.distributed.interrupts import deferred_interrupts
 from distnet.distributed.ledger import Ledger, TrainingDiverged, fresh_state
 from distnet.distributed.loop import Loop
 from distnet.distributed.plan import RunPlan
@@ -99,7 +100,9 @@ def train(
     RunPlan.for_job(job, rows, True, 0)  # a schedule that cannot run: one line, Ray not started
     # The most rows a worker evaluates at once: its share of the largest split.
     need = budget.estimate(job, max(-(-s.rows // actors) for s in manifest.splits.values()))
-    with ray_session(address, num_cpus=math.ceil(actors * t.worker_cpus), dashboard=dashboard):
+    cpus = math.ceil(actors * t.worker_cpus)
+    # Ctrl-C never cuts the books in half (interrupts.py), from the first actor to the last.
+    with deferred_interrupts(), ray_session(address, num_cpus=cpus, dashboard=dashboard):
         need.check_cluster(*budget.cluster_memory())
         return _Run(job, rows, progress, on_step, resume, overwrite, hooks or NO_HOOKS).run()
 

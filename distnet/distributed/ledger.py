@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 
 import numpy as np
 
 from distnet.checkpoint import TrainState, save_checkpoint
 from distnet.config import JobConfig
+from distnet.distributed.interrupts import uninterrupted
 from distnet.distributed.plan import RunPlan
 from distnet.distributed.result import TrainResult
 from distnet.distributed.server import ModelState
@@ -80,23 +82,32 @@ class Ledger:
         ]
 
     # --- steps ------------------------------------------------------------------------
-    def record(self, stats: StepStats, gradients: list[tuple[int, int]]) -> None:
+    def record(
+        self,
+        stats: StepStats,
+        gradients: list[tuple[int, int]],
+        take: Callable[[], object] = lambda: None,
+    ) -> None:
         """Book one completed step: NaN check, history, counters, TensorBoard, progress.
-        `gradients` are the (worker, local step) pairs it applied."""
+        `gradients` are the (worker, local step) pairs it applied; `take()` takes the step
+        off the caller's queue in the same uninterrupted block (interrupts.py) as the books,
+        so that a Ctrl-C leaves it queued or booked, never both or neither."""
         if not math.isfinite(stats.loss):
             raise TrainingDiverged(
                 f"loss became {stats.loss} at step {stats.step}; stopping "
                 f"(last checkpoint: {self.checkpoint_path or 'none'})"
             )
-        self.state.history["loss_history"].append(stats.loss)
         counts = self.state.extra  # checkpointed with the history they belong to
-        for key, value in (
-            ("applied_gradients", len(gradients)),
-            ("dropped_gradients", stats.dropped or 0),
-            ("grad_bytes", stats.grad_bytes),
-            ("param_bytes", stats.param_bytes),
-        ):
-            counts[key] = int(counts.get(key, 0)) + value
+        with uninterrupted():
+            take()
+            self.state.history["loss_history"].append(stats.loss)
+            for key, value in (
+                ("applied_gradients", len(gradients)),
+                ("dropped_gradients", stats.dropped or 0),
+                ("grad_bytes", stats.grad_bytes),
+                ("param_bytes", stats.param_bytes),
+            ):
+                counts[key] = int(counts.get(key, 0)) + value
         self.logger.step(stats)
         self.bar.set_postfix_str(
             f"epoch {self.plan.epoch_of(stats.step) + 1} "
@@ -135,11 +146,12 @@ class Ledger:
         """Book the end of `epoch` (after `done` steps) at once: its accuracies and, if it
         is the best so far, its parameters (`bn_state`: their batchnorm statistics)."""
         s, h = self.state, self.state.history
-        h["train_acc_history"].append(train_acc)
-        h["val_acc_history"].append(val_acc)
-        if self.improves(val_acc):
-            s.best_val_acc, s.best_params, s.best_bn_state = val_acc, params, bn_state
-            s.extra["best_epoch"] = epoch
+        with uninterrupted():  # both accuracies and the best, or none (see record)
+            h["train_acc_history"].append(train_acc)
+            h["val_acc_history"].append(val_acc)
+            if self.improves(val_acc):
+                s.best_val_acc, s.best_params, s.best_bn_state = val_acc, params, bn_state
+                s.extra["best_epoch"] = epoch
         self.logger.epoch(
             done,
             {"train": train_acc, "val": val_acc},
@@ -173,16 +185,17 @@ class Ledger:
         """Checkpoint the books with the servers' state `live`, which must hold exactly the
         steps booked."""
         s = self.state
-        s.step, s.params, s.opt_state, s.bn_state = (
-            live.step,
-            live.params,
-            live.opt_state,
-            live.bn_state,
-        )
-        if live.worker_steps:  # async/SSP: N applied gradients make one step
-            s.step = live.step // self.job.train.workers
-            s.extra.update({f"worker_steps/{i}": n for i, n in enumerate(live.worker_steps)})
-        s.epoch = self.plan.epoch_of(s.step)
+        with uninterrupted():  # the state is one step's whole, or the previous one's
+            s.step, s.params, s.opt_state, s.bn_state = (
+                live.step,
+                live.params,
+                live.opt_state,
+                live.bn_state,
+            )
+            if live.worker_steps:  # async/SSP: N applied gradients make one step
+                s.step = live.step // self.job.train.workers
+                s.extra.update({f"worker_steps/{i}": n for i, n in enumerate(live.worker_steps)})
+            s.epoch = self.plan.epoch_of(s.step)
         cfg = self.job.checkpoint
         self.checkpoint_path = str(save_checkpoint(cfg.dir, s, keep=cfg.keep))
         self.saved_step = s.step

@@ -53,9 +53,15 @@ class Loop:
         step_s, self.step_clock = now - self.step_clock, now
         return step_s
 
-    def book(self, stats: StepStats, gradients: list[tuple[int, int]]) -> None:
-        """Book a completed step in the ledger and tell on_step."""
-        self.ledger.record(stats, gradients)
+    def book(
+        self,
+        stats: StepStats,
+        gradients: list[tuple[int, int]],
+        take: Callable[[], object] = lambda: None,
+    ) -> None:
+        """Book a completed step in the ledger (`take()` takes it off the loop's queue with
+        the books, see Ledger.record) and tell on_step."""
+        self.ledger.record(stats, gradients, take)
         self.hooks.phase("booked", stats.step)
         if self.on_step:
             self.on_step(

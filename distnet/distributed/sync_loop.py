@@ -51,19 +51,19 @@ class SyncLoop(Loop):
             self.group.refresh_refs()
 
     def _complete_oldest(self, deadline: float | None = None) -> None:
-        """Read and book the oldest submitted step. It leaves `pending` once read, just
-        before it is booked, and what was read stays on it (StepRefs.read): an interrupted
-        read is read again (or known lost), a step is never skipped nor booked twice."""
+        """Read and book the oldest submitted step. It leaves `pending` as it is booked, in
+        one uninterrupted block (interrupts.py), and what was read stays on it
+        (StepRefs.read): an interrupted read is read again (or known lost), a step is never
+        skipped nor booked twice."""
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         refs = self.pending[0]
         reports, servers = refs.fetch(timeout)
         self.hooks.phase("fetched", refs.step)
         self.hooks.reports(refs.step, reports, servers)
-        self.pending.pop(0)
-        self._complete(refs, reports, servers)
+        self._complete(refs, reports, servers, take=lambda: self.pending.pop(0))
 
-    def _complete(self, refs: StepRefs, reports: list, servers: list) -> None:
-        """Book a step from its reports."""
+    def _complete(self, refs: StepRefs, reports: list, servers: list, take) -> None:
+        """Book a step from its reports; `take()` takes it off `pending` (Loop.book)."""
         n = sum(r.num_samples for r in reports)
         step_s = self.tick()
         self.book(
@@ -81,4 +81,5 @@ class SyncLoop(Loop):
                 dropped=refs.dropped if self.ledger.job.train.backup_workers else None,
             ),
             [(w, refs.step) for w in refs.workers],
+            take,
         )

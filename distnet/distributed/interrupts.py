@@ -1,0 +1,69 @@
+"""Ctrl-C between two writes of the books, never in the middle of one (no ray here).
+
+Booking a step is several Python statements (a loop takes it off its queue, the ledger
+appends its loss and adds its gradients to the counters, ...). A KeyboardInterrupt raised
+between two of them leaves the books disagreeing with themselves (a step read but in
+neither the queue nor the history, a loss without its gradients, a gradient applied but
+not counted), and the checkpoint written on Ctrl-C keeps that for good. So while a run
+trains, SIGINT raises KeyboardInterrupt as Python's own handler does, except inside an
+`uninterrupted()` block, where it is raised as the block ends. Such blocks only move
+state in memory and never wait (no ray.get, no file I/O), so Ctrl-C still ends every wait
+at once.
+
+    with deferred_interrupts():      # the driver, around a run
+        ...
+        with uninterrupted():        # off the queue and into the books: both or neither
+            pending.pop(0)
+            ledger.record(stats, gradients)
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_depth = 0  # uninterrupted() blocks entered and not yet left
+_deferred = False  # a SIGINT came inside one
+
+
+def _on_sigint(signum, frame) -> None:
+    global _deferred
+    if _depth:
+        _deferred = True
+        return
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Let uninterrupted() blocks hold a SIGINT back while this block runs. Only in the
+    main thread (the only one Python delivers signals to) and only over Python's own
+    handler: a program that handles SIGINT itself keeps its handler."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Run the block whole: a SIGINT that comes inside it raises KeyboardInterrupt when
+    the outermost such block ends (also when it ends by an exception)."""
+    global _depth, _deferred
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if _deferred and not _depth:
+            _deferred = False
+            raise KeyboardInterrupt
