@@ -67,6 +67,69 @@ def test_activations_grow_with_the_batch_and_the_evaluated_rows():
     assert capped.worker == estimate(make_job(train={"eval_batch_size": 100})).worker
 
 
+CONV_MODELS = [
+    {
+        "kind": "conv",
+        "blocks": [
+            {"type": "conv", "filters": 8, "norm": "batchnorm"},
+            {"type": "pool"},
+            {"type": "conv", "filters": 16, "size": 5, "norm": "groupnorm", "groups": 4},
+            {"type": "dropout", "p": 0.5},
+            {"type": "pool"},
+            {"type": "affine", "units": 32},
+        ],
+    },
+    {"kind": "three_layer_conv", "num_filters": 16, "filter_size": 5, "hidden_dims": [50]},
+]
+
+
+def conv_job(model: dict, batch_size: int, **train) -> JobConfig:
+    return JobConfig.from_dict(
+        {
+            "data": {"path": "/nonexistent"},
+            "model": model,
+            "train": {"workers": 2, "batch_size": batch_size} | train,
+        }
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("model", CONV_MODELS, ids=["conv", "three_layer_conv"])
+def test_a_conv_models_parameters_and_activations_are_its_own(model, dtype):
+    """The parameters are the model's to the byte; the activations one training step keeps
+    per worker batch are a lower bound, but a close one, of what a real forward and
+    backward pass allocates (im2col patches and all), measured with tracemalloc."""
+    import tracemalloc
+
+    import numpy as np
+
+    def job(batch: int) -> JobConfig:
+        return conv_job(model | {"dtype": dtype}, batch_size=batch, eval_batch_size=1)
+
+    net = build_model(job(40).model, seed=0)
+    assert estimate(job(40)).params == net.params.vector.nbytes
+    rows = 20  # a worker's share of 40 more images a step
+    activations = estimate(job(80)).worker - estimate(job(40)).worker
+    images = np.random.default_rng(0).integers(0, 256, (rows, 3 * 32 * 32), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        net.loss(images.astype(net.dtype), np.zeros(rows, dtype=np.int64))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 0.6 * peak < activations <= peak, (activations, peak)
+
+
+def test_a_conv_job_whose_activations_cannot_fit_is_refused():
+    """Few parameters (3 MB), but 2 x 10^4 images of 64 x 32 x 32 activations per worker (and
+    their 576-value im2col patches per pixel): more than 16 GB, which an estimate that
+    counted the conv layers as an MLP's would not have seen."""
+    job = conv_job({"kind": "conv", "blocks": [{"type": "conv", "filters": 64}] * 2}, 40_000)
+    assert estimate(job).params < 10**7  # bytes
+    with pytest.raises(OutOfMemory, match="one gradient worker needs at least"):
+        estimate(job).check_cluster(None, 16 * GB)
+
+
 def test_a_model_larger_than_the_machine_is_refused_for_the_driver():
     need = estimate(make_job(model={"hidden_dims": [10**9]}))
     with pytest.raises(

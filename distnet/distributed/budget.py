@@ -15,6 +15,7 @@ or Ray's overheads), so a refused job truly cannot run and a borderline one is s
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from itertools import pairwise
@@ -24,6 +25,8 @@ from distnet.config import JobConfig
 from distnet.data.reader import assign_rows
 from distnet.distributed.plan import actor_batch_sizes
 from distnet.errors import DistnetError
+from distnet.models.blocks import Affine, Conv, Dropout, Pool, check_blocks, parse_blocks
+from distnet.models.build import CIFAR_IMAGE, CONV_KINDS
 
 INPUT_DIM, NUM_CLASSES = 3 * 32 * 32, 10
 
@@ -55,7 +58,7 @@ class MemoryEstimate:
             raise OutOfMemory(
                 f"the driver alone needs at least {format_bytes(self.driver)} "
                 f"of memory ({self}), more than this machine has "
-                f"({format_bytes(available)}); use a smaller model.hidden_dims"
+                f"({format_bytes(available)}); use a smaller model"
             )
 
     def check_cluster(self, available: int | None, largest_node: int | None) -> None:
@@ -65,7 +68,7 @@ class MemoryEstimate:
             raise OutOfMemory(
                 f"the job needs at least {format_bytes(self.cluster)} of memory "
                 f"({self}), more than the Ray cluster has "
-                f"({format_bytes(available)}); use a smaller model.hidden_dims "
+                f"({format_bytes(available)}); use a smaller model "
                 f"or train.batch_size, or fewer workers"
             )
         if largest_node is not None and self.worker > largest_node:
@@ -73,7 +76,7 @@ class MemoryEstimate:
                 f"one gradient worker needs at least {format_bytes(self.worker)} "
                 f"of memory, more than the largest node of the Ray cluster has "
                 f"({format_bytes(largest_node)}); use a smaller "
-                f"model.hidden_dims or train.batch_size, or more workers"
+                f"model or train.batch_size, or more workers"
             )
 
     def __str__(self) -> str:
@@ -94,20 +97,11 @@ def estimate(job: JobConfig, eval_rows: int | None = None) -> MemoryEstimate:
     caps the evaluation batch."""
     m, t = job.model, job.train
     item = 8 if m.dtype == "float64" else 4
-    dims = [INPUT_DIM, *m.hidden_dims, NUM_CLASSES]
-    params = sum(a * b + b for a, b in pairwise(dims))
-    if m.kind == "fc" and m.use_batchnorm:
-        params += 2 * sum(m.hidden_dims)  # gamma, beta (and as many running statistics)
-    params *= item
+    count, per_sample = _conv_counts(m) if m.kind in CONV_KINDS else _fc_counts(m)
+    params = count * item
     slots = sum(1 for key in optim.STATE[job.optim.update_rule] if key != "t")
-    # Per sample and layer: the affine output and the ReLU's, batchnorm's normalized input
-    # and output, dropout's mask and output; the input as pixels and as floats.
-    per_unit = (
-        2
-        + (2 if m.kind == "fc" and m.use_batchnorm else 0)
-        + (2 if m.kind == "fc" and m.dropout else 0)
-    )
-    per_row = INPUT_DIM * (item + 1) + per_unit * sum(m.hidden_dims) * item + 2 * NUM_CLASSES * item
+    # The input as pixels and as floats, then what the layers keep for the backward pass.
+    per_row = INPUT_DIM * (item + 1) + per_sample * item
     evaluated = t.eval_batch_size if eval_rows is None else min(t.eval_batch_size, eval_rows)
     rows = max(max(actor_batch_sizes(t)), evaluated)
     worker = 2 * params + rows * per_row  # replica and gradient, then the activations
@@ -121,6 +115,49 @@ def estimate(job: JobConfig, eval_rows: int | None = None) -> MemoryEstimate:
         object_store=(actors + 1) * params,
         driver=3 * params,
     )
+
+
+def _fc_counts(m) -> tuple[int, int]:
+    """(parameters, activation values kept per sample) of a fully connected model: per
+    layer the affine output and the ReLU's, batchnorm's normalized input and output,
+    dropout's mask and output."""
+    dims = [INPUT_DIM, *m.hidden_dims, NUM_CLASSES]
+    params = sum(a * b + b for a, b in pairwise(dims))
+    if m.kind == "fc" and m.use_batchnorm:
+        params += 2 * sum(m.hidden_dims)  # gamma, beta (and as many running statistics)
+    per_unit = (
+        2
+        + (2 if m.kind == "fc" and m.use_batchnorm else 0)
+        + (2 if m.kind == "fc" and m.dropout else 0)
+    )
+    return params, per_unit * sum(m.hidden_dims) + 2 * NUM_CLASSES
+
+
+def _conv_counts(m) -> tuple[int, int]:
+    """(parameters, activation values kept per sample) of a conv model, layer by layer
+    from the shapes its blocks meet: a conv keeps its im2col patch matrix (C x size^2
+    values per output pixel) and its output, a norm its normalized input and output, the
+    ReLU its output; a pool its output, dropout its mask and output, an affine block its
+    output and the ReLU's."""
+    if m.kind == "three_layer_conv":  # as ThreeLayerConvNet builds it
+        blocks = [Conv(m.num_filters, m.filter_size), Pool(2, 2), Affine(m.hidden_dims[0])]
+    else:
+        blocks = parse_blocks(m.blocks)
+    shapes = check_blocks(blocks, CIFAR_IMAGE)
+    params = values = 0
+    for block, before, after in zip(blocks, shapes[:-1], shapes[1:], strict=True):
+        out = math.prod(after)
+        if isinstance(block, Conv):
+            taps = before[0] * block.size**2
+            params += block.filters * (taps + 1 + (2 if block.norm else 0))
+            values += taps * after[1] * after[2] + out * (2 + (2 if block.norm else 0))
+        elif isinstance(block, Affine):
+            params += (math.prod(before) + 1) * block.units
+            values += 2 * out
+        else:  # a pool keeps its output, dropout its mask too
+            values += out * (2 if isinstance(block, Dropout) else 1)
+    params += (math.prod(shapes[-1]) + 1) * NUM_CLASSES
+    return params, values + 2 * NUM_CLASSES
 
 
 def check_batch(job: JobConfig, train_rows: int) -> None:
