@@ -182,6 +182,9 @@ def test_dry_run_checks_and_plans_and_starts_nothing(distnet, tiny_dataset, tmp_
     assert "2 workers (25 + 25 images a step)" in lines["run"]
     assert "transport graph; 4 steps an epoch, 40 steps" in lines["run"]
     assert lines["checkpoints"].endswith(": a fresh run")
+    # the run's memory checks, made and reported (budget.py)
+    assert lines["memory"].startswith("memory       at least ")
+    assert ", this machine has " in lines["memory"]
     logdir = tmp_path / "tb"
     assert lines["logs"] == f"logs         {logdir}  (tensorboard --logdir {logdir})"
     assert out.splitlines()[-1] == "dry run: everything checked, nothing started"
@@ -205,6 +208,32 @@ def test_dry_run_of_a_dataset_not_prepared_yet_names_its_source(distnet, tmp_pat
     assert f"not prepared yet; the run prepares it from {tarball}" in out
     assert "10 epochs (steps: once the dataset is prepared)" in out
     assert not (tmp_path / "ds").exists()
+
+
+def test_dry_run_makes_the_runs_memory_checks(distnet, tiny_dataset, tmp_path):
+    """A conv job whose activations need more than this machine has (im2col patches of
+    two 64-filter convs for 10^7 images a worker) and a batch larger than the training
+    set are refused by the dry run as by the run: one line, nothing started."""
+    blocks = '[{type = "conv", filters = 64}, {type = "conv", filters = 64}]'
+    conv = ["--set", 'model.kind="conv"', "--set", f"model.blocks={blocks}"]
+    unprepared = [
+        "--source",
+        str(tmp_path / "c.tar.gz"),
+        "--set",
+        f"data.path={json.dumps(str(tmp_path / 'ds'))}",
+        "--set",
+        f"checkpoint.dir={json.dumps(str(tmp_path / 'ck'))}",
+    ]
+    (tmp_path / "c.tar.gz").write_bytes(b"not read by a dry run")
+    assert_one_line_error(
+        distnet("train", "--dry-run", *unprepared, *conv, "--set", "train.batch_size=20000000"),
+        "the job needs at least",
+    )
+    assert_one_line_error(
+        distnet("train", "--dry-run", *on_tiny(tiny_dataset, tmp_path, "train.batch_size=500")),
+        "train.batch_size = 500 is larger than the training set (240 images)",
+    )
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "ck").exists()
 
 
 def test_dry_run_decides_the_checkpoint_directory(distnet, tiny_dataset, tmp_path):

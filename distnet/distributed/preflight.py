@@ -21,6 +21,7 @@ from distnet.checkpoint import (
     load_checkpoint,
 )
 from distnet.config import JobConfig
+from distnet.distributed import budget
 from distnet.errors import DistnetError
 
 # What a checkpoint must share with the job it continues.
@@ -67,6 +68,8 @@ def dry_run(
     from distnet.models import build_model
 
     existing = check_checkpoint_dir(job.checkpoint.dir, resume, overwrite)
+    machine = budget.machine_memory()
+    budget.estimate(job).check_driver(machine)  # as train: before the model is built
     model = build_model(job.model, seed=job.seed)
     params = model.params.vector
     lines = [
@@ -77,19 +80,20 @@ def dry_run(
     ]
 
     t, data = job.train, job.data
+    actors = t.workers + t.backup_workers
+    local = not (address or os.environ.get("RAY_ADDRESS"))
     filesystem, root = fs.resolve(data.path)
-    plan = None
+    plan, eval_rows = None, None
     if fs.exists(filesystem, fs.join(root, MANIFEST_NAME)):
-        manifest = check_dataset(
-            data.path, num_workers=t.workers + t.backup_workers, checksums=data.verify
-        )
+        manifest = check_dataset(data.path, num_workers=actors, checksums=data.verify)
         rows = {name: split.rows for name, split in manifest.splits.items()}
+        eval_rows = max(-(-n // actors) for n in rows.values())  # as train: a worker's share
         lines.append(
             f"dataset      {data.path}: "
             + " / ".join(f"{n:,} {name}" for name, n in rows.items())
             + " images, shards checked"
         )
-        local = not (address or os.environ.get("RAY_ADDRESS"))
+        budget.check_batch(job, rows["train"])
         plan = RunPlan.for_job(job, rows["train"], local, params.nbytes)
     else:
         lines.append(
@@ -116,6 +120,7 @@ def dry_run(
             run + f", transport {plan.transport}; {plan.steps_per_epoch:,} steps an "
             f"epoch, {plan.total_steps:,} steps"
         )
+    lines.append(_memory(budget.estimate(job, eval_rows), machine if local else None))
     lines.append(
         f"checkpoints  {job.checkpoint.dir}: "
         + _checkpoint_plan(job, existing, resume, plan, model)
@@ -123,6 +128,16 @@ def dry_run(
     lines.append(f"logs         {job.metrics.logdir}  (tensorboard --logdir {job.metrics.logdir})")
     lines.append("dry run: everything checked, nothing started")
     return lines
+
+
+def _memory(need, machine: int | None) -> str:
+    """The memory line; a local run's actors are checked against this machine (the run
+    checks them again against what its Ray reports), a cluster's when the run joins it."""
+    line = f"memory       at least {budget.format_bytes(need.cluster)} for the actors ({need})"
+    if machine is None:
+        return line + "; checked against the cluster's memory when the run joins it"
+    need.check_cluster(machine, machine)
+    return line + f", this machine has {budget.format_bytes(machine)}"
 
 
 def _source(source: str | None) -> str:
