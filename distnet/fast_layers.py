@@ -26,6 +26,7 @@ import numpy as np
 from distnet.im2col import (
     channels_last,
     col2im,
+    copy_nhwc,
     filter_rows,
     filters_from_rows,
     patch_matrix,
@@ -101,7 +102,7 @@ def conv_backward_fast(dout, cache, *, input_grad=True, out=None):
         )
         return dx, dw, db
     dout_rows = scratch("dout rows", (N, H_out, W_out, F), dout.dtype)
-    np.copyto(dout_rows, dout.transpose(0, 2, 3, 1))
+    copy_nhwc(dout_rows, dout)
     dout_rows = dout_rows.reshape(-1, F)
     last = channels_last(C, WW)
     # (taps, pixels) @ (pixels, F): with columns, the orientation OpenBLAS runs ~1.4x

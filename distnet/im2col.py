@@ -38,6 +38,21 @@ def scratch(role: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     return buffer[:size].view(dtype).reshape(shape)
 
 
+def copy_nhwc(dst, x) -> None:
+    """dst (N, H, W, C), any strides, = x (N, C, H, W) with its channels last.
+
+    When a channel plane is a multiple of 4 KB (32x32 float32), the straight copy reads
+    C floats 4 KB apart for each pixel, which alias in the cache (2.5x slower here): the
+    planes are then first copied into scratch rows 64 bytes longer."""
+    N, C, H, W = x.shape
+    if (H * W * x.itemsize) % 4096:
+        np.copyto(dst, x.transpose(0, 2, 3, 1))
+        return
+    staged = scratch("nhwc staging", (N, C, H * W + 64 // x.itemsize), x.dtype)[:, :, : H * W]
+    np.copyto(staged, x.reshape(N, C, H * W))
+    np.copyto(dst, staged.reshape(N, C, H, W).transpose(0, 2, 3, 1))
+
+
 def channels_last(channels: int, filter_width: int) -> bool:
     """Whether patch rows order their taps (HH, WW, C) rather than (C, HH, WW)."""
     return channels > filter_width
@@ -60,7 +75,10 @@ def padded_nhwc(x, pad_h: int, pad_w: int, last: bool, role: str) -> np.ndarray:
         view[:, :, Wp - pad_w :],
     ):
         border.fill(0)
-    view[:, pad_h : pad_h + H, pad_w : pad_w + W] = x.transpose(0, 2, 3, 1)
+    if last:
+        copy_nhwc(view[:, pad_h : pad_h + H, pad_w : pad_w + W], x)
+    else:  # an NCHW copy, transposed back
+        view[:, pad_h : pad_h + H, pad_w : pad_w + W] = x.transpose(0, 2, 3, 1)
     return view
 
 
