@@ -98,6 +98,7 @@ def test_a_worker_killed_with_steps_in_flight_is_dropped_and_its_blocks_redone(
     import ray
 
     from distnet.distributed.hooks import Hooks
+    from distnet.distributed.trace import Trace
 
     base = {**BASE, "optim": {"update_rule": "sgd_momentum", "learning_rate": 1e-2}}
     fixed = train(
@@ -115,8 +116,13 @@ def test_a_worker_killed_with_steps_in_flight_is_dropped_and_its_blocks_redone(
             ray.kill(seen["group"].workers[0])  # step 4 is not booked yet, step 5 queued
 
     job = tiny_job(**base, train={"max_workers": 3, "servers": 2})
+    trace = Trace(job)
     elastic = train(
-        job, progress=False, overwrite=True, on_step=on_step, hooks=Hooks(on_phase=on_phase)
+        job,
+        progress=False,
+        overwrite=True,
+        on_step=on_step,
+        hooks=trace.hooks(Hooks(on_phase=on_phase)),
     )
     assert "recovering" not in phases
     np.testing.assert_array_equal(elastic.final_params, fixed.final_params)
@@ -132,6 +138,12 @@ def test_a_worker_killed_with_steps_in_flight_is_dropped_and_its_blocks_redone(
     assert logged == [(step, workers) for step, workers, _ in changes]
     lines = [t.tensor_proto.string_val[0].decode() for t in events.Tensors(TEXT_TAG)]
     assert lines == [f"step {s}: {what}, {n} workers" for s, n, what in changes]
+    # --trace marks each change: an instant event and the "workers" counter.
+    events = trace.events()
+    marks = [(e["args"]["step"], e["args"]["workers"], e["name"]) for e in events if e["ph"] == "i"]
+    assert marks == [tuple(c) for c in changes]
+    counts = [e["args"]["workers"] for e in events if e["ph"] == "C"]
+    assert counts == [n for _, n, _ in changes]
 
 
 # --- a real multi-node cluster: workers join and leave mid-run ---------------------------

@@ -359,6 +359,7 @@ class ElasticLoop(SyncLoop):
         changes, self.group.changes = self.group.changes, []
         for what, workers in changes:
             self.ledger.record_membership(step, workers, what)
+            self.hooks.membership(step, workers, what)
 
     def _stop(self, short: TooFewWorkers):
         """Too few workers: checkpoint the books if the servers hold exactly them (else

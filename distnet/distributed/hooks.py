@@ -44,6 +44,7 @@ class Hooks:
     worker_delay_s: float = 0.0
     on_phase: Callable[[str, int], None] | None = None
     on_reports: Callable[[int, list, list], None] | None = None
+    on_membership: Callable[[int, int, str], None] | None = None
 
     def __post_init__(self) -> None:
         if not (
@@ -64,6 +65,11 @@ class Hooks:
         """Call on_reports with a fetched step's reports."""
         if self.on_reports is not None:
             self.on_reports(step, worker_reports, server_reports)
+
+    def membership(self, step: int, workers: int, what: str) -> None:
+        """Call on_membership: an elastic run's workers changed to `workers` at `step`."""
+        if self.on_membership is not None:
+            self.on_membership(step, workers, what)
 
 
 NO_HOOKS = Hooks()

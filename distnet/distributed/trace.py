@@ -75,6 +75,7 @@ class Trace:
         self.sync = job is not None and job.train.mode == "sync"
         self.updated: tuple[int, float] | None = None  # sync: (step, its last update's end)
         self.submitted: dict[int, float] = {}  # sync: when each unread step was submitted
+        self.marks: list[tuple] = []  # elastic membership changes: (time, step, workers, what)
 
     def hooks(self, base: Hooks = NO_HOOKS) -> Hooks:
         """`base` (a test's or benchmark's hooks) with this trace listening too."""
@@ -87,7 +88,11 @@ class Trace:
             self.reports(step, workers, servers)
             base.reports(step, workers, servers)
 
-        return Hooks(base.worker_delay_s, on_phase, on_reports)
+        def on_membership(step: int, workers: int, what: str) -> None:
+            self.marks.append((self.clock(), step, workers, what))
+            base.membership(step, workers, what)
+
+        return Hooks(base.worker_delay_s, on_phase, on_reports, on_membership)
 
     def phase(self, name: str, step: int) -> None:
         """The driver reached phase `name` (hooks.PHASES): a span since the previous one."""
@@ -175,6 +180,22 @@ class Trace:
             }
             for pid, tid, name, start, dur, args in spans
         ]
+        # Elastic membership: an instant mark across the timeline and a "workers" counter.
+        for when, step, workers, what in self.marks:
+            ts = round((when - self.start) * 1e6, 1)
+            args = {"step": step, "workers": workers}
+            events.append(
+                {"ph": "i", "s": "g", "name": what, "pid": DRIVER, "tid": 0, "ts": ts, "args": args}
+            )
+            events.append(
+                {
+                    "ph": "C",
+                    "name": "workers",
+                    "pid": DRIVER,
+                    "ts": ts,
+                    "args": {"workers": workers},
+                }
+            )
         return events
 
     def write(self, path: str | os.PathLike, ending: str = "finished") -> Path:
