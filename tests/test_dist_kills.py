@@ -1,9 +1,9 @@
-"""Actors killed at seeded random moments, and the schedule of the hang that was reported
-(a worker killed about 3 s after the workers started, then another worker and the server
-2 s apart, with the compiled-graph transport). Every run must keep stepping (no wait for
-a step longer than 60 s), end with exactly the parameters and losses of the undisturbed
-run, and a Ctrl-C must end the driver within 10 s. benchmarks/kill_soak.py runs many more
-schedules of the same harness."""
+"""Actors killed at seeded random moments, and the schedule of the hang that was reported (a
+worker killed about 3 s after the workers started, then another worker and the server 2 s
+apart; it hung the compiled-graph transport that the mesh replaced). Every run must keep
+stepping (no wait for a step longer than 60 s), end with exactly the parameters and losses
+of the undisturbed run, and a Ctrl-C must end the driver within 10 s.
+benchmarks/kill_soak.py runs many more schedules of the same harness."""
 
 import numpy as np
 import pytest

@@ -57,7 +57,7 @@ def test_sharded_servers_give_the_same_run_as_one_server(ray_session, tiny_job):
 
 
 @pytest.mark.parametrize("compression", ["none", "fp16"])
-def test_compiled_graph_and_tasks_give_the_same_run(ray_session, tiny_job, compression):
+def test_mesh_and_tasks_give_the_same_run(ray_session, tiny_job, compression):
     """The two transports of a synchronous step make the same calls in the same order."""
     base = {
         "model": {"hidden_dims": [16, 8], "use_batchnorm": True, "dropout": 0.2},
@@ -71,17 +71,17 @@ def test_compiled_graph_and_tasks_give_the_same_run(ray_session, tiny_job, compr
             progress=False,
             overwrite=True,
         )
-        for transport in ("graph", "tasks")
+        for transport in ("mesh", "tasks")
     ]
-    graph, tasks = runs
-    assert (graph.transport, tasks.transport) == ("graph", "tasks")
-    assert graph.steps == tasks.steps > 5
-    np.testing.assert_array_equal(graph.final_params, tasks.final_params)
-    np.testing.assert_array_equal(graph.params, tasks.params)  # best-val parameters
-    np.testing.assert_array_equal(graph.bn_state, tasks.bn_state)
-    assert graph.loss_history == tasks.loss_history
-    assert graph.val_acc_history == tasks.val_acc_history
-    assert graph.test_acc == tasks.test_acc
+    mesh, tasks = runs
+    assert (mesh.transport, tasks.transport) == ("mesh", "tasks")
+    assert mesh.steps == tasks.steps > 5
+    np.testing.assert_array_equal(mesh.final_params, tasks.final_params)
+    np.testing.assert_array_equal(mesh.params, tasks.params)  # best-val parameters
+    np.testing.assert_array_equal(mesh.bn_state, tasks.bn_state)
+    assert mesh.loss_history == tasks.loss_history
+    assert mesh.val_acc_history == tasks.val_acc_history
+    assert mesh.test_acc == tasks.test_acc
 
 
 def test_two_runs_of_the_same_job_are_identical(ray_session, tiny_job):

@@ -32,8 +32,8 @@ def job(tmp_path, **train) -> JobConfig:
     )
 
 
-def plan(tmp_path, rows=240, single_node=True, **train) -> RunPlan:
-    return RunPlan.for_job(job(tmp_path, **train), rows, single_node, param_bytes=400)
+def plan(tmp_path, rows=240, **train) -> RunPlan:
+    return RunPlan.for_job(job(tmp_path, **train), rows, param_bytes=400)
 
 
 def test_steps_follow_the_smallest_shard_and_max_steps_cuts_the_run_not_the_schedule(tmp_path):
@@ -55,21 +55,18 @@ def test_more_workers_than_images_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "train,single_node,expected",
+    "train,expected",
     [
-        ({}, True, "graph"),
-        ({}, False, "tasks"),
-        ({"transport": "tasks"}, True, "tasks"),
-        ({"backup_workers": 1}, True, "tasks"),
-        ({"mode": "async"}, True, "tasks"),
-        ({"mode": "ssp", "staleness": 1}, True, "tasks"),
+        ({}, "mesh"),
+        ({"transport": "tasks"}, "tasks"),
+        ({"backup_workers": 1}, "tasks"),
+        ({"mode": "async"}, "tasks"),
+        ({"mode": "ssp", "staleness": 1}, "tasks"),
+        ({"max_workers": 2}, "tasks"),
     ],
 )
-def test_compiled_graph_only_for_plain_sync_steps_on_one_node(
-    tmp_path, train, single_node, expected
-):
-    p = plan(tmp_path, single_node=single_node, **train)
-    assert p.transport == expected and p.uses_graph == (expected == "graph")
+def test_the_mesh_only_for_plain_sync_steps(tmp_path, train, expected):
+    assert plan(tmp_path, **train).transport == expected
 
 
 def test_boundaries_are_epoch_ends_the_last_step_and_checkpoint_steps(tmp_path):
@@ -109,7 +106,7 @@ def stats(step, loss=1.0, dropped=None):
 @pytest.fixture
 def ledger(tmp_path):
     j = job(tmp_path, early_stopping_patience=1)
-    p = RunPlan.for_job(j, 240, True, param_bytes=400)
+    p = RunPlan.for_job(j, 240, param_bytes=400)
     initial = ModelState(0, np.zeros(3, np.float32), {}, np.zeros(0, np.float32))
     books = Ledger(j, p, [("W1", (3,), 0, 3)], progress=False)
     books.restart(fresh_state(j, initial))
@@ -162,7 +159,7 @@ def test_ledger_checkpoints_exactly_what_it_booked(ledger):
 
 def test_ledger_books_async_steps_from_the_servers_gradient_counts(tmp_path):
     j = job(tmp_path, mode="async")
-    p = RunPlan.for_job(j, 240, True, param_bytes=400)
+    p = RunPlan.for_job(j, 240, param_bytes=400)
     initial = ModelState(0, np.zeros(3, np.float32), {}, np.zeros(0, np.float32))
     books = Ledger(j, p, [], progress=False)
     books.restart(fresh_state(j, initial))
@@ -181,7 +178,7 @@ def test_ledger_result_carries_the_books(ledger):
     assert (result.steps, result.epochs, result.final_loss) == (1, 1, 2.0)
     assert (result.val_acc, result.best_val_acc, result.test_acc) == (0.5, 0.5, 0.25)
     assert (result.applied_gradients, result.bytes_per_step) == (2, 24.0)
-    assert result.transport == "graph" and result.samples_per_s == 20.0
+    assert result.transport == "mesh" and result.samples_per_s == 20.0
     np.testing.assert_array_equal(result.final_params, np.full(3, 3.0, np.float32))
     np.testing.assert_array_equal(result.params, kept)
 

@@ -180,7 +180,7 @@ def test_dry_run_checks_and_plans_and_starts_nothing(distnet, tiny_dataset, tmp_
     )
     # 2 workers of 120 rows, 25 images each a step: 4 steps an epoch, 10 epochs.
     assert "2 workers (25 + 25 images a step)" in lines["run"]
-    assert "transport graph; 4 steps an epoch, 40 steps" in lines["run"]
+    assert "transport mesh; 4 steps an epoch, 40 steps" in lines["run"]
     assert lines["checkpoints"].endswith(": a fresh run")
     # the run's memory checks, made and reported (budget.py)
     assert lines["memory"].startswith("memory       at least ")

@@ -206,11 +206,11 @@ class TrainConfig(_Section):
     early_stopping_patience: int | None = None  # epochs without a better val accuracy
     max_steps: int | None = None  # stop early after this many steps (tests, benchmarks)
     worker_cpus: float = 1.0
-    # How a synchronous step (without backup workers) travels: "graph" compiles it once into
-    # a Ray Compiled Graph (shared-memory channels between the actors, no task per step) on a
-    # single-node Ray; "tasks" submits Ray tasks whose arguments go through the object store.
-    # Async, SSP, backup workers and multi-node clusters always use tasks.
-    transport: Literal["graph", "tasks"] = "graph"
+    # How a synchronous step (without backup workers) travels: "mesh" sends the parameters
+    # and gradients over TCP between the actors, Ray carrying only small per-step calls (on
+    # one node and on clusters alike); "tasks" submits Ray tasks whose arguments go through
+    # the object store. Async, SSP, backup workers and elastic runs always use tasks.
+    transport: Literal["mesh", "tasks"] = "mesh"
     # Threads of each parameter server's update rule; 0 = its node's cores, at most 4 (in
     # synchronous mode the workers wait while the servers update).
     server_threads: int = 0

@@ -5,9 +5,9 @@ checkpoints (ledger.py), and trained by the loop of its consistency model: "sync
 (sync_loop.py; with backup workers backup.py), "async" and "ssp" (async_loop.py). The
 driver holds no data and computes nothing heavy; everything a resumed or recovered run
 needs is in the parameter servers and the checkpoints. After a failure it restores the
-newest checkpoint into the actors (a fresh group when the compiled graph broke) and
-starts a new loop. Only "sync" without backup workers is deterministic (and with "topk"
-compression only while no worker restarts).
+newest checkpoint into the actors (the same ones, or those Ray restarted; the mesh transport
+connects again) and starts a new loop. Only "sync" without backup workers is deterministic
+(and with "topk" compression only while no worker restarts).
 """
 
 from __future__ import annotations
@@ -31,17 +31,16 @@ from distnet.config import JobConfig
 from distnet.distributed import budget
 from distnet.distributed.async_loop import AsyncLoop
 from distnet.distributed.backup import BackupLoop
-from distnet.distributed.compiled import CompiledSteps
 from distnet.distributed.elastic import ElasticGroup, ElasticLoop
 from distnet.distributed.group import ActorGroup
 from distnet.distributed.hooks import NO_HOOKS, Hooks
 from distnet.distributed.interrupts import deferred_interrupts
 from distnet.distributed.ledger import Ledger, TrainingDiverged, fresh_state
 from distnet.distributed.loop import Loop
+from distnet.distributed.mesh import MeshError
 from distnet.distributed.plan import RunPlan
 from distnet.distributed.preflight import check_checkpoint_dir, check_resumable
 from distnet.distributed.result import StepEvent, TrainResult
-from distnet.distributed.runtime import single_node
 from distnet.distributed.server import ModelState, StaleServerError
 from distnet.distributed.sync_loop import SyncLoop
 from distnet.errors import DistnetError
@@ -97,7 +96,7 @@ def train(
     manifest = check_dataset(data.path, num_workers=actors, checksums=data.verify)
     rows = manifest.splits["train"].rows
     budget.check_batch(job, rows)
-    RunPlan.for_job(job, rows, True, 0)  # a schedule that cannot run: one line, Ray not started
+    RunPlan.for_job(job, rows, 0)  # a schedule that cannot run: one line, Ray not started
     # The most rows a worker evaluates at once: its share of the largest split.
     need = budget.estimate(job, max(-(-s.rows // actors) for s in manifest.splits.values()))
     cpus = math.ceil(actors * t.worker_cpus)
@@ -123,13 +122,12 @@ class _Run:
         self.job, self.on_step, self.hooks = job, on_step, hooks
         model = build_model(job.model, seed=job.seed)
         self.initial = ModelState(0, model.params.vector.copy(), {}, model.get_bn_state())
-        self.plan = RunPlan.for_job(job, rows, single_node(), model.params.vector.nbytes)
+        self.plan = RunPlan.for_job(job, rows, model.params.vector.nbytes)
         self.model_spec = ModelSpec.like(
             self.initial.params, self.initial.bn_state, max_step=self.plan.total_steps
         )
         # Decided before any actor starts, so a refused start costs nothing.
         self.start_state = self._start_state(resume, overwrite)
-        self.graph: CompiledSteps | None = None
         self.loop: Loop | None = None  # the current attempt's, once its state is restored
         try:  # starting the actors takes seconds: a Ctrl-C then must still leave a checkpoint
             self.group = self._new_group()
@@ -164,23 +162,7 @@ class _Run:
             cls = BackupLoop
         else:
             cls = SyncLoop
-            if self.plan.uses_graph and self.graph is None:
-                # The largest message: a worker's whole gradient plus batchnorm statistics.
-                message = self.plan.param_bytes + self.initial.bn_state.nbytes + 64 * 1024
-                self.graph = CompiledSteps(self.group, message)
-        return cls(self.plan, self.ledger, self.group, self.graph, self.on_step, self.hooks)
-
-    def _replace_actors(self) -> None:
-        """After a failure in a compiled graph: a fresh actor group (see compiled.py)."""
-        self._close_graph(broken=True)
-        self.group.kill()
-        self.group = self._new_group()
-
-    def _close_graph(self, broken: bool = False) -> None:
-        """Bounded, whatever state the graph is in (see CompiledSteps.close)."""
-        if self.graph is not None:
-            graph, self.graph = self.graph, None
-            graph.close(broken)
+        return cls(self.plan, self.ledger, self.group, self.on_step, self.hooks)
 
     # --- state -------------------------------------------------------------------------
     def _start_state(self, resume: bool, overwrite: bool) -> TrainState:
@@ -208,18 +190,6 @@ class _Run:
 
     # --- the run -----------------------------------------------------------------------
     def run(self) -> TrainResult:
-        """Train; whatever ends the run, the compiled graph is closed within a bound."""
-        try:
-            return self._run()
-        except KeyboardInterrupt:
-            raise  # _interrupted closed a graph it could not read; a readable one is healthy
-        except BaseException:
-            self._close_graph(broken=True)
-            raise
-        finally:
-            self._close_graph()
-
-    def _run(self) -> TrainResult:
         start, first_step = time.perf_counter(), self.start_state.step
         try:  # a Ctrl-C anywhere in training, recovery or the last checkpoint is booked
             self._attempts()
@@ -240,15 +210,12 @@ class _Run:
             raise
 
     def _attempts(self) -> None:
-        """Train to the end; after an actor failure restore the newest checkpoint (into
-        fresh actors when the compiled graph broke) and go on with a new loop."""
+        """Train to the end; after an actor failure restore the newest checkpoint and go
+        on with a new loop."""
         restore_from: TrainState | None = self.start_state
-        recoveries, replace = 0, False
+        recoveries = 0
         while True:
-            try:  # a new group, a restore, the loop: an actor killed in any of them is recovered
-                if replace:
-                    self._replace_actors()
-                    replace = False
+            try:  # a restore, the loop: an actor killed in either of them is recovered
                 if restore_from is not None:  # in the try: a lost node can fail a restore too
                     self._restore(restore_from)
                     restore_from = None
@@ -260,8 +227,8 @@ class _Run:
                 rex.RayActorError,
                 rex.ObjectLostError,
                 rex.RayTaskError,
-                rex.RayChannelError,
                 rex.RaySystemError,
+                MeshError,
             ) as err:
                 self.loop = None  # its actors failed: until restored, Ctrl-C keeps the disk's
                 _raise_unless_recoverable(err)
@@ -270,14 +237,12 @@ class _Run:
                 if recoveries > MAX_RECOVERIES:
                     raise DistnetError(f"giving up after {MAX_RECOVERIES} failures: {err}") from err
                 restore_from = self._latest_state() or fresh_state(self.job, self.initial)
-                replace = self.plan.uses_graph
 
     def _interrupted(self) -> None:
-        """Ctrl-C: within INTERRUPT_BUDGET_S, book every submitted step and checkpoint;
-        when a step cannot be read (a compiled-graph read that the interrupt cut, a dead
-        actor) or the actors are not restored yet, the servers' state is not the books',
-        so the newest checkpoint on disk stays the one to resume from (the run's start
-        state if there is none yet)."""
+        """Ctrl-C: within INTERRUPT_BUDGET_S, book every submitted step and checkpoint; when a
+        step cannot be read (a dead actor, a broken mesh) or the actors are not restored
+        yet, the servers' state is not the books', so the newest checkpoint on disk stays
+        the one to resume from (the run's start state if there is none yet)."""
         deadline = time.monotonic() + INTERRUPT_BUDGET_S
         try:
             if self.loop is None:
@@ -293,9 +258,8 @@ class _Run:
                 )
             self.ledger.save(live)
             where = f"checkpoint {self.ledger.checkpoint_path}"
-        except (rex.GetTimeoutError, rex.RayError, ValueError):
+        except (rex.GetTimeoutError, rex.RayError, ValueError, MeshError):
             path = self._newest_checkpoint()
-            self._close_graph(broken=True)
             where = f"steps after the checkpoint {path} were not all read; it is kept"
         self.ledger.bar.close()
         print(
@@ -337,12 +301,12 @@ def _raise_unless_recoverable(err: Exception) -> None:
         cause,
         (
             StaleServerError,
+            MeshError,  # a dead or failed peer of the mesh transport
             rex.RayActorError,
             rex.ObjectLostError,
-            rex.RayChannelError,
             rex.RaySystemError,
         ),
-    ):  # a broken graph
+    ):
         return
     if isinstance(cause, DistnetError):
         raise cause from None

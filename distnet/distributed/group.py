@@ -1,16 +1,18 @@
 """The actors of one run: K parameter servers, N gradient workers, and the refs between them.
 
-One synchronous step is N `compute_gradients` calls and K `apply_gradients` calls whose
-arguments are ObjectRefs: the driver never waits in between, parameters go into the object
-store once per server per step and the workers read them zero-copy. With b backup workers
-there are N + b worker actors (see backup.py); async and SSP modes submit one worker's
-`compute` and `apply` at a time (see async_loop.py).
+A synchronous step travels one of two ways (plan.sync_transport). "mesh" (the default):
+one small `mesh_step` call per actor, queued one step ahead, while the parameters and
+gradients go over TCP between the actors (mesh.py); the driver reads only the reports.
+"tasks": N `compute_gradients` calls and K `apply_gradients` calls whose arguments are
+ObjectRefs: parameters go into the object store once per server per step and the workers
+read them zero-copy. Both make the same computations in the same order. With b backup
+workers there are N + b worker actors (see backup.py); async and SSP modes submit one
+worker's `compute` and `apply` at a time (see async_loop.py); both use tasks.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
+import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +20,8 @@ import ray
 from ray import exceptions as rex
 
 from distnet.config import JobConfig
-from distnet.distributed.plan import actor_batch_sizes
+from distnet.distributed import mesh
+from distnet.distributed.plan import actor_batch_sizes, sync_transport
 from distnet.distributed.runtime import remote_class
 from distnet.distributed.server import (
     ModelState,
@@ -28,6 +31,8 @@ from distnet.distributed.server import (
 )
 from distnet.distributed.worker import GradientWorker
 from distnet.errors import DistnetError
+
+MESH_SETUP_TIMEOUT_S = 2 * mesh.CONNECT_TIMEOUT_S  # listen, then connect (a restarted actor)
 
 
 @dataclass
@@ -39,19 +44,14 @@ class StepRefs:
     server_reports: list
     workers: list[int] = field(default_factory=list)  # whose gradients the step applies
     dropped: int = 0  # late gradients left out (backup workers)
-    reader: Callable[..., tuple[list, list]] | None = None  # a compiled-graph step's reports
-    read: tuple[list, list] | None = None  # what fetch returned (a graph's is read only once)
+    read: tuple[list, list] | None = None  # what fetch returned
 
     def fetch(self, timeout: float | None = None) -> tuple[list, list]:
         """Wait for the step (at most `timeout` s): (WorkerReports, ServerReports)."""
         if self.read is None:
             self.read = (
-                self.reader(timeout=timeout)
-                if self.reader is not None
-                else (
-                    ray.get(self.worker_reports, timeout=timeout),
-                    ray.get(self.server_reports, timeout=timeout),
-                )
+                ray.get(self.worker_reports, timeout=timeout),
+                ray.get(self.server_reports, timeout=timeout),
             )
         return self.read
 
@@ -76,16 +76,19 @@ class ActorGroup:
             for k in range(train.servers)
         ]
         self.workers = self._start_workers(worker_delay_s)
-        try:  # all started, without torch, their train shards opened and checked
-            ray.get([a.__ray_call__.remote(_without_torch) for a in self.servers + self.workers])
+        try:  # all started, their train shards opened and checked
             ray.get([w.num_rows.remote() for w in self.workers])
         except BaseException as err:  # a failed start (a killed actor too) leaves none behind
             self.kill()
             if isinstance(err, rex.RayTaskError) and isinstance(err.cause, DistnetError):
                 raise err.cause from None  # a bad shard: one line naming it
             raise
-        self.param_refs: list = []
-        self.bn_ref = None
+        self._param_refs: list = []
+        self._bn_ref = None
+        self.uses_mesh = sync_transport(train) == "mesh"
+        self.mesh_generation = 0  # of the connected mesh; 0: none connected
+        self._meshes = 0  # meshes connected so far
+        self._refs_stale = False  # mesh steps moved the servers past param_refs
 
     def _server_options(self) -> dict:
         return {}
@@ -124,6 +127,8 @@ class ActorGroup:
         ray.get(refs)  # surface a failing server here, not in the first step
         self.param_refs = refs
         self.bn_ref = ray.put(state.bn_state) if self.has_bn else None
+        self._refs_stale = False
+        self.mesh_generation = 0  # after a failure some actors are new: connect again
 
     def state(self) -> ModelState:
         """The servers' state in one piece; ValueError if their shards are not at one step
@@ -144,15 +149,70 @@ class ActorGroup:
         bn = first.bn_state if self.has_bn else np.zeros(0, params.dtype)
         return ModelState(first.step, params, opt, bn, first.worker_steps)
 
-    def refresh_refs(self) -> None:
-        """Point the parameter refs at the servers' state (after compiled-graph steps,
-        which do not pass through the object store)."""
+    # --- the parameter and batchnorm refs that tasks read --------------------------------
+    @property
+    def param_refs(self) -> list:
+        """Refs of the servers' parameter slices, as of the last submitted step."""
+        if self._refs_stale:
+            self._refresh_refs()
+        return self._param_refs
+
+    @param_refs.setter
+    def param_refs(self, refs: list) -> None:
+        self._param_refs = refs
+
+    @property
+    def bn_ref(self):
+        if self._refs_stale:
+            self._refresh_refs()
+        return self._bn_ref
+
+    @bn_ref.setter
+    def bn_ref(self, ref) -> None:
+        self._bn_ref = ref
+
+    def _refresh_refs(self) -> None:
+        """Point the refs at the servers' state after mesh steps (whose parameters do not
+        pass through the object store); queued behind those steps on each server."""
         current = [s.current.options(num_returns=2).remote() for s in self.servers]
-        self.param_refs = [params for params, _ in current]
-        self.bn_ref = current[0][1] if self.has_bn else None
+        self._param_refs = [params for params, _ in current]
+        self._bn_ref = current[0][1] if self.has_bn else None
+        self._refs_stale = False
+
+    # --- the mesh transport ------------------------------------------------------------
+    def connect_mesh(self) -> None:
+        """Connect every worker to every server with a fresh random token (mesh.py);
+        MeshError if that does not happen within MESH_SETUP_TIMEOUT_S."""
+        self.mesh_generation = 0
+        self._meshes += 1  # a stale call (a replayed step) never matches a newer mesh
+        generation, token = self._meshes, secrets.token_bytes(mesh.TOKEN_BYTES)
+        try:
+            addresses = ray.get(
+                [s.mesh_listen.remote() for s in self.servers], timeout=MESH_SETUP_TIMEOUT_S
+            )
+            accepts = [
+                s.mesh_accept.remote(generation, token, len(self.workers)) for s in self.servers
+            ]
+            connects = [w.mesh_connect.remote(generation, token, addresses) for w in self.workers]
+            ray.get(accepts + connects, timeout=MESH_SETUP_TIMEOUT_S)
+        except rex.GetTimeoutError as err:
+            raise mesh.MeshError(
+                f"the actors did not connect their mesh in {MESH_SETUP_TIMEOUT_S:g} s"
+            ) from err
+        self.mesh_generation = generation
+
+    def mesh_step(self, step: int, epoch: int, step_in_epoch: int) -> StepRefs:
+        """Submit one synchronous step over the mesh; returns at once."""
+        if not self.mesh_generation:
+            self.connect_mesh()
+        g = self.mesh_generation
+        server_reports = [s.mesh_step.remote(g, step, self.weights) for s in self.servers]
+        worker_reports = [w.mesh_step.remote(g, epoch, step_in_epoch, step) for w in self.workers]
+        self._refs_stale = True
+        return StepRefs(step, worker_reports, server_reports, list(range(len(self.workers))))
 
     def kill(self) -> None:
-        """End every actor of the group now (a broken compiled graph, see compiled.py)."""
+        """End every actor of the group now (a group that failed to start)."""
         for actor in self.servers + self.workers:
             ray.kill(actor)
 
@@ -164,6 +224,8 @@ class ActorGroup:
 
     def step(self, step: int, epoch: int, step_in_epoch: int) -> StepRefs:
         """Submit one synchronous step on every worker; returns at once."""
+        if self.uses_mesh:
+            return self.mesh_step(step, epoch, step_in_epoch)
         workers = list(range(len(self.workers)))
         outs = [self.compute(i, epoch, step_in_epoch) for i in workers]
         return self.update(step, workers, outs)
@@ -241,15 +303,6 @@ class ActorGroup:
 
     def server_pids(self) -> list[int]:
         return ray.get([s.pid.remote() for s in self.servers])
-
-
-def _without_torch(actor) -> None:
-    """In an actor's process: `import torch` fails from now on, as if it were not installed.
-    Ray's compiled-graph channels import torch in every read and write when they can (to
-    choose a device); distnet never uses it, and loading libtorch can abort a process
-    (issue 17). A restarted actor has it again, but only graph actors load it, and a
-    broken graph gets a new group."""
-    sys.modules.setdefault("torch", None)
 
 
 def _is_sliced(value, params: np.ndarray) -> bool:

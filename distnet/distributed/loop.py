@@ -1,8 +1,8 @@
 """What the loops of every consistency model share.
 
 A loop runs one attempt of a run, from the ledger's state to the plan's last step, on one
-actor group: sync_loop.py (deterministic synchronous steps, as Ray tasks or a compiled
-graph), backup.py (synchronous steps with backup workers) and async_loop.py (async and
+actor group: sync_loop.py (deterministic synchronous steps, over the mesh or as Ray
+tasks), backup.py (synchronous steps with backup workers) and async_loop.py (async and
 SSP). All three take the same constructor; the driver makes a new one for each attempt
 (the start and every recovery), so nothing an attempt submitted outlives it.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from distnet.distributed.compiled import CompiledSteps
 from distnet.distributed.group import ActorGroup
 from distnet.distributed.hooks import NO_HOOKS, Hooks
 from distnet.distributed.ledger import Ledger
@@ -22,20 +21,18 @@ from distnet.metrics import StepStats
 
 
 class Loop:
-    """Runs steps on `group` (synchronous steps through `graph` if the plan uses one) and
-    books them in `ledger`; `on_step(StepEvent)` after each booked step, `hooks.phase` at
-    each phase (hooks.py)."""
+    """Runs steps on `group` and books them in `ledger`; `on_step(StepEvent)` after each booked
+    step, `hooks.phase` at each phase (hooks.py)."""
 
     def __init__(
         self,
         plan: RunPlan,
         ledger: Ledger,
         group: ActorGroup,
-        graph: CompiledSteps | None = None,
         on_step: Callable[[StepEvent], None] | None = None,
         hooks: Hooks = NO_HOOKS,
     ):
-        self.plan, self.ledger, self.group, self.graph = plan, ledger, group, graph
+        self.plan, self.ledger, self.group = plan, ledger, group
         self.on_step, self.hooks = on_step, hooks
         self.step_clock = time.perf_counter()
 

@@ -4,7 +4,7 @@ From the job and the size of the training set: each worker actor's batch, how ma
 an epoch and the whole run have, the learning-rate schedule, how the synchronous steps
 travel, and which completed steps end an epoch or call for a checkpoint.
 
-    plan = RunPlan.for_job(job, train_rows=49_000, single_node=True, param_bytes=4 * 10**6)
+    plan = RunPlan.for_job(job, train_rows=49_000, param_bytes=4 * 10**6)
     plan.steps_per_epoch, plan.total_steps, plan.transport
 """
 
@@ -19,6 +19,15 @@ from distnet.errors import DistnetError
 from distnet.schedules import Schedule
 
 
+def sync_transport(train: TrainConfig) -> str:
+    """How the synchronous steps travel: "mesh" (actor calls for control, TCP between the
+    actors for the bytes: mesh.py) or "tasks" (ObjectRefs). Backup workers, async, SSP and
+    elastic runs always use tasks."""
+    # (elastic steps are Ray tasks: elastic.py)
+    plain_sync = train.mode == "sync" and not train.backup_workers and not train.elastic
+    return "mesh" if plain_sync and train.transport == "mesh" else "tasks"
+
+
 def actor_batch_sizes(train: TrainConfig) -> list[int]:
     """Each worker actor's batch. With b backup workers there are N + b actors and any N of
     them make one global batch, so actor i takes the share of worker i mod N."""
@@ -30,23 +39,21 @@ def actor_batch_sizes(train: TrainConfig) -> list[int]:
 class RunPlan:
     """The shape of one run: `total_steps` synchronous(-equivalent) steps of which
     `steps_per_epoch` make an epoch; a checkpoint every `checkpoint_every` steps (0: at
-    epoch ends and the end only); `uses_graph`: synchronous steps as a compiled graph;
-    `param_bytes`: the flat parameters, which each computing worker reads per step."""
+    epoch ends and the end only); `transport`: how the synchronous steps travel
+    (sync_transport); `param_bytes`: the flat parameters, which each computing worker reads
+    per step."""
 
     steps_per_epoch: int
     total_steps: int
     schedule: Schedule
-    uses_graph: bool
+    transport: str
     checkpoint_every: int
     param_bytes: int
 
     @classmethod
-    def for_job(
-        cls, job: JobConfig, train_rows: int, single_node: bool, param_bytes: int
-    ) -> RunPlan:
-        """The plan of `job` on a training set of `train_rows` images, on a Ray cluster of
-        one node or more (compiled graphs only run on one, see runtime.single_node), for a
-        model of `param_bytes`."""
+    def for_job(cls, job: JobConfig, train_rows: int, param_bytes: int) -> RunPlan:
+        """The plan of `job` on a training set of `train_rows` images, for a model of
+        `param_bytes`."""
         t, o = job.train, job.optim
         actors = t.workers + t.backup_workers
         if actors > train_rows:
@@ -70,19 +77,8 @@ class RunPlan:
         )
         if t.max_steps is not None:  # stops the run early; the schedule keeps its shape
             total = min(total, t.max_steps)
-        uses_graph = (
-            t.mode == "sync"
-            and not t.backup_workers
-            and not t.elastic  # elastic steps are Ray tasks (elastic.py)
-            and t.transport == "graph"
-            and single_node
-        )
-        return cls(per_epoch, total, schedule, uses_graph, job.checkpoint.every_steps, param_bytes)
-
-    @property
-    def transport(self) -> str:
-        """How the synchronous steps travel: "graph" or "tasks"."""
-        return "graph" if self.uses_graph else "tasks"
+        transport = sync_transport(t)
+        return cls(per_epoch, total, schedule, transport, job.checkpoint.every_steps, param_bytes)
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, step in epoch) of the 0-based step `step`."""

@@ -94,7 +94,7 @@ def dry_run(
             + " images, shards checked"
         )
         budget.check_batch(job, rows["train"])
-        plan = RunPlan.for_job(job, rows["train"], local, params.nbytes)
+        plan = RunPlan.for_job(job, rows["train"], params.nbytes)
     else:
         lines.append(
             f"dataset      {data.path}: not prepared yet; the run prepares it from "

@@ -51,7 +51,7 @@ class TrainResult:
     logdir: str
     checkpoint: str
     mode: str
-    transport: str  # how the synchronous steps travelled: "graph" or "tasks"
+    transport: str  # how the synchronous steps travelled: "mesh" or "tasks"
     applied_gradients: int
     dropped_gradients: int
     bytes_per_step: float

@@ -119,12 +119,3 @@ def remote_class(cls, *, num_cpus: float, retry_tasks: bool):
     return ray.remote(
         num_cpus=num_cpus, max_restarts=-1, max_task_retries=-1 if retry_tasks else 0
     )(cls)
-
-
-def single_node() -> bool:
-    """Whether the Ray cluster is one node. Compiled graphs are used only there: a graph
-    whose workers ran on other nodes hung mid-run in tests/test_multinode.py (Ray 2.60,
-    three steps in flight); it passed with two, but once is not enough to rely on."""
-    import ray
-
-    return sum(1 for node in ray.nodes() if node["Alive"]) == 1

@@ -21,7 +21,8 @@ from itertools import pairwise
 import numpy as np
 
 from distnet import optim
-from distnet.distributed.compression import decode
+from distnet.distributed import mesh
+from distnet.distributed.compression import Sparse, decode
 from distnet.errors import DistnetError
 from distnet.fpenv import flush_denormals
 
@@ -84,6 +85,7 @@ class ParameterServer:
         self.rule = optim.RULES[update_rule]
         self.rule_config = dict(rule_config)
         self.schedule = schedule
+        self.mesh = mesh.ServerEnd()  # the mesh transport's connections, once connected
         self.state: ShardState | None = None  # None until the driver loads a state
         self._avg: np.ndarray | None = None  # the averaged gradient
         self._scratch: np.ndarray | None = None
@@ -124,7 +126,7 @@ class ParameterServer:
         """
         self._check_step(step)
         start, started = time.perf_counter(), time.time()
-        flush_denormals()  # per call: MXCSR is per thread, and a compiled graph calls from its own
+        flush_denormals()  # per call: MXCSR is per thread, and Ray may call from any thread
         n = len(weights)
         bn_states = grads_and_bn[n:]
         grads = [decode(g, self.state.params.dtype) for g in grads_and_bn[:n]]
@@ -152,19 +154,37 @@ class ParameterServer:
         self._check_loaded()
         return self.state.params, self.state.bn_state
 
-    def serve(self, step: int) -> tuple:
-        """Compiled graph: the parameters (and batchnorm statistics) that step `step` reads."""
-        self._check_step(step)
-        return self.current()
+    # --- the mesh transport (mesh.py) ------------------------------------------------
+    def mesh_listen(self) -> tuple[str, int]:
+        """Listen for the workers of a new mesh; (ip, port) to connect to."""
+        return self.mesh.listen()
 
-    def apply_served(self, step: int, weights: list[float], *worker_outputs) -> tuple:
-        """Compiled graph: `apply_gradients` from whole worker outputs (see
-        GradientWorker.compute_served); returns (ServerReport, the workers' reports)."""
-        k = self.shard_index
-        grads = [out.gradients[k] for out in worker_outputs]
-        bn_states = [out.bn_state for out in worker_outputs if k == 0 and out.bn_state is not None]
-        report = self.apply_gradients(step, weights, *grads, *bn_states)[-1]
-        return report, [out.report for out in worker_outputs]
+    def mesh_accept(self, generation: int, token: bytes, workers: int) -> None:
+        self.mesh.accept(generation, token, workers)
+
+    def mesh_step(self, generation: int, step: int, weights: list[float]) -> ServerReport:
+        """One synchronous step over the mesh: send the parameters (and batchnorm
+        statistics) to every worker, receive each one's gradient slice (and statistics) in
+        worker order, then `apply_gradients` exactly as the task path calls it. Any failure
+        closes the mesh, so that the workers fail at once too."""
+        self.mesh.check(generation)
+        try:
+            self._check_step(step)
+            s, k = self.state, self.shard_index
+            with_bn = k == 0 and s.bn_state is not None
+            for conn in self.mesh.conns:
+                mesh.send_array(conn, step, s.params)
+                if with_bn:
+                    mesh.send_array(conn, step, s.bn_state)
+            grads, bn_states = [], []
+            for conn in self.mesh.conns:
+                grads.append(_recv_payload(conn, step, s.params.size))
+                if with_bn:
+                    bn_states.append(mesh.recv_array(conn, step, s.bn_state.dtype, s.bn_state.size))
+            return self.apply_gradients(step, weights, *grads, *bn_states)[-1]
+        except BaseException:
+            self.mesh.close()
+            raise
 
     def apply_gradient(self, worker: int, local_step: int, weight: float, grad, bn_state=None):
         """Async/SSP: apply one worker's gradient at once (Hogwild-style parameter server).
@@ -221,6 +241,20 @@ class ParameterServer:
             raise StaleServerError(
                 f"parameter server {self.shard_index} is at step {self.state.step}, not {step}"
             )
+
+
+def _recv_payload(conn, step: int, size: int):
+    """A worker's gradient slice as it was encoded: dense (float32/16/64), or top-k's int32
+    indices then float32 values (compression.py)."""
+    first = mesh.recv_any(conn, step)
+    if first.dtype == np.int32:
+        values = mesh.recv_array(conn, step, np.float32, first.size)
+        if first.size and (first.min() < 0 or first.max() >= size):
+            raise mesh.MeshError("a sparse gradient index out of range")
+        return Sparse(first, values, size)
+    if first.size != size:
+        raise mesh.MeshError(f"a gradient slice of {first.size} elements, expected {size}")
+    return first
 
 
 def _own(value):

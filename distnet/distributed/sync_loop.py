@@ -1,9 +1,9 @@
 """Synchronous training: every step averages one gradient of each worker (deterministic).
 
-Each step is submitted as ObjectRefs (group.py) or as one message into a compiled graph
-(compiled.py); the driver reads the small reports of step t while step t+1 runs, so it
-never makes the actors wait. With "topk" compression a run stays deterministic only
-while no worker restarts (its error-feedback residual is worker state).
+Each step is submitted as small actor calls whose bytes travel between the actors over TCP
+(mesh.py) or as ObjectRefs (group.py); the driver reads the small reports of step t while
+step t+1 runs, so it never makes the actors wait. With "topk" compression a run stays
+deterministic only while no worker restarts (its error-feedback residual is worker state).
 """
 
 from __future__ import annotations
@@ -41,14 +41,11 @@ class SyncLoop(Loop):
 
     def submit(self, step: int) -> StepRefs:
         """Submit step `step`; returns at once."""
-        return (self.graph or self.group).step(step, *self.plan.position(step))
+        return self.group.step(step, *self.plan.position(step))
 
     def settle(self, deadline: float | None = None) -> None:
         while self.pending:
             self._complete_oldest(deadline)
-        if self.graph is not None:
-            self.graph.paused()
-            self.group.refresh_refs()
 
     def _complete_oldest(self, deadline: float | None = None) -> None:
         """Read and book the oldest submitted step. It leaves `pending` as it is booked, in

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from distnet.config import JobConfig
-from distnet.distributed import sampling
-from distnet.distributed.compression import Encoder, nbytes
+from distnet.distributed import mesh, sampling
+from distnet.distributed.compression import Encoder, Sparse, nbytes
 from distnet.fpenv import flush_denormals
 from distnet.models import build_model
 
@@ -34,15 +34,6 @@ class WorkerReport:
     sent_bytes: int = 0  # gradient bytes this step puts on the wire (after compression)
     started: float = 0.0  # time.time() when the step began here (for the --trace timeline)
     data_s: float = 0.0  # of compute_s: parameters copied in, the minibatch read and prepared
-
-
-@dataclass
-class WorkerOutput:
-    """Everything one worker step sends on (compiled graph: one message per step)."""
-
-    gradients: list  # one (possibly compressed) slice per parameter server
-    bn_state: np.ndarray | None
-    report: WorkerReport
 
 
 class GradientWorker:
@@ -75,6 +66,7 @@ class GradientWorker:
         self._grads: dict = {}  # reused gradient buffers (what is returned is copied out by Ray)
         self.encoder = Encoder(job.train.compression, job.train.topk_ratio)
         self.computed = 0  # gradients computed by this process (work done, kept or dropped)
+        self.mesh = mesh.WorkerEnd()  # the mesh transport's connections, once connected
 
     def pid(self) -> int:
         return os.getpid()
@@ -116,7 +108,7 @@ class GradientWorker:
         """compute_gradients as worker `block` with its `batch`; `slot`: which reused
         gradient buffer (one per block of a call: Ray copies the outputs out after it)."""
         start, started = time.perf_counter(), time.time()
-        flush_denormals()  # per call: MXCSR is per thread, and a compiled graph calls from its own
+        flush_denormals()  # per call: MXCSR is per thread, and Ray may call from any thread
         self._load(param_slices, bn_state)
         seed, train = self.job.seed, self._split("train", block)
         idx = sampling.batch_indices(seed, epoch, step_in_epoch, block, train.num_rows, batch)
@@ -148,16 +140,40 @@ class GradientWorker:
         self.computed += 1
         return (*outputs, report)
 
-    def compute_served(self, epoch: int, step_in_epoch: int, *served) -> WorkerOutput:
-        """Compiled graph: `compute_gradients` on the servers' `serve` outputs, as one
-        message. The served arrays may live in a channel buffer that the next step
-        overwrites; `_load` copies them into the model."""
-        bn_state = served[0][1]
-        *outputs, report = self.compute_gradients(
-            epoch, step_in_epoch, bn_state, *(params for params, _ in served)
-        )
-        k = len(self.bounds)
-        return WorkerOutput(outputs[:k], outputs[k] if bn_state is not None else None, report)
+    # --- the mesh transport (mesh.py) ------------------------------------------------
+    def mesh_connect(self, generation: int, token: bytes, addresses: list) -> None:
+        """Connect to every parameter server at its (ip, port), in server order."""
+        self.mesh.connect(generation, token, self.index, addresses)
+
+    def mesh_step(self, generation: int, epoch: int, step_in_epoch: int, step: int):
+        """One synchronous step over the mesh: the parameters (and batchnorm statistics)
+        from every server straight into the model, `compute_gradients`' computation, then
+        gradient slice k (and the statistics) to server k. Returns the WorkerReport. Any
+        failure closes the mesh, so that the servers fail at once too."""
+        self.mesh.check(generation)
+        try:
+            vector, bn_state = self.model.params.vector, self.model.get_bn_state()
+            with_bn = bn_state.size > 0
+            for k, ((a, b), conn) in enumerate(zip(self.bounds, self.mesh.conns, strict=True)):
+                mesh.recv_array(conn, step, vector.dtype, b - a, out=vector[a:b])
+                if k == 0 and with_bn:
+                    mesh.recv_array(conn, step, bn_state.dtype, bn_state.size, out=bn_state)
+            *outputs, report = self._compute(
+                self.index,
+                self.batch,
+                epoch,
+                step_in_epoch,
+                bn_state if with_bn else None,
+                None,
+            )
+            for k, conn in enumerate(self.mesh.conns):
+                _send_payload(conn, step, outputs[k])
+                if k == 0 and with_bn:
+                    mesh.send_array(conn, step, outputs[-1])
+            return report
+        except BaseException:
+            self.mesh.close()
+            raise
 
     def evaluate(
         self,
@@ -203,8 +219,9 @@ class GradientWorker:
         return self._splits[key]
 
     def _load(self, param_slices, bn_state) -> None:
+        """Parameters (None: received into the model already) and batchnorm statistics."""
         vector = self.model.params.vector
-        for (a, b), values in zip(self.bounds, param_slices, strict=True):
+        for (a, b), values in zip(self.bounds, param_slices or (), strict=param_slices is not None):
             vector[a:b] = values
         if bn_state is not None:
             self.model.set_bn_state(bn_state)
@@ -213,3 +230,12 @@ class GradientWorker:
         if self._X is None or self._X.shape[0] != rows:
             return None
         return self._X
+
+
+def _send_payload(conn, step: int, payload) -> None:
+    """A gradient slice as encoded: one dense frame, or top-k's indices then values."""
+    if isinstance(payload, Sparse):
+        mesh.send_array(conn, step, payload.indices)
+        mesh.send_array(conn, step, payload.values)
+    else:
+        mesh.send_array(conn, step, payload)
