@@ -120,7 +120,7 @@ def mesh_step_s(size: int, steps: int) -> float:
             if last is not None:
                 times.append(now - last)
             last = now
-    ray.get(pending)
+    ray.get([ref for refs in pending for ref in refs])
     for actor in [server, *workers]:
         ray.kill(actor)
     return statistics.median(times[len(times) // 5 :])

@@ -13,6 +13,7 @@ worker's `compute` and `apply` at a time (see async_loop.py); both use tasks.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,7 @@ from distnet.distributed.server import (
 from distnet.distributed.worker import GradientWorker
 from distnet.errors import DistnetError
 
+ALIVE_TIMEOUT_S = 120.0  # for a dead actor to be restarted before a restore
 MESH_SETUP_TIMEOUT_S = 2 * mesh.CONNECT_TIMEOUT_S  # listen, then connect (a restarted actor)
 
 
@@ -112,6 +114,7 @@ class ActorGroup:
 
     def load(self, state: ModelState) -> None:
         """Put `state` into the servers (at start, on resume, after a server restart)."""
+        self._wait_alive()
         refs = []
         for k, ((a, b), server) in enumerate(zip(self.bounds, self.servers, strict=True)):
             opt = {
@@ -129,6 +132,32 @@ class ActorGroup:
         self.bn_ref = ray.put(state.bn_state) if self.has_bn else None
         self._refs_stale = False
         self.mesh_generation = 0  # after a failure some actors are new: connect again
+
+    def _wait_alive(self) -> None:
+        """Until every actor answers (at most ALIVE_TIMEOUT_S): after a failure the mesh's
+        peers see a dead actor (EOF) before Ray does, and a call sent to it then would fail
+        too instead of reaching the actor Ray restarts."""
+        deadline = time.monotonic() + ALIVE_TIMEOUT_S
+        waiting = self.servers + self.workers
+        while waiting:
+            pings = [a.pid.remote() for a in waiting]
+            left = max(0.0, deadline - time.monotonic())
+            done, _ = ray.wait(pings, num_returns=len(pings), timeout=left)
+            dead = []
+            for actor, ping in zip(waiting, pings, strict=True):
+                try:
+                    if ping not in done:
+                        raise rex.GetTimeoutError(f"an actor did not answer in {ALIVE_TIMEOUT_S} s")
+                    ray.get(ping)
+                except rex.RayActorError:
+                    dead.append(actor)
+            if dead and time.monotonic() >= deadline:
+                raise rex.GetTimeoutError(
+                    f"{len(dead)} actors still dead after {ALIVE_TIMEOUT_S} s"
+                )
+            waiting = dead
+            if dead:
+                time.sleep(0.2)
 
     def state(self) -> ModelState:
         """The servers' state in one piece; ValueError if their shards are not at one step

@@ -63,6 +63,8 @@ def send_array(conn: socket.socket, step: int, array: np.ndarray) -> None:
         conn.sendall(memoryview(array).cast("B"))
     except TimeoutError as err:
         raise MeshError(f"a peer took no data for {RECV_TIMEOUT_S:g} s") from err
+    except OSError as err:  # a reset or broken connection: the peer died or failed
+        raise MeshError(f"the connection to a peer broke: {err}") from err
 
 
 def recv_array(conn: socket.socket, step: int, dtype, size: int, out=None) -> np.ndarray:
@@ -101,6 +103,8 @@ def _recv_into(conn: socket.socket, view: memoryview) -> None:
             got = conn.recv_into(view)
         except TimeoutError as err:
             raise MeshError(f"a peer sent nothing for {RECV_TIMEOUT_S:g} s") from err
+        except OSError as err:
+            raise MeshError(f"the connection to a peer broke: {err}") from err
         if not got:
             raise MeshError("the peer closed the connection (it died or failed)")
         view = view[got:]
