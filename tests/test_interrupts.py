@@ -1,11 +1,12 @@
-"""Ctrl-C held back inside the books' writes, and only there (distnet/distributed/interrupts.py)."""
+"""Ctrl-C held back inside the books' writes and Ray's shutdown, and only there
+(distnet/distributed/interrupts.py)."""
 
 import os
 import signal
 
 import pytest
 
-from distnet.distributed.interrupts import deferred_interrupts, uninterrupted
+from distnet.distributed.interrupts import deferred_interrupts, uninterrupted, whole_shutdown
 
 
 def sigint() -> None:
@@ -52,3 +53,32 @@ def test_a_program_s_own_sigint_handler_is_kept():
         assert seen == ["mine"]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_shutdown_runs_whole_then_the_sigint_is_raised():
+    done = []
+    with pytest.raises(KeyboardInterrupt), whole_shutdown():
+        sigint()
+        done.append("shut down")
+    assert done == ["shut down"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_sigint_ends_a_shutdown_at_once():
+    """In a child process: the second Ctrl-C exits with 130 in the middle of the block."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time\n"
+        "from distnet.distributed.interrupts import whole_shutdown\n"
+        "with whole_shutdown():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "    print('not reached')\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (child.returncode, child.stdout) == (130, ""), child.stderr

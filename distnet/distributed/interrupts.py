@@ -15,10 +15,16 @@ at once.
         with uninterrupted():        # off the queue and into the books: both or neither
             pending.pop(0)
             ledger.record(stats, gradients)
+
+Ray's shutdown is the other thing a Ctrl-C must not cut: a half-done ray.shutdown leaves
+Ray's C++ core worker to be torn down again as the interpreter exits, which can crash the
+process. `whole_shutdown()` holds a first SIGINT until it ends; a second one ends the
+process at once (Ctrl-C always ends it, even a shutdown that hangs).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -66,4 +72,28 @@ def uninterrupted() -> Iterator[None]:
         _depth -= 1
         if _deferred and not _depth:
             _deferred = False
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def whole_shutdown() -> Iterator[None]:
+    """Run a shutdown whole: a first SIGINT in it raises KeyboardInterrupt once it has
+    ended, a second exits at once with 130 (the shell's code for Ctrl-C). Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = 0
+
+    def on_sigint(signum, frame) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            os._exit(130)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if signals:
             raise KeyboardInterrupt

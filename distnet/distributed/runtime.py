@@ -11,6 +11,7 @@ import os
 import sys
 from contextlib import contextmanager
 
+from distnet.distributed.interrupts import whole_shutdown
 from distnet.errors import DistnetError
 
 
@@ -91,7 +92,8 @@ def ray_session(address: str | None = None, num_cpus: int = 1, dashboard: bool =
     try:
         yield
     finally:
-        ray.shutdown()
+        with whole_shutdown():  # a Ctrl-C that cut it could crash the exiting process
+            ray.shutdown()
 
 
 def _announce_dashboard(url: str) -> None:
