@@ -82,3 +82,14 @@ def test_a_second_sigint_ends_a_shutdown_at_once():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert (child.returncode, child.stdout) == (130, ""), child.stderr
+
+
+def test_a_second_sigint_in_a_block_is_not_held():
+    done = []
+    with deferred_interrupts(), pytest.raises(KeyboardInterrupt):
+        with uninterrupted():
+            sigint()
+            done.append("held")
+            sigint()
+            done.append("not reached")
+    assert done == ["held"]

@@ -8,7 +8,7 @@ not counted), and the checkpoint written on Ctrl-C keeps that for good. So while
 trains, SIGINT raises KeyboardInterrupt as Python's own handler does, except inside an
 `uninterrupted()` block, where it is raised as the block ends. Such blocks only move
 state in memory and never wait (no ray.get, no file I/O), so Ctrl-C still ends every wait
-at once.
+at once; a second Ctrl-C is never held.
 
     with deferred_interrupts():      # the driver, around a run
         ...
@@ -36,10 +36,10 @@ _deferred = False  # a SIGINT came inside one
 
 def _on_sigint(signum, frame) -> None:
     global _deferred
-    if _depth:
+    if _depth and not _deferred:
         _deferred = True
         return
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt  # outside a block, or a second Ctrl-C: the user insists
 
 
 @contextmanager
@@ -63,7 +63,8 @@ def deferred_interrupts() -> Iterator[None]:
 @contextmanager
 def uninterrupted() -> Iterator[None]:
     """Run the block whole: a SIGINT that comes inside it raises KeyboardInterrupt when
-    the outermost such block ends (also when it ends by an exception)."""
+    the outermost such block ends (also when it ends by an exception); a second one at
+    once."""
     global _depth, _deferred
     _depth += 1
     try:
