@@ -188,8 +188,9 @@ def test_ctrl_c_at_each_phase_then_resume(runs, address, tmp_path, mode, phase):
 def test_ctrl_c_at_seeded_random_moments_then_resume(runs, address, tmp_path, mode, seed):
     job_file, clean, watch = runs(mode)
     rng = random.Random(seed)
-    for _ in range(3):  # a moment after a faster run had ended tests nothing: draw again
-        at = round(rng.uniform(0.0, 0.8 * (watch.ended_s - watch.first_step_s)), 2)
+    span = watch.trained_s - watch.first_step_s  # the undisturbed run's training
+    for attempt in range(3):  # a moment after a faster run had ended tests nothing: draw
+        at = round(rng.uniform(0.0, 0.8 * span / 2**attempt), 2)  # again, earlier
         first = run_driver(
             job_file, address, tmp_path / "run", schedule=[Kill(at, "interrupt")], clock="step"
         )
