@@ -56,7 +56,8 @@ class Ledger:
         if progress:  # where to watch the run from its start (the summary says it again)
             logdir = job.metrics.logdir
             print(f"logs: {logdir}  (tensorboard --logdir {logdir})", file=sys.stderr)
-        self.bar = progress_bar(plan.total_steps, progress)
+        with uninterrupted():  # a tqdm cut half-made fails again in its __del__
+            self.bar = progress_bar(plan.total_steps, progress)
         self.checkpoint_path = ""
         self.saved_step = -1
 
