@@ -70,11 +70,8 @@ def send_array(conn: socket.socket, step: int, array: np.ndarray) -> None:
 def recv_array(conn: socket.socket, step: int, dtype, size: int, out=None) -> np.ndarray:
     """The frame of step `step` holding `size` elements of `dtype`, into `out` if given;
     MeshError on any other frame."""
-    magic, got_step, code, count = HEADER.unpack(_recv_exact(conn, HEADER.size))
-    if magic != MAGIC or got_step != step or code >= len(DTYPES) or count > 2**40:
-        raise MeshError(f"unexpected frame (step {got_step}, expected {step})")
-    got = DTYPES[code]
-    if got != np.dtype(dtype) or (size >= 0 and count != size):
+    got, count = _header(conn, step)
+    if got != np.dtype(dtype) or count != size:
         raise MeshError(f"unexpected frame: {count} x {got}, expected {size} x {dtype}")
     array = np.empty(count, got) if out is None else out
     _recv_into(conn, memoryview(array).cast("B"))
@@ -83,12 +80,17 @@ def recv_array(conn: socket.socket, step: int, dtype, size: int, out=None) -> np
 
 def recv_any(conn: socket.socket, step: int) -> np.ndarray:
     """A frame of step `step` of any dtype and size (a compressed gradient's parts)."""
+    array = np.empty(*reversed(_header(conn, step)))
+    _recv_into(conn, memoryview(array).cast("B"))
+    return array
+
+
+def _header(conn: socket.socket, step: int) -> tuple[np.dtype, int]:
+    """(dtype, element count) of the next frame, which must be of step `step`."""
     magic, got_step, code, count = HEADER.unpack(_recv_exact(conn, HEADER.size))
     if magic != MAGIC or got_step != step or code >= len(DTYPES) or count > 2**40:
         raise MeshError(f"unexpected frame (step {got_step}, expected {step})")
-    array = np.empty(count, DTYPES[code])
-    _recv_into(conn, memoryview(array).cast("B"))
-    return array
+    return DTYPES[code], count
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
