@@ -1,6 +1,6 @@
 """Soak: many seeded random kill schedules against one job, each checked like the tests.
 
-    python -m benchmarks.kill_soak --seeds 40 [--transport graph|tasks] [--out FILE]
+    python -m benchmarks.kill_soak --seeds 40 [--transport mesh|tasks] [--out FILE]
 
 For each seed: kills drawn by tests/killer.py's random_schedule (workers, servers, both,
 some close enough to land in the recovery from the previous one, and on every fourth seed
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=1)
-    parser.add_argument("--transport", choices=["graph", "tasks"], default="graph")
+    parser.add_argument("--transport", choices=["mesh", "tasks"], default="mesh")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/kill_soak.jsonl"))
     args = parser.parse_args(argv)
 
