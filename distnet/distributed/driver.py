@@ -248,7 +248,7 @@ class _Run:
             if self.loop is None:
                 raise ValueError("interrupted while the actors were restored")
             self.loop.settle(deadline)
-            live = self.group.state()
+            live = self.group.state(timeout=max(0.0, deadline - time.monotonic()))
             # Async/SSP servers count gradients, N a step; an update the interrupt cut from
             # the books (or from some servers) leaves them elsewhere: keep the last checkpoint.
             per_step = self.job.train.workers if self.job.train.mode != "sync" else 1

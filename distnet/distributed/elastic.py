@@ -143,6 +143,9 @@ class ElasticGroup(ActorGroup):
                 ray.get(ready)
             except rex.RayActorError:  # its node went while it started
                 return
+            if len(self.workers) >= self.max_workers:  # filled meanwhile (wait_for_workers)
+                ray.kill(actor)
+                return
             self.workers.append(actor)
             self.changes.append(("a worker joined", len(self.workers)))
             return

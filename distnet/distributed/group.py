@@ -22,6 +22,7 @@ from ray import exceptions as rex
 
 from distnet.config import JobConfig
 from distnet.distributed import mesh
+from distnet.distributed.interrupts import uninterrupted
 from distnet.distributed.plan import actor_batch_sizes, sync_transport
 from distnet.distributed.runtime import remote_class
 from distnet.distributed.server import (
@@ -159,10 +160,11 @@ class ActorGroup:
             if dead:
                 time.sleep(0.2)
 
-    def state(self) -> ModelState:
-        """The servers' state in one piece; ValueError if their shards are not at one step
-        (an update that reached only some of them)."""
-        shards: list[ShardState] = ray.get([s.get_state.remote() for s in self.servers])
+    def state(self, timeout: float | None = None) -> ModelState:
+        """The servers' state in one piece (within `timeout` s); ValueError if their shards
+        are not at one step (an update that reached only some of them)."""
+        refs = [s.get_state.remote() for s in self.servers]
+        shards: list[ShardState] = ray.get(refs, timeout=timeout)
         first = shards[0]
         if any((s.step, s.worker_steps) != (first.step, first.worker_steps) for s in shards):
             raise ValueError(
@@ -235,8 +237,11 @@ class ActorGroup:
         if not self.mesh_generation:
             self.connect_mesh()
         g = self.mesh_generation
-        server_reports = [s.mesh_step.remote(g, step, self.weights) for s in self.servers]
-        worker_reports = [w.mesh_step.remote(g, epoch, step_in_epoch, step) for w in self.workers]
+        with uninterrupted():  # a Ctrl-C between them would leave a server waiting on gradients
+            server_reports = [s.mesh_step.remote(g, step, self.weights) for s in self.servers]
+            worker_reports = [
+                w.mesh_step.remote(g, epoch, step_in_epoch, step) for w in self.workers
+            ]
         self._refs_stale = True
         return StepRefs(step, worker_reports, server_reports, list(range(len(self.workers))))
 

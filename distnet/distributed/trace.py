@@ -49,7 +49,7 @@ ENDED_BY = {
     "checkpointed": "checkpoint",
     "recovered": "recover",
     "recovering": "failure",  # until the failure surfaced
-    # the steps read, what precedes a boundary's work (a compiled graph pausing, ...)
+    # the steps read, what precedes a boundary's work (the last reads, parameters refreshed)
     "evaluating": "settle",
     "checkpointing": "settle",
 }
