@@ -112,13 +112,29 @@ def _recv_into(conn: socket.socket, view: memoryview) -> None:
         view = view[got:]
 
 
-class ServerEnd:
+class _End:
+    """One actor's connections of the current mesh generation (-1: none)."""
+
+    def __init__(self):
+        self.conns: list[socket.socket] = []
+        self.generation = -1
+
+    def check(self, generation: int) -> None:
+        if generation != self.generation or not self.conns:
+            raise MeshError(f"no mesh of generation {generation} here (have {self.generation})")
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
+        self.conns, self.generation = [], -1
+
+
+class ServerEnd(_End):
     """A parameter server's connections: one per worker, in worker order."""
 
     def __init__(self):
+        super().__init__()
         self.listener: socket.socket | None = None
-        self.conns: list[socket.socket] = []
-        self.generation = -1
 
     def listen(self) -> tuple[str, int]:
         """Open a listening socket on the node's IP; its (ip, port)."""
@@ -162,24 +178,15 @@ class ServerEnd:
             self.listener = None
         self.conns, self.generation = conns, generation
 
-    def check(self, generation: int) -> None:
-        if generation != self.generation or not self.conns:
-            raise MeshError(f"no mesh of generation {generation} here (have {self.generation})")
-
     def close(self) -> None:
-        for conn in self.conns:
-            conn.close()
+        super().close()
         if self.listener is not None:
             self.listener.close()
-        self.conns, self.listener, self.generation = [], None, -1
+            self.listener = None
 
 
-class WorkerEnd:
+class WorkerEnd(_End):
     """A gradient worker's connections: one per parameter server, in server order."""
-
-    def __init__(self):
-        self.conns: list[socket.socket] = []
-        self.generation = -1
 
     def connect(self, generation: int, token: bytes, index: int, addresses: list) -> None:
         self.close()
@@ -192,12 +199,3 @@ class WorkerEnd:
             self.close()
             raise MeshError(f"could not connect to a parameter server: {err}") from err
         self.generation = generation
-
-    def check(self, generation: int) -> None:
-        if generation != self.generation or not self.conns:
-            raise MeshError(f"no mesh of generation {generation} here (have {self.generation})")
-
-    def close(self) -> None:
-        for conn in self.conns:
-            conn.close()
-        self.conns, self.generation = [], -1
