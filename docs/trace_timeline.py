@@ -4,7 +4,7 @@ this needs matplotlib: pip install 'distnet-ray[plots]').
     python docs/trace_timeline.py run.trace.json docs/trace_timeline.png [--steps 240:247]
 
 One row per actor (the driver, each server shard, each worker), one bar per span, coloured
-by what it is; a worker's step is drawn as its data and forward + backward parts. --steps
+by what it is; a worker's step is drawn as its data, forward and backward parts. --steps
 A:B shows the time from step A's first span to step B's last (default: the whole run); a
 driver span of step B is an evaluation or checkpoint after B steps.
 """
@@ -18,7 +18,8 @@ from pathlib import Path
 
 COLOURS = {
     "data": "#9ecae1",
-    "forward + backward": "#3182bd",
+    "forward": "#6baed6",
+    "backward": "#08519c",
     "update": "#e6550d",
     "parameters in": "#c7e9c0",
     "gradients in": "#fdd0a2",

@@ -4,6 +4,7 @@ step at the times the actors measured, and is written at Ctrl-C too."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -86,7 +87,7 @@ def test_every_step_has_a_span_per_worker_and_server(traced_run):
         assert sorted(n for n in names if n.startswith("step ")) == sorted(
             f"step {t}" for t in range(STEPS)
         )
-        assert names.count("data") == names.count("forward + backward") == STEPS
+        assert [names.count(n) for n in ("data", "forward", "backward")] == [STEPS] * 3
     for server in (0, 1):
         updates = [n for n in per_track[SERVERS, server] if n.startswith("update ")]
         assert sorted(updates) == sorted(f"update {t}" for t in range(STEPS))
@@ -112,8 +113,13 @@ def test_the_spans_agree_with_the_tensorboard_time_split(traced_run):
         servers = [s[SERVERS, k, f"update {t}"] for k in (0, 1)]
         for i, w in enumerate(workers):  # the trace's durations are the logged ones
             assert w["dur"] / 1e6 == pytest.approx(logged[f"worker/compute_s/{i}"][t], abs=1e-6)
-            parts = s[WORKERS, i, "data"]["dur"] + s[WORKERS, i, "forward + backward"]["dur"]
-            assert parts == pytest.approx(w["dur"], abs=0.2)
+            # data, forward and backward follow each other and fill the step
+            parts = [s[WORKERS, i, name] for name in ("data", "forward", "backward")]
+            assert all(p["dur"] > 0 for p in parts[1:]), parts
+            assert parts[0]["ts"] == pytest.approx(w["ts"], abs=1)
+            for before, after in itertools.pairwise(parts):
+                assert after["ts"] == pytest.approx(before["ts"] + before["dur"], abs=1)
+            assert sum(p["dur"] for p in parts) == pytest.approx(w["dur"], abs=1)
         assert max(e["dur"] for e in servers) / 1e6 == pytest.approx(
             logged["time/server_update_s"][t], abs=1e-6
         )

@@ -11,7 +11,7 @@ preparing and deleting nothing.
 
 --trace FILE writes the run's timeline (Chrome's Trace Event Format: open it in Perfetto,
 ui.perfetto.dev, or chrome://tracing): the driver's submissions, reads, books, evaluations
-and checkpoints, each worker's data and forward + backward, each server shard's update, one
+and checkpoints, each worker's data, forward and backward, each server shard's update, one
 track per actor. It is written at the end, also when the run is interrupted or fails.
 """
 

@@ -12,11 +12,12 @@ nothing: the hooks' phases give the driver's spans (each one the time since the 
 phase, named after the phase that ends it: "submit", "read" of a step's reports, "book",
 "evaluate", "checkpoint", "recover"), and each step's reports give the actors' spans at
 the times the actors measured: a worker's "step N" (WorkerReport.started, compute_s) split
-into "data" (parameters copied in, the minibatch read and prepared: data_s) and "forward +
-backward" (the rest: the model's loss and gradient, gradient encoding, a test straggler's
-sleep), a server shard's "update N" (ServerReport.started, update_s); in sync mode the
-gaps between them as "parameters in" (a worker, since the previous step's last update)
-and "gradients in" (a server, since the step's last gradient): transfer and scheduling.
+into "data" (parameters copied in, the minibatch read and prepared: data_s), "forward"
+(the model's forward pass up to the loss: forward_s) and "backward" (the rest: the
+gradient, its encoding, a test straggler's sleep), a server shard's "update N"
+(ServerReport.started, update_s); in sync mode the gaps between them as "parameters in"
+(a worker, since the previous step's last update) and "gradients in" (a server, since the
+step's last gradient): transfer and scheduling.
 Async/SSP: "step N" is the synchronous-equivalent step whose N gradients a worker's span
 belongs to.
 
@@ -112,17 +113,12 @@ class Trace:
         for r in workers:
             args = {"step": step, "loss": r.loss, "samples": r.num_samples}
             self.spans.append((WORKERS, r.worker, f"step {step}", r.started, r.compute_s, args))
-            self.spans.append((WORKERS, r.worker, "data", r.started, r.data_s, {"step": step}))
-            self.spans.append(
-                (
-                    WORKERS,
-                    r.worker,
-                    "forward + backward",
-                    r.started + r.data_s,
-                    r.compute_s - r.data_s,
-                    {"step": step},
-                )
-            )
+            parts = [("data", r.data_s), ("forward", r.forward_s)]
+            parts.append(("backward", r.compute_s - r.data_s - r.forward_s))
+            begin = r.started
+            for name, dur in parts:
+                self.spans.append((WORKERS, r.worker, name, begin, dur, {"step": step}))
+                begin += dur
         k = self.servers or len(servers)  # async/SSP: K reports per gradient, in order
         for i, s in enumerate(servers):
             args = {"step": step, "learning_rate": s.learning_rate, "received": s.received}

@@ -34,6 +34,7 @@ class WorkerReport:
     sent_bytes: int = 0  # gradient bytes this step puts on the wire (after compression)
     started: float = 0.0  # time.time() when the step began here (for the --trace timeline)
     data_s: float = 0.0  # of compute_s: parameters copied in, the minibatch read and prepared
+    forward_s: float = 0.0  # of compute_s, after data_s: the forward pass up to the loss
 
 
 class GradientWorker:
@@ -120,12 +121,13 @@ class GradientWorker:
             rng = sampling.augment_rng(seed, epoch, step_in_epoch, block)
             images = augment(images, rng, aug.augment_flip, aug.augment_crop_padding)
         self._X = train.normalize(images, out=self._buffer(len(idx)))
-        data_s = time.perf_counter() - start
+        data_end = time.perf_counter()
         if self.model.use_dropout:
             self.model.dropout_param["seed"] = sampling.dropout_seed(
                 seed, epoch, step_in_epoch, block
             )
         loss, grads = self.model.loss(self._X, y, grads_out=self._grads.get(slot))
+        forward_s = self.model.forward_end - data_end
         self._grads[slot] = grads
         if self.delay_s:
             time.sleep(self.delay_s)
@@ -135,7 +137,14 @@ class GradientWorker:
         if bn_state is not None:
             outputs.append(self.model.get_bn_state())
         report = WorkerReport(
-            block, float(loss), len(idx), time.perf_counter() - start, sent, started, data_s
+            block,
+            float(loss),
+            len(idx),
+            time.perf_counter() - start,
+            sent,
+            started,
+            data_s=data_end - start,
+            forward_s=forward_s,
         )
         self.computed += 1
         return (*outputs, report)

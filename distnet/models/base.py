@@ -68,6 +68,9 @@ class Model:
     dtype: np.dtype
     bn_params: list[dict]
     dropout_param: dict
+    # time.perf_counter() when loss() last had its loss, before the backward pass: where a
+    # worker's --trace timeline splits a step's forward from its backward.
+    forward_end: float = 0.0
 
     # --- parameters and state ---------------------------------------------------------
 

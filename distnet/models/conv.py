@@ -18,6 +18,7 @@ convolutions and pools are the fast layers; everything stays in the model's dtyp
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -268,6 +269,7 @@ class ConvNet(Model):
             return h
 
         loss, dh = softmax_loss(h, y)
+        self.forward_end = time.perf_counter()
         grads = self._gradient_buffer(grads_out)
         # The first layer needs no dx: the gradient of the network input is never used.
         for k in range(len(self._layers) - 1, -1, -1):

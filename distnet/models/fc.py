@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -143,6 +144,7 @@ class FullyConnectedNet(Model):
             return scores
 
         loss, dscores = softmax_loss(scores, y)
+        self.forward_end = time.perf_counter()
         grads = self._gradient_buffer(grads_out)
         # Only hidden layers need dx: the gradient of the network input is never used.
         dh, _, _ = affine_backward(
