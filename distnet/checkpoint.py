@@ -43,7 +43,8 @@ VERSION = 1
 _NAME = re.compile(r"ckpt-(\d{8,})\.npz")
 # Array entries of the archive; optimizer state and histories get a prefix per key.
 _OPT, _HISTORY, _META = "opt_state/", "history/", "meta"
-_OPTIONAL = ("best_params", "best_bn_state")  # arrays that may be None
+# Arrays that may be None; lagged_params: the overlapped update's p(step) (docs/overlap.md).
+_OPTIONAL = ("best_params", "best_bn_state", "lagged_params")
 
 
 class CheckpointError(DistnetError):
@@ -94,6 +95,7 @@ class ModelSpec:
             "bn_state": (state.bn_state, self.bn_size),
             "best_params": (state.best_params, self.param_size),
             "best_bn_state": (state.best_bn_state, self.bn_size),
+            "lagged_params": (state.lagged_params, self.param_size),
         }
         arrays |= {
             f"opt_state[{key!r}]": (value, self.param_size)
@@ -101,7 +103,7 @@ class ModelSpec:
             if _is_array(value)
         }
         for name, (value, size) in arrays.items():
-            if value is None:  # no best parameters yet
+            if value is None:  # no best parameters yet, or not an overlapped run
                 continue
             if value.shape != (size,) or value.dtype != self.dtype:
                 yield (
@@ -137,6 +139,8 @@ class TrainState:
     config: dict  # JobConfig.to_dict()
     extra: dict[str, int | float | str] = field(default_factory=dict)
     best_bn_state: np.ndarray | None = None  # batchnorm statistics that go with best_params
+    # train.update = "overlapped": the parameters the next step's gradients are computed on
+    lagged_params: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -161,7 +165,11 @@ class TrainState:
                 raise ValueError(f"TrainState.{name} must be a numeric array, got {value!r:.80}")
         if self.params.ndim != 1:
             raise ValueError(f"TrainState.params must be flat, got shape {self.params.shape}")
-        for best, current in (("best_params", "params"), ("best_bn_state", "bn_state")):
+        for best, current in (
+            ("best_params", "params"),
+            ("best_bn_state", "bn_state"),
+            ("lagged_params", "params"),
+        ):
             best_value, value = getattr(self, best), getattr(self, current)
             if best_value is not None and (
                 best_value.shape != value.shape or best_value.dtype != value.dtype
@@ -279,6 +287,7 @@ def load_checkpoint(path: str | os.PathLike, expected: ModelSpec | None = None) 
             config=meta["config"],
             extra=meta["extra"],
             best_bn_state=arrays.get("best_bn_state"),
+            lagged_params=arrays.get("lagged_params"),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointMismatch(f"{path}: invalid checkpoint ({err})") from None

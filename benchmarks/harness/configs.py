@@ -135,8 +135,11 @@ class BenchConfig:
     def steps_for(self, quick: bool) -> int:
         return self.quick_steps if quick else self.steps
 
-    def job_dict(self, *, workers: int, data: str, tmp: str, max_steps: int) -> dict:
-        """A distnet job (JobConfig.from_dict input) that trains this net for max_steps."""
+    def job_dict(
+        self, *, workers: int, data: str, tmp: str, max_steps: int, update: str = "sync"
+    ) -> dict:
+        """A distnet job (JobConfig.from_dict input) that trains this net for max_steps
+        (`update`: train.update, "sync" or "overlapped")."""
         return {
             "name": f"bench-{self.name}-{workers}w",
             "seed": 0,
@@ -149,6 +152,7 @@ class BenchConfig:
                 "batch_size": self.batch_size,
                 "workers": workers,
                 "max_steps": max_steps,
+                "update": update,
             },
             "checkpoint": {"dir": f"{tmp}/checkpoints"},
             "metrics": {"logdir": f"{tmp}/runs"},

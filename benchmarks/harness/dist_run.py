@@ -66,7 +66,9 @@ def probe_actor_threads() -> dict[str, list[dict]]:
     return found
 
 
-def run(config: BenchConfig, workers: int, steps: int, data: str) -> DistResult:
+def run(
+    config: BenchConfig, workers: int, steps: int, data: str, update: str = "sync"
+) -> DistResult:
     import distnet
     from distnet.config import JobConfig
 
@@ -92,7 +94,7 @@ def run(config: BenchConfig, workers: int, steps: int, data: str) -> DistResult:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="distnet-bench-") as tmp:
         job = JobConfig.from_dict(
-            config.job_dict(workers=workers, data=data, tmp=tmp, max_steps=steps)
+            config.job_dict(workers=workers, data=data, tmp=tmp, max_steps=steps, update=update)
         )
         distnet.train(job, progress=False, overwrite=True, on_step=on_step)
         split = _time_split(f"{tmp}/runs", warmup_steps(steps))

@@ -211,6 +211,9 @@ class TrainConfig(_Section):
     # one node and on clusters alike); "tasks" submits Ray tasks whose arguments go through
     # the object store. Async, SSP, backup workers and elastic runs always use tasks.
     transport: Literal["mesh", "tasks"] = "mesh"
+    # "overlapped": the delayed parameter update (docs/overlap.md): the workers compute
+    # step t+1 on the parameters one step old while the servers apply step t's update.
+    update: Literal["sync", "overlapped"] = "sync"
     # Threads of each parameter server's update rule; 0 = its node's cores, at most 4 (in
     # synchronous mode the workers wait while the servers update).
     server_threads: int = 0
@@ -240,6 +243,23 @@ class TrainConfig(_Section):
         self._only_with(
             "topk_ratio", self.compression == "topk", 'applies only with compression = "topk"'
         )
+        self._check_overlapped()
+
+    def _check_overlapped(self) -> None:
+        """The delayed update lives in the mesh step of plain synchronous training."""
+        if self.update != "overlapped":
+            return
+        for name, ok, rule in (
+            ("mode", self.mode == "sync", 'mode = "sync"'),
+            ("transport", self.transport == "mesh", 'transport = "mesh"'),
+            ("backup_workers", not self.backup_workers, "no backup workers"),
+            ("max_workers", not self.elastic, "no elastic training (max_workers unset)"),
+        ):
+            if not ok:
+                raise ConfigError(
+                    f'train.update = "overlapped" needs {rule}, got '
+                    f"train.{name} = {_show(getattr(self, name))}"
+                )
 
     @property
     def elastic(self) -> bool:

@@ -185,7 +185,11 @@ class _Run:
         self.ledger.restart(state)
         steps = self.ledger.worker_steps()
         applied = sum(steps) if steps else state.step  # async servers count gradients
-        self.group.load(ModelState(applied, state.params, state.opt_state, state.bn_state, steps))
+        self.group.load(
+            ModelState(
+                applied, state.params, state.opt_state, state.bn_state, steps, state.lagged_params
+            )
+        )
         self.loop = self._new_loop()
 
     # --- the run -----------------------------------------------------------------------

@@ -74,7 +74,12 @@ class ActorGroup:
         server_cls = remote_class(ParameterServer, num_cpus=0, retry_tasks=False)
         self.servers = [
             server_cls.options(**self._server_options()).remote(
-                k, job.optim.update_rule, job.optim.rule_config(), schedule, train.server_threads
+                k,
+                job.optim.update_rule,
+                job.optim.rule_config(),
+                schedule,
+                train.server_threads,
+                train.update == "overlapped",
             )
             for k in range(train.servers)
         ]
@@ -123,9 +128,12 @@ class ActorGroup:
                 for key, v in state.opt_state.items()
             }
             bn = state.bn_state if k == 0 and self.has_bn else None
+            lagged = None if state.lagged is None else state.lagged[a:b]
             refs.append(
                 server.load.remote(
-                    ShardState(state.step, state.params[a:b], opt, bn, list(state.worker_steps))
+                    ShardState(
+                        state.step, state.params[a:b], opt, bn, list(state.worker_steps), lagged
+                    )
                 )
             )
         ray.get(refs)  # surface a failing server here, not in the first step
@@ -178,7 +186,8 @@ class ActorGroup:
         }
         params = np.concatenate([s.params for s in shards])
         bn = first.bn_state if self.has_bn else np.zeros(0, params.dtype)
-        return ModelState(first.step, params, opt, bn, first.worker_steps)
+        lagged = None if first.lagged is None else np.concatenate([s.lagged for s in shards])
+        return ModelState(first.step, params, opt, bn, first.worker_steps, lagged)
 
     # --- the parameter and batchnorm refs that tasks read --------------------------------
     @property

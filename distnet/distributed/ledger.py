@@ -187,11 +187,12 @@ class Ledger:
         steps booked."""
         s = self.state
         with uninterrupted():  # the state is one step's whole, or the previous one's
-            s.step, s.params, s.opt_state, s.bn_state = (
+            s.step, s.params, s.opt_state, s.bn_state, s.lagged_params = (
                 live.step,
                 live.params,
                 live.opt_state,
                 live.bn_state,
+                live.lagged,
             )
             if live.worker_steps:  # async/SSP: N applied gradients make one step
                 s.step = live.step // self.job.train.workers

@@ -9,11 +9,18 @@ statistics.
 Synchronous mode calls `apply_gradients` once per step with every worker's gradient;
 async and SSP modes call `apply_gradient` once per worker step (see async_loop.py).
 Gradients may arrive compressed (compression.py); the server decodes them.
+
+With `overlapped = True` (train.update = "overlapped", docs/overlap.md) the mesh step is
+the delayed parameter update: the workers compute step t's gradient on p(t) = θ_{t-1}
+(p(0) = θ_0), the lagged copy each shard keeps, and the server sends θ_t to them (from a
+thread, while its main thread applies step t's update) before updating.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -47,6 +54,8 @@ class ShardState:
     bn_state: np.ndarray | None = None  # server 0 only
     # async/SSP: the next local step of each worker to apply, i.e. how many it has applied
     worker_steps: list[int] = field(default_factory=list)
+    # overlapped update: the parameters the workers compute the next step on (p(step))
+    lagged: np.ndarray | None = None
 
 
 @dataclass
@@ -59,6 +68,7 @@ class ModelState:
     opt_state: dict
     bn_state: np.ndarray
     worker_steps: list[int] = field(default_factory=list)  # async/SSP: applied per worker
+    lagged: np.ndarray | None = None  # overlapped update: p(step), see ShardState
 
 
 @dataclass
@@ -77,7 +87,13 @@ class ParameterServer:
     """Holds one slice of the flat parameters and applies the update rule to it."""
 
     def __init__(
-        self, shard_index: int, update_rule: str, rule_config: dict, schedule, threads: int = 1
+        self,
+        shard_index: int,
+        update_rule: str,
+        rule_config: dict,
+        schedule,
+        threads: int = 1,
+        overlapped: bool = False,
     ):
         if update_rule not in optim.RULES:
             raise DistnetError(f"unknown update rule {update_rule!r}")
@@ -86,6 +102,8 @@ class ParameterServer:
         self.rule_config = dict(rule_config)
         self.schedule = schedule
         self.mesh = mesh.ServerEnd()  # the mesh transport's connections, once connected
+        self.overlapped = overlapped
+        self._sender: _Sender | None = None  # overlapped: the send of p(t+1) under way
         self.state: ShardState | None = None  # None until the driver loads a state
         self._avg: np.ndarray | None = None  # the averaged gradient
         self._scratch: np.ndarray | None = None
@@ -99,8 +117,13 @@ class ParameterServer:
         config = dict(self.rule_config)
         config.update({k: _own(v) for k, v in state.opt_state.items()})
         self.config = config
+        self._stop_sending()
+        params = _own(state.params)
+        lagged = None
+        if self.overlapped:  # a fresh run (or a sync checkpoint) starts with p(step) = θ
+            lagged = np.array(params if state.lagged is None else state.lagged)
         self.state = ShardState(
-            state.step, _own(state.params), {}, _own(state.bn_state), list(state.worker_steps)
+            state.step, params, {}, _own(state.bn_state), list(state.worker_steps), lagged
         )
         self._avg = np.empty_like(self.state.params)
         self._scratch = np.empty_like(self.state.params)
@@ -115,6 +138,7 @@ class ParameterServer:
             opt_state,
             self.state.bn_state,
             list(self.state.worker_steps),
+            self.state.lagged,
         )
 
     def apply_gradients(self, step: int, weights: list[float], *grads_and_bn):
@@ -157,6 +181,7 @@ class ParameterServer:
     # --- the mesh transport (mesh.py) ------------------------------------------------
     def mesh_listen(self) -> tuple[str, int]:
         """Listen for the workers of a new mesh; (ip, port) to connect to."""
+        self._stop_sending()
         return self.mesh.listen()
 
     def mesh_accept(self, generation: int, token: bytes, workers: int) -> None:
@@ -168,6 +193,8 @@ class ParameterServer:
         worker order, then `apply_gradients` exactly as the task path calls it. Any failure
         closes the mesh, so that the workers fail at once too."""
         self.mesh.check(generation)
+        if self.overlapped:
+            return self._overlapped_step(generation, step, weights)
         try:
             self._check_step(step)
             s, k = self.state, self.shard_index
@@ -185,6 +212,52 @@ class ParameterServer:
         except BaseException:
             self.mesh.close()
             raise
+
+    def _overlapped_step(self, generation: int, step: int, weights: list[float]):
+        """The delayed parameter update's mesh step t: the workers get p(t) (sent by the
+        previous step's thread, or now, on a new mesh), their gradients and statistics come
+        back, the statistics are averaged as `apply_gradients` does, θ_t is kept as
+        p(t+1) and sent by a thread while this one applies the update."""
+        try:
+            self._check_step(step)
+            s, k = self.state, self.shard_index
+            with_bn = k == 0 and s.bn_state is not None
+            sender = self._sender
+            if sender is None:  # a new mesh (a start, resume or recovery): p(step) now
+                _send_params(self.mesh.conns, step, s.lagged, s.bn_state if with_bn else None)
+            elif sender.target == (generation, step):
+                sender.finish()  # p(step) sent (or being read): raises if its send failed
+            else:
+                raise mesh.MeshError(f"a send ahead for {sender.target}, not {step}")
+            grads, bn_states = [], []
+            for conn in self.mesh.conns:
+                grads.append(_recv_payload(conn, step, s.params.size))
+                if with_bn:
+                    bn_states.append(mesh.recv_array(conn, step, s.bn_state.dtype, s.bn_state.size))
+            if bn_states:  # as in sync mode: the statistics do not lag
+                s.bn_state = _weighted_mean(bn_states, weights)
+            np.copyto(s.lagged, s.params)  # p(step + 1) = θ_step, before the update
+            self._sender = _Sender(
+                (generation, step + 1), self.mesh.conns, s.lagged, s.bn_state if with_bn else None
+            )
+            return self.apply_gradients(step, weights, *grads)[-1]
+        except BaseException:
+            self._stop_sending()
+            self.mesh.close()
+            raise
+
+    def _stop_sending(self) -> None:
+        """End a send under way (its workers never came to read it: the run ended, or the
+        mesh is replaced): shutting the sockets down wakes a blocked sendall."""
+        sender, self._sender = self._sender, None
+        if sender is not None and sender.is_alive():
+            for conn in self.mesh.conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            sender.join(timeout=mesh.RECV_TIMEOUT_S)
+            self.mesh.close()
 
     def apply_gradient(self, worker: int, local_step: int, weight: float, grad, bn_state=None):
         """Async/SSP: apply one worker's gradient at once (Hogwild-style parameter server).
@@ -241,6 +314,39 @@ class ParameterServer:
             raise StaleServerError(
                 f"parameter server {self.shard_index} is at step {self.state.step}, not {step}"
             )
+
+
+class _Sender(threading.Thread):
+    """Sends p(t+1) (and the statistics) of mesh step t to every worker while the server
+    applies step t's update: sendall and numpy's elementwise loops release the GIL. The
+    workers read it at once, since the driver queues their next call one step ahead; at
+    a boundary (evaluation, checkpoint) it waits in the socket until their next step."""
+
+    def __init__(self, target: tuple[int, int], conns, params, bn_state):
+        super().__init__(daemon=True, name="distnet-send-ahead")
+        self.target = target  # (mesh generation, step) whose parameters this sends
+        self.error: BaseException | None = None
+        self._args = (conns, target[1], params, bn_state)
+        self.start()
+
+    def run(self) -> None:
+        try:
+            _send_params(*self._args)
+        except BaseException as err:  # raised by join() in the step that needs it
+            self.error = err
+
+    def finish(self) -> None:
+        """Wait for the send to end (bounded: every socket wait is); raise its error."""
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _send_params(conns, step: int, params: np.ndarray, bn_state) -> None:
+    for conn in conns:
+        mesh.send_array(conn, step, params)
+        if bn_state is not None:
+            mesh.send_array(conn, step, bn_state)
 
 
 def _recv_payload(conn, step: int, size: int):
