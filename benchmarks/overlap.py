@@ -72,15 +72,13 @@ def throughput(args) -> None:
 
 
 def convergence(args) -> None:
+    import tomllib
+
     import distnet
     from distnet.config import JobConfig
     from distnet.config.job import apply_overrides
     from distnet.job_files import find_job
 
-    try:
-        import tomllib
-    except ImportError:  # pragma: no cover
-        sys.exit("python 3.11 or later")
     reached: dict = {}
     loads: list[float] = []
     for repeat in range(args.repeats):
@@ -92,6 +90,7 @@ def convergence(args) -> None:
                         raw,
                         [
                             f'train.update="{update}"',
+                            *([f"train.num_epochs={args.epochs}"] if args.epochs else []),
                             f'data.path="{args.data}"',
                             f'checkpoint.dir="{tmp}/ckpt"',
                             f'metrics.logdir="{tmp}/runs"',
@@ -138,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--configs", nargs="+", default=["large", "three_layer_conv"], choices=CONFIGS)
     c = sub.add_parser("convergence")
     c.add_argument("--jobs", nargs="+", default=["two_layer", "large"], choices=TARGETS)
+    c.add_argument("--epochs", type=int, help="train.num_epochs instead of the job's")
     for p in (t, c):
         p.add_argument("--repeats", type=int, default=3)
         p.add_argument("--data", default=str(Path("~/.cache/distnet/cifar10").expanduser()))
