@@ -177,9 +177,12 @@ def test_killed_workers_and_servers_end_as_the_undisturbed_overlapped_run(
     watch = run_driver(kill_job_file, address, tmp_path / "clean")
     assert watch.returncode == 0, watch.stderr[-3000:]
     clean = read_result(tmp_path / "clean")
-    rng = random.Random(18)
-    first = round(rng.uniform(1.0, 4.0), 2)
-    schedule = [Kill(first, "worker"), Kill(round(first + rng.uniform(2.0, 4.0), 2), "server")]
+    # Seeded moments within the undisturbed run as timed here (fixed seconds would outlive
+    # the run on a faster machine): a worker in its first third, a server a little later.
+    span, rng = watch.trained_s, random.Random(18)
+    first = round(rng.uniform(0.1, 0.33) * span, 2)
+    second = round(first + rng.uniform(0.1, 0.3) * span, 2)
+    schedule = [Kill(first, "worker"), Kill(second, "server")]
     watch = run_driver(kill_job_file, address, tmp_path / "run", schedule, seed=18)
     assert not watch.hung, f"hung after {watch.fired}:\n{watch.stacks}\n{watch.stderr[-3000:]}"
     assert watch.returncode == 0, watch.stderr[-3000:]
