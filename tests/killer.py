@@ -123,6 +123,7 @@ def run_driver(
     interrupt_at: tuple[str, int] | None = None,
     kill_server_at: int | None = None,
     clock: str = "workers",
+    pace_s: float = 0.0,
 ) -> Watch:
     """Run the driver in a child process, fire `schedule`, bound every wait.
 
@@ -130,8 +131,11 @@ def run_driver(
     from the driver's first step (`clock="step"`) or from its start (`clock="start"`).
     `interrupt_at=(phase, n)`: the driver sends itself SIGINT at the n-th time it reaches
     `phase` (see the module docstring); `kill_server_at`: it kills parameter server 0 once
-    that step is booked."""
+    that step is booked; `pace_s`: the driver books at most one step per pace_s (a run
+    as long on a fast machine as on a slow one; the results do not change)."""
     cmd = [sys.executable, __file__, str(job_file), address, str(out)]
+    if pace_s:
+        cmd += ["--pace-s", str(pace_s)]
     if resume:
         cmd.append("--resume")
     if interrupt_at:
@@ -252,6 +256,7 @@ def drive(
     resume: bool,
     interrupt_at: tuple[str, int] | None = None,
     kill_server_at: int | None = None,
+    pace_s: float = 0.0,
 ) -> int:
     """The driver process: train, print a line per step and per phase, write the result
     into `out`; SIGINT to itself at `interrupt_at` = (phase, n-th time); SIGKILL to
@@ -264,6 +269,7 @@ def drive(
     from distnet.distributed.hooks import PHASES, Hooks
 
     reached: dict[str, int] = {}
+    booked = [time.monotonic()]  # when the previous step was booked (pace_s)
 
     def on_phase(phase: str, step: int) -> None:
         assert phase in PHASES, phase
@@ -275,6 +281,9 @@ def drive(
             time.sleep(1)  # not reached: Python runs the handler before the next bytecode
 
     def on_step(event) -> None:
+        if pace_s:
+            time.sleep(max(0.0, booked[0] + pace_s - time.monotonic()))
+            booked[0] = time.monotonic()
         print(f"step {event.step}", flush=True)
         if event.step == kill_server_at and "killed" not in reached:
             reached["killed"] = 1
@@ -317,5 +326,6 @@ if __name__ == "__main__":
             resume="--resume" in args,
             interrupt_at=(at[0], int(at[1])) if at else None,
             kill_server_at=kill,
+            pace_s=float(args[args.index("--pace-s") + 1]) if "--pace-s" in args else 0.0,
         )
     )

@@ -10,6 +10,9 @@ import pytest
 from killer import Kill, random_schedule, read_result, run_driver, write_job_file
 
 pytestmark = pytest.mark.slow
+# The driver books at most a step per PACE_S, so the run trains about 10 s on every machine
+# (unpaced it took 10 s one day and 4.8 s on a faster one, after the last kill had to land).
+PACE_S = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def raw_job(tiny_dataset, tmp_path_factory):
         },
         "optim": {"update_rule": "adam", "learning_rate": 1e-3},
         "train": {
-            "num_epochs": 80,  # about 10 s of training: the reported schedule's last kill is at 7 s
+            "num_epochs": 80,  # 480 steps, paced: the reported schedule's last kill is at 7 s
             "batch_size": 40,
             "workers": 2,
             "servers": 2,
@@ -52,7 +55,7 @@ def address(ray_session):
 @pytest.fixture(scope="module")
 def clean_watch(job_file, address, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean")
-    watch = run_driver(job_file, address, out)
+    watch = run_driver(job_file, address, out, pace_s=PACE_S)
     assert watch.returncode == 0, watch.stderr
     return watch, out
 
@@ -78,7 +81,7 @@ def assert_same(out, clean):
 
 
 def run_and_check(job_file, address, tmp_path, schedule, clean, seed=0):
-    watch = run_driver(job_file, address, tmp_path / "run", schedule, seed=seed)
+    watch = run_driver(job_file, address, tmp_path / "run", schedule, seed=seed, pace_s=PACE_S)
     assert not watch.hung, f"hung after {watch.fired}:\n{watch.stacks}\n{watch.stderr[-3000:]}"
     if watch.interrupt_exit_s is not None:
         assert watch.returncode == 130, watch.stderr[-3000:]

@@ -58,24 +58,29 @@ def test_sharded_servers_give_the_same_run_as_one_server(ray_session, tiny_job):
 
 @pytest.mark.parametrize("compression", ["none", "fp16"])
 def test_mesh_and_tasks_give_the_same_run(ray_session, tiny_job, compression):
-    """The two transports of a synchronous step make the same calls in the same order."""
+    """The two transports of a synchronous step make the same calls in the same order; the
+    mesh's bytes through shared memory (actors on one machine) or by TCP alike."""
     base = {
         "model": {"hidden_dims": [16, 8], "use_batchnorm": True, "dropout": 0.2},
         "optim": {"update_rule": "adam", "learning_rate": 1e-3},
     }
     runs = [
         train(
-            tiny_job(
-                **base, train={"servers": 2, "transport": transport, "compression": compression}
-            ),
+            tiny_job(**base, train={"servers": 2, "compression": compression, **how}),
             progress=False,
             overwrite=True,
         )
-        for transport in ("mesh", "tasks")
+        for how in (
+            {"transport": "mesh"},
+            {"transport": "tasks"},
+            {"transport": "mesh", "shared_memory": False},
+        )
     ]
-    mesh, tasks = runs
+    mesh, tasks, tcp = runs
     assert (mesh.transport, tasks.transport) == ("mesh", "tasks")
     assert mesh.steps == tasks.steps > 5
+    np.testing.assert_array_equal(tcp.final_params, mesh.final_params)
+    assert tcp.loss_history == mesh.loss_history
     np.testing.assert_array_equal(mesh.final_params, tasks.final_params)
     np.testing.assert_array_equal(mesh.params, tasks.params)  # best-val parameters
     np.testing.assert_array_equal(mesh.bn_state, tasks.bn_state)

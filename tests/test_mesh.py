@@ -2,6 +2,7 @@
 the token handshake, raw frames straight into arrays, and every failure a MeshError at
 once (a closed peer, a frame of another step or size) or within the timeout."""
 
+import os
 import socket
 import threading
 
@@ -16,8 +17,9 @@ def local_ip(monkeypatch):
     monkeypatch.setattr(mesh, "node_ip", lambda: "127.0.0.1")
 
 
-def connected(workers: int = 2, token: bytes = b"t" * 16):
-    """A server end and `workers` worker ends, connected (generation 1)."""
+def connected(workers: int = 2, token: bytes = b"t" * 16, shared: int | None = None):
+    """A server end and `workers` worker ends, connected (generation 1); `shared`: the
+    bytes of each link's shared region (None: none)."""
     server = mesh.ServerEnd()
     address = server.listen()
     assert address[0] == "127.0.0.1"
@@ -26,11 +28,16 @@ def connected(workers: int = 2, token: bytes = b"t" * 16):
     ends = []
     for i in range(workers):
         end = mesh.WorkerEnd()
-        end.connect(1, token, i, [address])
+        end.connect(1, token, i, [address], None if shared is None else [shared])
         ends.append(end)
     accepting.join(10)
     assert not accepting.is_alive()
     return server, ends
+
+
+def next_header(link) -> tuple:
+    """The next frame's header, read off the socket (its bytes are left unread)."""
+    return mesh.HEADER.unpack(link.sock.recv(mesh.HEADER.size, socket.MSG_WAITALL))
 
 
 def test_frames_go_both_ways_in_worker_order(local_ip):
@@ -79,3 +86,56 @@ def test_a_silent_peer_is_a_timeout(local_ip, monkeypatch):
     server, (w0,) = connected(workers=1)
     with pytest.raises(mesh.MeshError, match="nothing for 0.2 s"):
         mesh.recv_array(w0.conns[0], 0, np.float32, 3)
+
+
+def test_frames_between_ends_on_one_machine_go_through_shared_memory(local_ip):
+    server, (w0, w1) = connected(shared=64 * 4 + 2 * mesh.ALIGN)
+    params, stats = np.arange(40, dtype=np.float32), np.ones(3)
+    for step in (1, 2):  # a step's frames one after another; the next step starts over
+        for link in server.conns:
+            mesh.send_array(link, step, params + step)
+            mesh.send_array(link, step, stats * step)
+        into = np.zeros(40, np.float32)
+        for w in (w0, w1):
+            mesh.recv_array(w.conns[0], step, np.float32, 40, out=into)
+            np.testing.assert_array_equal(into, params + step)
+            np.testing.assert_array_equal(mesh.recv_any(w.conns[0], step), stats * step)
+            mesh.send_array(w.conns[0], step, into * 2)  # the worker shares once the server did
+            mesh.send_array(w.conns[0], step, np.arange(100, dtype=np.int32))  # too big: TCP
+        for link in server.conns:
+            np.testing.assert_array_equal(mesh.recv_any(link, step), (params + step) * 2)
+            assert mesh.recv_any(link, step).tolist() == list(range(100))
+    mesh.send_array(server.conns[0], 3, params)
+    *_, code, count = next_header(w0.conns[0])
+    assert code == mesh.SHARED | mesh.CODES[np.dtype(np.float32)] and count == 40
+    mesh.send_array(w1.conns[0], 3, params)  # only the header went by the socket
+    mesh.send_array(w1.conns[0], 3, np.zeros(1000, np.float32))
+    assert next_header(server.conns[1])[2] & mesh.SHARED
+    assert mesh.HEADER.unpack(server.conns[1].sock.recv(mesh.HEADER.size))[2] == 0
+    server.close()
+    for w in (w0, w1):
+        w.close()
+
+
+def test_without_an_offer_or_with_a_wrong_nonce_frames_go_by_the_socket(local_ip):
+    server, (w0,) = connected(workers=1)
+    mesh.send_array(server.conns[0], 0, np.ones(4, np.float32))
+    assert next_header(w0.conns[0])[2] == mesh.CODES[np.dtype(np.float32)]
+    # An offer of a region whose nonce is not the one offered (as another machine's
+    # process of the same pid and fd would be) is not mapped.
+    server = mesh.ServerEnd()
+    address = server.listen()
+    accepting = threading.Thread(target=server.accept, args=(1, b"t" * 16, 1))
+    accepting.start()
+    fd, region, _ = mesh._make_region(1024)
+    conn = socket.create_connection(address)
+    offer = mesh.OFFER.pack(os.getpid(), fd, len(region), b"n" * 16)
+    conn.sendall(mesh.HELLO.pack(b"t" * 16, 0) + offer)
+    accepting.join(10)
+    assert not accepting.is_alive() and server.conns[0].place_out(0, 4) is None
+    mesh.send_array(server.conns[0], 0, np.ones(4, np.float32))
+    assert mesh.HEADER.unpack(conn.recv(mesh.HEADER.size, socket.MSG_WAITALL))[2] == 0
+    server.close()
+    conn.close()
+    region.close()
+    os.close(fd)

@@ -211,6 +211,10 @@ class TrainConfig(_Section):
     # one node and on clusters alike); "tasks" submits Ray tasks whose arguments go through
     # the object store. Async, SSP, backup workers and elastic runs always use tasks.
     transport: Literal["mesh", "tasks"] = "mesh"
+    # The mesh between actors that share a machine moves its bytes through shared memory
+    # (one copy; the socket keeps the order and the failures); false: always by TCP, as
+    # between machines.
+    shared_memory: bool = True
     # "overlapped": the delayed parameter update (docs/overlap.md): the workers compute
     # step t+1 on the parameters one step old while the servers apply step t's update.
     update: Literal["sync", "overlapped"] = "sync"

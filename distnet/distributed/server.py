@@ -19,7 +19,6 @@ thread, while its main thread applies step t's update) before updating.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -251,11 +250,8 @@ class ParameterServer:
         mesh is replaced): shutting the sockets down wakes a blocked sendall."""
         sender, self._sender = self._sender, None
         if sender is not None and sender.is_alive():
-            for conn in self.mesh.conns:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            for link in self.mesh.conns:
+                link.shutdown()
             sender.join(timeout=mesh.RECV_TIMEOUT_S)
             self.mesh.close()
 

@@ -151,8 +151,15 @@ class GradientWorker:
 
     # --- the mesh transport (mesh.py) ------------------------------------------------
     def mesh_connect(self, generation: int, token: bytes, addresses: list) -> None:
-        """Connect to every parameter server at its (ip, port), in server order."""
-        self.mesh.connect(generation, token, self.index, addresses)
+        """Connect to every parameter server at its (ip, port), in server order, offering
+        each a shared region that fits its parameter slice (and server 0 the statistics)."""
+        itemsize, bn_bytes = self.model.params.vector.itemsize, self.model.get_bn_state().nbytes
+        shared = [
+            (b - a) * itemsize + (k == 0) * bn_bytes + 2 * mesh.ALIGN
+            for k, (a, b) in enumerate(self.bounds)
+        ]
+        use = self.job.train.shared_memory
+        self.mesh.connect(generation, token, self.index, addresses, shared if use else None)
 
     def mesh_step(self, generation: int, epoch: int, step_in_epoch: int, step: int):
         """One synchronous step over the mesh: the parameters (and batchnorm statistics)
