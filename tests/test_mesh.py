@@ -103,8 +103,10 @@ def test_frames_between_ends_on_one_machine_go_through_shared_memory(local_ip):
             mesh.send_array(w.conns[0], step, into * 2)  # the worker shares once the server did
             mesh.send_array(w.conns[0], step, np.arange(100, dtype=np.int32))  # too big: TCP
         for link in server.conns:
-            np.testing.assert_array_equal(mesh.recv_any(link, step), (params + step) * 2)
-            assert mesh.recv_any(link, step).tolist() == list(range(100))
+            borrowed = mesh.recv_any(link, step, borrow=True)  # a view of the region
+            np.testing.assert_array_equal(borrowed, (params + step) * 2)
+            assert not borrowed.flags.writeable and not borrowed.flags.owndata
+            assert mesh.recv_any(link, step, borrow=True).tolist() == list(range(100))
     mesh.send_array(server.conns[0], 3, params)
     *_, code, count = next_header(w0.conns[0])
     assert code == mesh.SHARED | mesh.CODES[np.dtype(np.float32)] and count == 40

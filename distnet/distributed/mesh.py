@@ -103,9 +103,17 @@ def recv_array(link: Link, step: int, dtype, size: int, out=None) -> np.ndarray:
     return array
 
 
-def recv_any(link: Link, step: int) -> np.ndarray:
-    """A frame of step `step` of any dtype and size (a compressed gradient's parts)."""
+def recv_any(link: Link, step: int, borrow: bool = False) -> np.ndarray:
+    """A frame of step `step` of any dtype and size (a compressed gradient's parts).
+
+    `borrow`: a frame in shared memory comes back as a read-only view of the region, no
+    copy; it holds until the peer writes its next step's frames, which it does only after
+    this end sent it something, so the caller uses it up before its next send."""
     got, count, shared = _header(link, step)
+    if borrow and shared:
+        view = np.frombuffer(_shared_slot(link, step, got.itemsize * count), got, count)
+        view.flags.writeable = False
+        return view
     array = np.empty(count, got)
     _read_payload(link, step, shared, array)
     return array
@@ -125,10 +133,15 @@ def _read_payload(link: Link, step: int, shared: bool, array: np.ndarray) -> Non
     if not shared:
         _recv_into(link.sock, memoryview(array).cast("B"))
         return
-    slot = link.place_in(step, array.nbytes)
+    slot = _shared_slot(link, step, array.nbytes)
+    np.copyto(array, np.frombuffer(slot, array.dtype, array.size))
+
+
+def _shared_slot(link: Link, step: int, nbytes: int) -> memoryview:
+    slot = link.place_in(step, nbytes)
     if slot is None:
         raise MeshError("a shared-memory frame where the link has no room for it")
-    np.copyto(array, np.frombuffer(slot, array.dtype, array.size))
+    return slot
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:

@@ -203,8 +203,8 @@ class ParameterServer:
                 if with_bn:
                     mesh.send_array(conn, step, s.bn_state)
             grads, bn_states = [], []
-            for conn in self.mesh.conns:
-                grads.append(_recv_payload(conn, step, s.params.size))
+            for conn in self.mesh.conns:  # borrowed: used up before the next step's send
+                grads.append(_recv_payload(conn, step, s.params.size, borrow=True))
                 if with_bn:
                     bn_states.append(mesh.recv_array(conn, step, s.bn_state.dtype, s.bn_state.size))
             return self.apply_gradients(step, weights, *grads, *bn_states)[-1]
@@ -345,10 +345,10 @@ def _send_params(conns, step: int, params: np.ndarray, bn_state) -> None:
             mesh.send_array(conn, step, bn_state)
 
 
-def _recv_payload(conn, step: int, size: int):
+def _recv_payload(conn, step: int, size: int, borrow: bool = False):
     """A worker's gradient slice as it was encoded: dense (float32/16/64), or top-k's int32
-    indices then float32 values (compression.py)."""
-    first = mesh.recv_any(conn, step)
+    indices then float32 values (compression.py); `borrow` as in mesh.recv_any."""
+    first = mesh.recv_any(conn, step, borrow)
     if first.dtype == np.int32:
         values = mesh.recv_array(conn, step, np.float32, first.size)
         if first.size and (first.min() < 0 or first.max() >= size):
