@@ -1,6 +1,7 @@
 """Failures during training: killed workers, a killed parameter server, a killed driver,
 Ctrl-C. Each run must finish with exactly the parameters of the run without failures."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -50,6 +51,20 @@ def test_killed_workers_are_restarted_and_the_result_is_unchanged(ray_session, j
     on_step = killer({2, 7, 11}, lambda group, n: group.worker_pids()[n % 2])
     result = train(job, progress=False, overwrite=True, on_step=on_step)
     assert on_step.fired == {2, 7, 11}
+    np.testing.assert_array_equal(result.final_params, clean.final_params)
+    np.testing.assert_array_equal(result.params, clean.params)
+    assert result.loss_history == clean.loss_history
+
+
+def test_killed_workers_with_several_steps_per_call_leave_the_result_unchanged(
+    ray_session, job, clean
+):
+    """Calls of 3 steps (train.steps_per_call): a kill fails the whole call, the recovery
+    goes back to the checkpoint, and the run ends as the one-step-per-call run did."""
+    chunked = dataclasses.replace(job, train=dataclasses.replace(job.train, steps_per_call=3))
+    on_step = killer({2, 7}, lambda group, n: group.worker_pids()[n % 2])
+    result = train(chunked, progress=False, overwrite=True, on_step=on_step)
+    assert on_step.fired == {2, 7}
     np.testing.assert_array_equal(result.final_params, clean.final_params)
     np.testing.assert_array_equal(result.params, clean.params)
     assert result.loss_history == clean.loss_history

@@ -42,7 +42,9 @@ MODES = {
     "backup": {"backup_workers": 1},
     "async": {"mode": "async"},
     "ssp": {"mode": "ssp", "staleness": 1},
+    "chunked": {"steps_per_call": 3},  # sync, several steps per actor call
 }
+DETERMINISTIC = ("sync", "chunked")
 
 
 def job(dataset: str, root, **train) -> dict:
@@ -157,16 +159,19 @@ def assert_books_exact(out, clean, mode: str):
     assert summary["best_val_acc"] == max(summary["val_acc_history"])
     if mode in ("async", "ssp"):  # each worker's share depends on timing, their sum not
         assert sum(summary["worker_steps"]) == summary["applied_gradients"]
-    if mode == "sync":
+    if mode in DETERMINISTIC:
         assert_identical(out, clean)
 
 
 # Every phase in sync mode (the deterministic one: bit for bit) and in one other mode, the
 # others taking turns phase by phase, so that each mode meets every kind of phase (per-step,
 # boundary, recovery) while the suite stays within its time.
-PHASE_CASES = [("sync", phase) for phase in PHASES] + [
-    (("backup", "async", "ssp")[i % 3], phase) for i, phase in enumerate(PHASES)
-]
+PHASE_CASES = (
+    [("sync", phase) for phase in PHASES]
+    + [(("backup", "async", "ssp")[i % 3], phase) for i, phase in enumerate(PHASES)]
+    # Steps submitted and read in calls of several: the per-step phases and a recovery.
+    + [("chunked", phase) for phase in ("submitted", "fetched", "booked", "recovered")]
+)
 
 
 @pytest.mark.parametrize("mode, phase", PHASE_CASES)
@@ -184,7 +189,20 @@ def test_ctrl_c_at_each_phase_then_resume(runs, address, tmp_path, mode, phase):
     assert_books_exact(tmp_path / "run", clean, mode)
 
 
-@pytest.mark.parametrize("mode, seed", [("sync", 2), ("backup", 2), ("async", 1), ("ssp", 1)])
+def test_several_steps_per_call_book_the_same_run(runs):
+    """train.steps_per_call = 3 (calls cut at every epoch end and checkpoint) books exactly
+    the run of one step per call."""
+    _, chunked, _ = runs("chunked")
+    _, sync, _ = runs("sync")
+    np.testing.assert_array_equal(chunked[0], sync[0])
+    np.testing.assert_array_equal(chunked[1], sync[1])
+    for key in ("loss_history", "val_acc_history", "applied_gradients", "steps"):
+        assert chunked[2][key] == sync[2][key], key
+
+
+@pytest.mark.parametrize(
+    "mode, seed", [("sync", 2), ("backup", 2), ("async", 1), ("ssp", 1), ("chunked", 3)]
+)
 def test_ctrl_c_at_seeded_random_moments_then_resume(runs, address, tmp_path, mode, seed):
     job_file, clean, watch = runs(mode)
     rng = random.Random(seed)

@@ -214,3 +214,20 @@ def test_overlapped_update_refuses_what_it_cannot_do(tiny_dataset, train_keys, n
     with pytest.raises(ConfigError, match=named) as err:
         JobConfig.from_dict(raw)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "train_keys, named",
+    [
+        ({"mode": "async"}, "train.mode"),
+        ({"transport": "tasks"}, "train.transport"),
+        ({"backup_workers": 1}, "train.backup_workers"),
+        ({"min_workers": 1, "max_workers": 2}, "train.max_workers"),
+        ({"steps_per_call": 0}, "train.steps_per_call"),
+    ],
+)
+def test_several_steps_per_call_refuse_what_they_cannot_do(tiny_dataset, train_keys, named):
+    raw = {"data": {"path": tiny_dataset}, "train": {"steps_per_call": 4} | train_keys}
+    with pytest.raises(ConfigError, match=named) as err:
+        JobConfig.from_dict(raw)
+    assert "\n" not in str(err.value)

@@ -215,6 +215,10 @@ class TrainConfig(_Section):
     # (one copy; the socket keeps the order and the failures); false: always by TCP, as
     # between machines.
     shared_memory: bool = True
+    # Mesh transport: consecutive synchronous steps per actor call (never across an
+    # evaluation or a checkpoint). More spread Ray's per-call cost over several steps, which
+    # is most of a small net's step; the steps of one call report their average step time.
+    steps_per_call: int = 1
     # "overlapped": the delayed parameter update (docs/overlap.md): the workers compute
     # step t+1 on the parameters one step old while the servers apply step t's update.
     update: Literal["sync", "overlapped"] = "sync"
@@ -248,6 +252,24 @@ class TrainConfig(_Section):
             "topk_ratio", self.compression == "topk", 'applies only with compression = "topk"'
         )
         self._check_overlapped()
+        self._check("steps_per_call", lambda v: v >= 1, ">= 1")
+        self._check_steps_per_call()
+
+    def _check_steps_per_call(self) -> None:
+        """Several steps per call live in the mesh step of plain synchronous training."""
+        if self.steps_per_call == 1:
+            return
+        for name, ok, rule in (
+            ("mode", self.mode == "sync", 'mode = "sync"'),
+            ("transport", self.transport == "mesh", 'transport = "mesh"'),
+            ("backup_workers", not self.backup_workers, "no backup workers"),
+            ("max_workers", not self.elastic, "no elastic training (max_workers unset)"),
+        ):
+            if not ok:
+                raise ConfigError(
+                    f"train.steps_per_call = {self.steps_per_call} needs {rule}, got "
+                    f"train.{name} = {_show(getattr(self, name))}"
+                )
 
     def _check_overlapped(self) -> None:
         """The delayed update lives in the mesh step of plain synchronous training."""

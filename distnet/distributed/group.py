@@ -48,14 +48,18 @@ class StepRefs:
     workers: list[int] = field(default_factory=list)  # whose gradients the step applies
     dropped: int = 0  # late gradients left out (backup workers)
     read: tuple[list, list] | None = None  # what fetch returned
+    # Of a call of several steps (train.steps_per_call): which of its steps this is, and
+    # how many it has; the refs are then the call's, each a list of reports.
+    index: int | None = None
+    of: int = 1
 
     def fetch(self, timeout: float | None = None) -> tuple[list, list]:
         """Wait for the step (at most `timeout` s): (WorkerReports, ServerReports)."""
-        if self.read is None:
-            self.read = (
-                ray.get(self.worker_reports, timeout=timeout),
-                ray.get(self.server_reports, timeout=timeout),
-            )
+        if self.read is None:  # one ray.get for all: one wait, one round of the core worker
+            got = ray.get(self.worker_reports + self.server_reports, timeout=timeout)
+            if self.index is not None:
+                got = [reports[self.index] for reports in got]
+            self.read = (got[: len(self.worker_reports)], got[len(self.worker_reports) :])
         return self.read
 
 
@@ -253,6 +257,23 @@ class ActorGroup:
             ]
         self._refs_stale = True
         return StepRefs(step, worker_reports, server_reports, list(range(len(self.workers))))
+
+    def mesh_steps(self, steps: list[int], positions: list[tuple[int, int]]) -> list[StepRefs]:
+        """Submit consecutive synchronous steps over the mesh as one call per actor; returns
+        at once, a StepRefs per step."""
+        if not self.mesh_generation:
+            self.connect_mesh()
+        g = self.mesh_generation
+        where = [(*position, step) for step, position in zip(steps, positions, strict=True)]
+        with uninterrupted():  # as mesh_step: all of a call's actors, or none
+            servers = [s.mesh_steps.remote(g, steps, self.weights) for s in self.servers]
+            workers = [w.mesh_steps.remote(g, where) for w in self.workers]
+        self._refs_stale = True
+        everyone = list(range(len(self.workers)))
+        return [
+            StepRefs(step, workers, servers, everyone, index=i, of=len(steps))
+            for i, step in enumerate(steps)
+        ]
 
     def kill(self) -> None:
         """End every actor of the group now (a group that failed to start)."""

@@ -212,6 +212,10 @@ class ParameterServer:
             self.mesh.close()
             raise
 
+    def mesh_steps(self, generation: int, steps: list[int], weights: list[float]) -> list:
+        """`mesh_step` of each of `steps`, in order: their reports."""
+        return [self.mesh_step(generation, step, weights) for step in steps]
+
     def _overlapped_step(self, generation: int, step: int, weights: list[float]):
         """The delayed parameter update's mesh step t: the workers get p(t) (sent by the
         previous step's thread, or now, on a new mesh), their gradients and statistics come

@@ -22,6 +22,7 @@ class SyncLoop(Loop):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.pending: list[StepRefs] = []  # submitted steps not booked yet, oldest first
+        self._call_step_s = 0.0  # the average step time of the call being booked
 
     def run(self) -> None:
         ledger, plan = self.ledger, self.plan
@@ -29,10 +30,12 @@ class SyncLoop(Loop):
         if step and ledger.epoch_end_missing(step):  # an interrupt cut its evaluation
             self.boundary(step)
         while step < plan.total_steps and not ledger.stopped_early():
-            self.pending.append(self.submit(step))
-            self.hooks.phase("submitted", step)
-            step += 1
-            if len(self.pending) > 1:
+            submitted = self.submit_steps(step)
+            for refs in submitted:
+                self.pending.append(refs)
+                self.hooks.phase("submitted", refs.step)
+            step += len(submitted)
+            while len(self.pending) > len(submitted):  # what was submitted before
                 self._complete_oldest()
             if plan.at_boundary(step):
                 self.settle()
@@ -42,6 +45,18 @@ class SyncLoop(Loop):
     def submit(self, step: int) -> StepRefs:
         """Submit step `step`; returns at once."""
         return self.group.step(step, *self.plan.position(step))
+
+    def submit_steps(self, step: int) -> list[StepRefs]:
+        """Submit step `step` and, with train.steps_per_call > 1 (the mesh only), the steps
+        after it up to that many, to the next boundary or the end; returns at once."""
+        plan, most = self.plan, self.ledger.job.train.steps_per_call
+        end = step + 1
+        while end - step < most and end < plan.total_steps and not plan.at_boundary(end):
+            end += 1
+        if end - step == 1:
+            return [self.submit(step)]
+        steps = list(range(step, end))
+        return self.group.mesh_steps(steps, [plan.position(s) for s in steps])
 
     def settle(self, deadline: float | None = None) -> None:
         while self.pending:
@@ -62,7 +77,12 @@ class SyncLoop(Loop):
     def _complete(self, refs: StepRefs, reports: list, servers: list, take) -> None:
         """Book a step from its reports; `take()` takes it off `pending` (Loop.book)."""
         n = sum(r.num_samples for r in reports)
-        step_s = self.tick()
+        if refs.index is None:
+            step_s = self.tick()
+        else:  # the steps of one call arrive together: each gets the call's average
+            if refs.index == 0:
+                self._call_step_s = self.tick() / refs.of
+            step_s = self._call_step_s
         self.book(
             StepStats(
                 step=refs.step,

@@ -191,6 +191,10 @@ class GradientWorker:
             self.mesh.close()
             raise
 
+    def mesh_steps(self, generation: int, positions: list[tuple[int, int, int]]) -> list:
+        """`mesh_step` of each (epoch, step_in_epoch, step), in order: their reports."""
+        return [self.mesh_step(generation, *position) for position in positions]
+
     def evaluate(
         self,
         split: str,
