@@ -251,14 +251,16 @@ class TrainConfig(_Section):
         self._only_with(
             "topk_ratio", self.compression == "topk", 'applies only with compression = "topk"'
         )
-        self._check_overlapped()
         self._check("steps_per_call", lambda v: v >= 1, ">= 1")
-        self._check_steps_per_call()
+        # The delayed update and several steps per call live in the mesh step of plain
+        # synchronous training.
+        if self.update == "overlapped":
+            self._check_plain_sync_mesh('train.update = "overlapped"')
+        if self.steps_per_call > 1:
+            self._check_plain_sync_mesh(f"train.steps_per_call = {self.steps_per_call}")
 
-    def _check_steps_per_call(self) -> None:
-        """Several steps per call live in the mesh step of plain synchronous training."""
-        if self.steps_per_call == 1:
-            return
+    def _check_plain_sync_mesh(self, setting: str) -> None:
+        """`setting` needs synchronous mesh steps without backup workers or elasticity."""
         for name, ok, rule in (
             ("mode", self.mode == "sync", 'mode = "sync"'),
             ("transport", self.transport == "mesh", 'transport = "mesh"'),
@@ -267,24 +269,7 @@ class TrainConfig(_Section):
         ):
             if not ok:
                 raise ConfigError(
-                    f"train.steps_per_call = {self.steps_per_call} needs {rule}, got "
-                    f"train.{name} = {_show(getattr(self, name))}"
-                )
-
-    def _check_overlapped(self) -> None:
-        """The delayed update lives in the mesh step of plain synchronous training."""
-        if self.update != "overlapped":
-            return
-        for name, ok, rule in (
-            ("mode", self.mode == "sync", 'mode = "sync"'),
-            ("transport", self.transport == "mesh", 'transport = "mesh"'),
-            ("backup_workers", not self.backup_workers, "no backup workers"),
-            ("max_workers", not self.elastic, "no elastic training (max_workers unset)"),
-        ):
-            if not ok:
-                raise ConfigError(
-                    f'train.update = "overlapped" needs {rule}, got '
-                    f"train.{name} = {_show(getattr(self, name))}"
+                    f"{setting} needs {rule}, got train.{name} = {_show(getattr(self, name))}"
                 )
 
     @property
