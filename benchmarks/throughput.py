@@ -97,6 +97,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=float,
         help="... for at most this many seconds (default 10, 0 with --quick)",
     )
+    p.add_argument(
+        "--steps-per-call",
+        type=int,
+        default=1,
+        help="train.steps_per_call of the distnet runs (steps booked per actor call)",
+    )
     p.add_argument("--label", default="", help="what was measured, e.g. the distnet commit")
     p.add_argument(
         "--write",
@@ -155,6 +161,7 @@ def main(argv=None) -> int:
     desc = machine.describe(REMOVED_OVERRIDES)
     from benchmarks.harness import dist_run
 
+    dist_run.STEPS_PER_CALL = args.steps_per_call
     if any(s.startswith("distnet") for s in args.systems):
         dist_run.start_ray(os.cpu_count() or 2)
     probe = (

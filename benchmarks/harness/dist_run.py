@@ -22,6 +22,9 @@ from benchmarks.harness.configs import BenchConfig, warmup_steps
 from benchmarks.harness.machine import blas_info, process_threads
 
 SPLIT_TAGS = ("step_s", "compute_max_s", "compute_mean_s", "server_update_s", "wait_s")
+# train.steps_per_call of every run (benchmarks.throughput --steps-per-call). The steps of
+# one call are booked together, so a step's time is then its call's interval / the steps.
+STEPS_PER_CALL = 1
 
 
 @dataclass
@@ -93,9 +96,9 @@ def run(
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="distnet-bench-") as tmp:
-        job = JobConfig.from_dict(
-            config.job_dict(workers=workers, data=data, tmp=tmp, max_steps=steps, update=update)
-        )
+        raw = config.job_dict(workers=workers, data=data, tmp=tmp, max_steps=steps, update=update)
+        raw["train"]["steps_per_call"] = STEPS_PER_CALL
+        job = JobConfig.from_dict(raw)
         distnet.train(job, progress=False, overwrite=True, on_step=on_step)
         split = _time_split(f"{tmp}/runs", warmup_steps(steps))
     _wait_gone(pids.get("workers", []) + pids.get("servers", []))
@@ -117,7 +120,7 @@ def run(
     return DistResult(
         system=f"distnet{workers}",
         config=config.name,
-        step_s=[b - a for a, b in pairwise(marks)],
+        step_s=_step_times(marks, STEPS_PER_CALL),
         split_ms=split,
         worker_rss_mb=memory.get("workers", []),
         server_rss_mb=memory.get("servers", []),
@@ -126,6 +129,16 @@ def run(
         cpu_per_step_s=sum(per_step.values()) / 1e3 if per_step else float("nan"),
         cpu_split_ms=per_step,
     )
+
+
+def _step_times(marks: list[float], per_call: int) -> list[float]:
+    """Seconds per step from the times steps were booked: with several steps per call
+    (booked together, the calls starting at step 0: a benchmark run has no boundary
+    before its end) each step of a call gets the call's interval / per_call."""
+    if per_call == 1:
+        return [b - a for a, b in pairwise(marks)]
+    ends = marks[per_call - 1 :: per_call]
+    return [(b - a) / per_call for a, b in pairwise(ends) for _ in range(per_call)]
 
 
 def _cpu_times() -> dict[int, float]:
