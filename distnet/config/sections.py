@@ -215,9 +215,11 @@ class TrainConfig(_Section):
     # (one copy; the socket keeps the order and the failures); false: always by TCP, as
     # between machines.
     shared_memory: bool = True
-    # Mesh transport: consecutive synchronous steps per actor call (never across an
-    # evaluation or a checkpoint). More spread Ray's per-call cost over several steps, which
-    # is most of a small net's step; the steps of one call report their average step time.
+    # Consecutive synchronous steps per actor call where steps go by the mesh (plain sync
+    # training; never across an evaluation or a checkpoint). More spread Ray's per-call
+    # cost, most of a small net's step; the steps of a call report its average step time.
+    # Other runs (tasks, async, SSP, backup workers, elastic) take one step per call, so a
+    # job that sets it runs unchanged with any of those.
     steps_per_call: int = 1
     # "overlapped": the delayed parameter update (docs/overlap.md): the workers compute
     # step t+1 on the parameters one step old while the servers apply step t's update.
@@ -252,12 +254,9 @@ class TrainConfig(_Section):
             "topk_ratio", self.compression == "topk", 'applies only with compression = "topk"'
         )
         self._check("steps_per_call", lambda v: v >= 1, ">= 1")
-        # The delayed update and several steps per call live in the mesh step of plain
-        # synchronous training.
+        # The delayed update lives in the mesh step of plain synchronous training.
         if self.update == "overlapped":
             self._check_plain_sync_mesh('train.update = "overlapped"')
-        if self.steps_per_call > 1:
-            self._check_plain_sync_mesh(f"train.steps_per_call = {self.steps_per_call}")
 
     def _check_plain_sync_mesh(self, setting: str) -> None:
         """`setting` needs synchronous mesh steps without backup workers or elasticity."""

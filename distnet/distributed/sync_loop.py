@@ -47,9 +47,10 @@ class SyncLoop(Loop):
         return self.group.step(step, *self.plan.position(step))
 
     def submit_steps(self, step: int) -> list[StepRefs]:
-        """Submit step `step` and, with train.steps_per_call > 1 (the mesh only), the steps
+        """Submit step `step` and, with train.steps_per_call > 1 over the mesh, the steps
         after it up to that many, to the next boundary or the end; returns at once."""
-        plan, most = self.plan, self.ledger.job.train.steps_per_call
+        plan = self.plan
+        most = self.ledger.job.train.steps_per_call if self.group.uses_mesh else 1
         end = step + 1
         while end - step < most and end < plan.total_steps and not plan.at_boundary(end):
             end += 1
