@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,33 +34,24 @@ VARIANTS = {
 }
 
 
-def job_toml(data: str, out: Path, train: dict) -> str:
-    extra = "".join(
-        f"{k} = {json.dumps(v) if isinstance(v, str) else str(v).lower()}\n"
-        for k, v in train.items()
-    )
-    return f"""\
-name = "overhead"
-seed = 0
-[data]
-path = "{data}"
-[model]
-kind = "fc"
-hidden_dims = [10]
-[optim]
-update_rule = "sgd"
-learning_rate = 1e-3
-[train]
-num_epochs = 100
-max_steps = {STEPS}
-batch_size = 2
-workers = 2
-num_train_samples = 10
-{extra}[checkpoint]
-dir = "{out}/ckpt"
-[metrics]
-logdir = "{out}/runs"
-"""
+def job(data: str, out: Path, train: dict) -> dict:
+    return {
+        "name": "overhead",
+        "seed": 0,
+        "data": {"path": data},
+        "model": {"kind": "fc", "hidden_dims": [10]},
+        "optim": {"update_rule": "sgd", "learning_rate": 1e-3},
+        "train": {
+            "num_epochs": 100,
+            "max_steps": STEPS,
+            "batch_size": 2,
+            "workers": 2,
+            "num_train_samples": 10,
+            **train,
+        },
+        "checkpoint": {"dir": f"{out}/ckpt"},
+        "metrics": {"logdir": f"{out}/runs"},
+    }
 
 
 def child(job_file: str, address: str, out: str) -> None:
@@ -75,7 +67,7 @@ def child(job_file: str, address: str, out: str) -> None:
         progress=False,
         on_step=lambda _event: marks.append(time.perf_counter()),
     )
-    gaps = [b - a for a, b in zip(marks, marks[1:], strict=False)][WARMUP:]
+    gaps = [b - a for a, b in pairwise(marks)][WARMUP:]
     Path(out).write_text(json.dumps(gaps))
 
 
@@ -89,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     sys.path.insert(0, str(REPO / "tests"))
     from datagen import make_prepared_dataset
+    from killer import write_job_file
     from raycluster import ray_cluster
 
     names = list(VARIANTS)
@@ -101,8 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
                 out = cluster.shared / f"r{repeat}-{names.index(name)}"
                 out.mkdir()
-                job_file = out / "job.toml"
-                job_file.write_text(job_toml(data, out, VARIANTS[name]))
+                job_file = write_job_file(job(data, out, VARIANTS[name]), out / "job.toml")
                 loads.append(os.getloadavg()[0])
                 argv = [sys.executable, "-m", "benchmarks.multinode_overhead", "--child"]
                 argv += [str(job_file), cluster.address, str(out / "gaps.json")]

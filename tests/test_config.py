@@ -356,3 +356,16 @@ def test_build_model_follows_the_config():
     other = build_model(cfg, input_dim=20, dtype="float64", seed=4)
     assert np.array_equal(again.params.vector, fc.params.vector)
     assert not np.array_equal(other.params.vector, fc.params.vector)
+
+
+def test_several_steps_per_call_are_at_least_one_and_only_the_meshs(tiny_dataset):
+    with pytest.raises(ConfigError, match="train.steps_per_call") as err:
+        JobConfig.from_dict({"data": {"path": tiny_dataset}, "train": {"steps_per_call": 0}})
+    assert "\n" not in str(err.value)
+    # A job that sets it (jobs/two_layer.toml) runs as well with tasks or async, one step
+    # per call (the loops: tests/test_dist_interrupts.py's "chunked" runs and the notebooks).
+    for other in ({"transport": "tasks"}, {"mode": "async"}, {"backup_workers": 1}):
+        job = JobConfig.from_dict(
+            {"data": {"path": tiny_dataset}, "train": {"steps_per_call": 4} | other}
+        )
+        assert job.train.steps_per_call == 4

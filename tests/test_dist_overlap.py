@@ -214,16 +214,3 @@ def test_overlapped_update_refuses_what_it_cannot_do(tiny_dataset, train_keys, n
     with pytest.raises(ConfigError, match=named) as err:
         JobConfig.from_dict(raw)
     assert "\n" not in str(err.value)
-
-
-def test_several_steps_per_call_are_at_least_one_and_only_the_meshs(tiny_dataset):
-    with pytest.raises(ConfigError, match="train.steps_per_call") as err:
-        JobConfig.from_dict({"data": {"path": tiny_dataset}, "train": {"steps_per_call": 0}})
-    assert "\n" not in str(err.value)
-    # A job that sets it (jobs/two_layer.toml) runs as well with tasks or async, one step
-    # per call (the loops: tests/test_dist_interrupts.py's "chunked" runs and the notebooks).
-    for other in ({"transport": "tasks"}, {"mode": "async"}, {"backup_workers": 1}):
-        job = JobConfig.from_dict(
-            {"data": {"path": tiny_dataset}, "train": {"steps_per_call": 4} | other}
-        )
-        assert job.train.steps_per_call == 4

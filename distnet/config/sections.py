@@ -254,12 +254,12 @@ class TrainConfig(_Section):
             "topk_ratio", self.compression == "topk", 'applies only with compression = "topk"'
         )
         self._check("steps_per_call", lambda v: v >= 1, ">= 1")
-        # The delayed update lives in the mesh step of plain synchronous training.
-        if self.update == "overlapped":
-            self._check_plain_sync_mesh('train.update = "overlapped"')
+        self._check_overlapped()
 
-    def _check_plain_sync_mesh(self, setting: str) -> None:
-        """`setting` needs synchronous mesh steps without backup workers or elasticity."""
+    def _check_overlapped(self) -> None:
+        """The delayed update lives in the mesh step of plain synchronous training."""
+        if self.update != "overlapped":
+            return
         for name, ok, rule in (
             ("mode", self.mode == "sync", 'mode = "sync"'),
             ("transport", self.transport == "mesh", 'transport = "mesh"'),
@@ -268,7 +268,8 @@ class TrainConfig(_Section):
         ):
             if not ok:
                 raise ConfigError(
-                    f"{setting} needs {rule}, got train.{name} = {_show(getattr(self, name))}"
+                    f'train.update = "overlapped" needs {rule}, got '
+                    f"train.{name} = {_show(getattr(self, name))}"
                 )
 
     @property

@@ -1,8 +1,9 @@
 """The actors of one run: K parameter servers, N gradient workers, and the refs between them.
 
 A synchronous step travels one of two ways (plan.sync_transport). "mesh" (the default):
-one small `mesh_step` call per actor, queued one step ahead, while the parameters and
-gradients go over TCP between the actors (mesh.py); the driver reads only the reports.
+one small `mesh_steps` call per actor for one step (or train.steps_per_call of them),
+queued one call ahead, while the parameters and gradients go between the actors (mesh.py:
+TCP, or shared memory on one machine); the driver reads only the reports.
 "tasks": N `compute_gradients` calls and K `apply_gradients` calls whose arguments are
 ObjectRefs: parameters go into the object store once per server per step and the workers
 read them zero-copy. Both make the same computations in the same order. With b backup
@@ -48,7 +49,7 @@ class StepRefs:
     workers: list[int] = field(default_factory=list)  # whose gradients the step applies
     dropped: int = 0  # late gradients left out (backup workers)
     read: tuple[list, list] | None = None  # what fetch returned
-    # Of a call of several steps (train.steps_per_call): which of its steps this is, and
+    # Of a mesh call (train.steps_per_call steps or fewer): which of its steps this is, and
     # how many it has; the refs are then the call's, each a list of reports.
     index: int | None = None
     of: int = 1
@@ -245,27 +246,14 @@ class ActorGroup:
             ) from err
         self.mesh_generation = generation
 
-    def mesh_step(self, step: int, epoch: int, step_in_epoch: int) -> StepRefs:
-        """Submit one synchronous step over the mesh; returns at once."""
-        if not self.mesh_generation:
-            self.connect_mesh()
-        g = self.mesh_generation
-        with uninterrupted():  # a Ctrl-C between them would leave a server waiting on gradients
-            server_reports = [s.mesh_step.remote(g, step, self.weights) for s in self.servers]
-            worker_reports = [
-                w.mesh_step.remote(g, epoch, step_in_epoch, step) for w in self.workers
-            ]
-        self._refs_stale = True
-        return StepRefs(step, worker_reports, server_reports, list(range(len(self.workers))))
-
     def mesh_steps(self, steps: list[int], positions: list[tuple[int, int]]) -> list[StepRefs]:
-        """Submit consecutive synchronous steps over the mesh as one call per actor; returns
-        at once, a StepRefs per step."""
+        """Submit consecutive synchronous steps over the mesh (one or several: see
+        train.steps_per_call) as one call per actor; returns at once, a StepRefs per step."""
         if not self.mesh_generation:
             self.connect_mesh()
         g = self.mesh_generation
         where = [(*position, step) for step, position in zip(steps, positions, strict=True)]
-        with uninterrupted():  # as mesh_step: all of a call's actors, or none
+        with uninterrupted():  # a Ctrl-C between them would leave a server waiting on gradients
             servers = [s.mesh_steps.remote(g, steps, self.weights) for s in self.servers]
             workers = [w.mesh_steps.remote(g, where) for w in self.workers]
         self._refs_stale = True
@@ -289,7 +277,7 @@ class ActorGroup:
     def step(self, step: int, epoch: int, step_in_epoch: int) -> StepRefs:
         """Submit one synchronous step on every worker; returns at once."""
         if self.uses_mesh:
-            return self.mesh_step(step, epoch, step_in_epoch)
+            return self.mesh_steps([step], [(epoch, step_in_epoch)])[0]
         workers = list(range(len(self.workers)))
         outs = [self.compute(i, epoch, step_in_epoch) for i in workers]
         return self.update(step, workers, outs)

@@ -176,7 +176,7 @@ class Link:
         self._fd: int | None = None  # the worker's memfd, open while the link lives
         self._slots: tuple[memoryview, memoryview] | None = None  # (out, in)
         self._views: tuple[memoryview, ...] = ()
-        self._cursor = {"out": [-1, 0], "in": [-1, 0]}  # per direction: step, next offset
+        self._cursors = ([-1, 0], [-1, 0])  # (out, in), as _slots: step, next offset
         self.send_shared = False  # frames may go through the region (a worker: once one came)
 
     def share(self, region: mmap.mmap, server_end: bool, fd: int | None = None) -> None:
@@ -192,17 +192,17 @@ class Link:
         """Where this end writes a frame of `nbytes` of step `step`; None: by the socket."""
         if not self.send_shared:
             return None
-        return self._place("out", 0, step, nbytes)
+        return self._place(0, step, nbytes)
 
     def place_in(self, step: int, nbytes: int) -> memoryview | None:
         """Where the peer wrote its shared frame of `nbytes` of step `step`."""
         if self._slots is None:
             return None
         self.send_shared = True  # the server shares: so does the worker, from now on
-        return self._place("in", 1, step, nbytes)
+        return self._place(1, step, nbytes)
 
-    def _place(self, direction: str, which: int, step: int, nbytes: int):
-        cursor, slot = self._cursor[direction], self._slots[which]
+    def _place(self, which: int, step: int, nbytes: int):
+        cursor, slot = self._cursors[which], self._slots[which]
         if cursor[0] != step:
             cursor[:] = [step, 0]
         start = cursor[1]

@@ -78,12 +78,9 @@ class SyncLoop(Loop):
     def _complete(self, refs: StepRefs, reports: list, servers: list, take) -> None:
         """Book a step from its reports; `take()` takes it off `pending` (Loop.book)."""
         n = sum(r.num_samples for r in reports)
-        if refs.index is None:
-            step_s = self.tick()
-        else:  # the steps of one call arrive together: each gets the call's average
-            if refs.index == 0:
-                self._call_step_s = self.tick() / refs.of
-            step_s = self._call_step_s
+        if not refs.index:  # the steps of one call arrive together: each gets its average
+            self._call_step_s = self.tick() / refs.of
+        step_s = self._call_step_s
         self.book(
             StepStats(
                 step=refs.step,
