@@ -178,11 +178,12 @@ def layer_pairs(layer: Layer, batch: int, rng, baseline=None) -> dict:
 def products_alone(layer: Layer, x, w, b, dout, conv_param):
     """Only the matrix products of conv_forward_fast / conv_backward_fast, on operands
     made beforehand: the speed im2col leaves to reach with this BLAS. (All these layers
-    are stride 1 with pad < filter size.)"""
-    patches = fast_layers.conv_forward_fast(x, w, b, conv_param)[1][4]
+    are stride 1 with pad < filter size.) The patches are whole matrices here, as pixel
+    rows' tiles (im2col.patch_tiles) are made during the products."""
     (F, C, k, _), pad = w.shape, conv_param["pad"]
     if fast_layers.uses_winograd(C, F, k, k, 1, *dout.shape[2:]):
-        return winograd_products(layer, patches, F)
+        return winograd_products(layer, fast_layers.conv_forward_fast(x, w, b, conv_param)[1][4], F)
+    patches = im2col.patch_matrix(x, k, k, 1, pad, pad)
     dout_rows = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, F)
     if not im2col.channels_last(C, k):  # columns (taps, pixels); dx's columns for col2im
         w_rows = w.reshape(F, -1)

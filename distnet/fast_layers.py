@@ -1,17 +1,21 @@
 """Fast convolution and max pooling: the naive layers' signatures, numpy only.
 
 Convolution is im2col + one matrix product: the input windows are a strided view
-(`sliding_window_view`) copied once into a patch matrix (distnet.im2col: pixel rows for
-inputs with many channels, tap rows for few), so the whole batch is one BLAS call;
+(`sliding_window_view`) copied into a patch matrix (distnet.im2col: pixel rows for
+inputs with many channels, tap rows for few) and multiplied by the filters in BLAS;
 backward is two more products: dw, and dx either as the correlation of dout with the
 flipped filters (stride 1, the patches of dout) or through a col2im that loops over the
-HH * WW filter taps only. Max pooling takes maxima of strided views, one per window row
-and column. No compile step and no loop over images or output pixels.
+HH * WW filter taps only. Pixel rows are copied and multiplied in cache-sized tiles
+(im2col.patch_tiles: a product per half megabyte of patches, over whole images or whole
+output rows), never written out whole; tap rows are one copy and one product for the
+batch. Max pooling takes maxima of strided views, one per window row and column. No
+compile step and no loop over single images or output pixels.
 
 The functions reject exactly what the naive ones in distnet.layers.conv reject (they share
 the checks), keep the dtype they are given (float32 stays float32), and their caches start
 with the naive cache and add what backward reuses:
-conv (x, w, b, conv_param, patches), max pool (x, pool_param, out).
+conv (x, w, b, conv_param, patches) with patches None for pixel rows (backward copies
+them again, tile by tile), max pool (x, pool_param, out).
 
 3x3 stride-1 layers with at least twice as many filters as channels (and outputs of at
 least 16x16) run as Winograd
@@ -30,6 +34,7 @@ from distnet.im2col import (
     filter_rows,
     filters_from_rows,
     patch_matrix,
+    patch_tiles,
     scratch,
 )
 from distnet.layers import check_conv_input, check_dout, check_pool_input
@@ -56,22 +61,33 @@ def conv_forward_fast(x, w, b, conv_param):
 
     x: (N, C, H, W); w: (F, C, HH, WW); b: (F,); conv_param: {'stride', 'pad'}.
     Returns out (N, F, H_out, W_out), C-contiguous, and cache (x, w, b, conv_param,
-    patches) with patches the im2col matrix, in distnet.im2col.patch_matrix's layout.
+    patches) with patches the im2col matrix in distnet.im2col.patch_matrix's layout (tap
+    rows), the Winograd tiles, or None (pixel rows, copied again in backward).
     """
     stride, pad, H_out, W_out = check_conv_input(x, w, b, conv_param)
     N, (F, C, HH, WW) = x.shape[0], w.shape
     if uses_winograd(C, F, HH, WW, stride, H_out, W_out):
         out, tiles = conv3x3_forward(x, w, b, pad, WINOGRAD_TILE)
         return out, (x, w, b, conv_param, tiles)
+    if channels_last(C, WW):  # (pixels, taps) @ (taps, F) tile by tile: the output NHWC
+        rows = filter_rows(w)
+        products = scratch("conv products", (N * H_out * W_out, F), np.result_type(x, w))
+        in_place = np.result_type(products, b) == products.dtype
+        for at, tile in patch_tiles(x, HH, WW, stride, pad, pad):
+            np.matmul(tile, rows, out=products[at])
+            if in_place:  # the bias while the tile's products are in the cache
+                products[at] += b
+        if not in_place:
+            products = products + b
+        out = np.empty((N, F, H_out, W_out), products.dtype)
+        np.copyto(out, products.reshape(N, H_out, W_out, F).transpose(0, 3, 1, 2))
+        return out, (x, w, b, conv_param, None)  # backward copies the patches again
     patches = patch_matrix(x, HH, WW, stride, pad, pad)
     # The bias is added before the copy that puts the channels first (added during it,
     # numpy's broadcast over a transposed array takes twice as long).
-    if channels_last(C, WW):  # (pixels, taps) @ (taps, F): the output comes out NHWC
-        products = _plus(patches @ filter_rows(w), b).reshape(N, H_out, W_out, F)
-        products = products.transpose(0, 3, 1, 2)
-    else:  # (F, taps) @ (taps, pixels): the output comes out (F, N, H_out, W_out)
-        products = _plus(w.reshape(F, -1) @ patches, b[:, None]).reshape(F, N, H_out, W_out)
-        products = products.transpose(1, 0, 2, 3)
+    # (F, taps) @ (taps, pixels): the output comes out (F, N, H_out, W_out)
+    products = _plus(w.reshape(F, -1) @ patches, b[:, None]).reshape(F, N, H_out, W_out)
+    products = products.transpose(1, 0, 2, 3)
     return np.ascontiguousarray(products), (x, w, b, conv_param, patches)
 
 
@@ -94,7 +110,7 @@ def conv_backward_fast(dout, cache, *, input_grad=True, out=None):
     stride, pad, H_out, W_out = check_conv_input(x, w, b, conv_param)
     N, (F, C, HH, WW) = x.shape[0], w.shape
     check_dout(dout, (N, F, H_out, W_out), "conv")
-    dw, db = out if out is not None else (np.empty(w.shape, np.result_type(dout, patches)), None)
+    dw, db = out if out is not None else (np.empty(w.shape, np.result_type(dout, x)), None)
     db = np.sum(dout, axis=(0, 2, 3), out=db)
     if uses_winograd(C, F, HH, WW, stride, H_out, W_out):  # patches: the transformed input tiles
         dx, dw = conv3x3_backward(
@@ -107,7 +123,14 @@ def conv_backward_fast(dout, cache, *, input_grad=True, out=None):
     last = channels_last(C, WW)
     # (taps, pixels) @ (pixels, F): with columns, the orientation OpenBLAS runs ~1.4x
     # faster than dout (F, pixels) @ (pixels, taps); with rows, the best of the others.
-    filters_from_rows((patches.T if last else patches) @ dout_rows, dw)
+    if last:  # the patches again, tile by tile, each tile's part of dw added up
+        dw_rows = np.zeros((HH * WW * C, F), dw.dtype)
+        part = np.empty_like(dw_rows)
+        for at, tile in patch_tiles(x, HH, WW, stride, pad, pad):
+            dw_rows += np.matmul(tile.T, dout_rows[at], out=part)
+        filters_from_rows(dw_rows, dw)
+    else:
+        filters_from_rows(patches @ dout_rows, dw)
     if not input_grad:
         return None, dw, db
     if last and channels_last(F, WW) and F < 2 * C and stride == 1 and pad < min(HH, WW):
@@ -116,11 +139,12 @@ def conv_backward_fast(dout, cache, *, input_grad=True, out=None):
         # F * HH * WW deep rows, instead of col2im's HH * WW strided adds (col2im is 2.2x
         # slower for 32 -> 32 channels, but 1.2x faster for 32 -> 64).
         H, W = x.shape[2:]
-        drows = scratch("backward patches", (N * H * W, F * HH * WW), dout.dtype)
-        drows = patch_matrix(dout, HH, WW, 1, HH - 1 - pad, WW - 1 - pad, out=drows)
-        flipped = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
-        dx = np.empty(x.shape, np.result_type(dout, w))
-        np.copyto(dx, (drows @ filter_rows(flipped)).reshape(N, H, W, C).transpose(0, 3, 1, 2))
+        flipped = filter_rows(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        dx_rows = scratch("dx rows", (N * H * W, C), np.result_type(dout, w))
+        for at, tile in patch_tiles(dout, HH, WW, 1, HH - 1 - pad, WW - 1 - pad):
+            np.matmul(tile, flipped, out=dx_rows[at])
+        dx = np.empty(x.shape, dx_rows.dtype)
+        np.copyto(dx, dx_rows.reshape(N, H, W, C).transpose(0, 3, 1, 2))
         return dx, dw, db
     if last:
         dpatches = dout_rows @ filter_rows(w).T  # (pixels, taps)

@@ -10,6 +10,12 @@ of 3 or WW floats, twice as slow as the whole product; the patches are then colu
 (taps, pixels) with taps (C, HH, WW), copied in runs of W_out floats from NCHW, which also
 suit dw's product (taps, pixels) @ (pixels, F).
 
+With pixel rows the patch matrix is never made whole: `patch_tiles` copies it tile by
+tile (about TILE_BYTES each) into one reused buffer and each tile's products run while it
+is in the cache. Written whole, a 3x3 layer's patches (9x its input, 59 MB for 32
+channels at 32x32, batch 50) go out to memory and come back for the product: tiled, the
+copy and the product of 32->32 took 15 ms instead of 27 here.
+
 Temporaries that never outlive a call (padded inputs, a backward pass's patches) live in
 per-thread scratch buffers reused across calls: on this VM writing fresh memory costs
 about as much as the copy itself.
@@ -96,6 +102,37 @@ def patch_matrix(x, HH, WW, stride, pad_h, pad_w, out=None) -> np.ndarray:
     matrix = np.empty(windows.shape, x.dtype) if out is None else out.reshape(windows.shape)
     np.copyto(matrix, windows)
     return matrix.reshape((-1, C * HH * WW) if last else (C * HH * WW, -1))
+
+
+# Bytes of the patch matrix per tile: the tile and the product's packed panels stay in a
+# core's L2 (1 MB here); 256 KB to 2 MB measured alike, whole matrices 1.8x slower.
+TILE_BYTES = 1 << 19
+
+
+def patch_tiles(x, HH, WW, stride, pad_h, pad_w):
+    """The pixel-rows patch matrix of `x` (as patch_matrix lays it out when
+    channels_last(C, WW)), in tiles: yields (rows, tile) with `rows` a slice of the
+    matrix's row index and `tile` those rows, (rows, HH * WW * C), in a scratch buffer
+    valid until the next tile. A tile is whole images, or whole output rows of one
+    image when an image's patches exceed TILE_BYTES: its rows are contiguous."""
+    N, C = x.shape[:2]
+    padded = padded_nhwc(x, pad_h, pad_w, True, "padded input")
+    windows = sliding_window_view(padded, (HH, WW), axis=(1, 2))[:, ::stride, ::stride]
+    windows = windows.transpose(0, 1, 2, 4, 5, 3)  # (N, H_out, W_out, HH, WW, C)
+    H_out, W_out = windows.shape[1:3]
+    taps = HH * WW * C
+    line = W_out * taps * x.itemsize  # bytes of one output row's patches
+    if H_out * line <= TILE_BYTES:
+        images = TILE_BYTES // (H_out * line)
+        spans = [(n, min(n + images, N), 0, H_out) for n in range(0, N, images)]
+    else:
+        lines = max(1, TILE_BYTES // line)
+        spans = [(n, n + 1, h, min(h + lines, H_out)) for n in range(N) for h in range(0, H_out, lines)]
+    for n0, n1, h0, h1 in spans:
+        tile = scratch("patch tile", (n1 - n0, h1 - h0, W_out, HH, WW, C), x.dtype)
+        np.copyto(tile, windows[n0:n1, h0:h1])
+        start = (n0 * H_out + h0) * W_out
+        yield slice(start, start + tile.size // taps), tile.reshape(-1, taps)
 
 
 def filter_rows(w) -> np.ndarray:

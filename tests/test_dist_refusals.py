@@ -122,8 +122,8 @@ def test_a_conv_models_parameters_and_activations_are_its_own(model, dtype):
 
 def test_a_conv_job_whose_activations_cannot_fit_is_refused():
     """Few parameters (3 MB), but 2 x 10^4 images of 64 x 32 x 32 activations per worker (and
-    their 576-value im2col patches per pixel): more than 16 GB, which an estimate that
-    counted the conv layers as an MLP's would not have seen."""
+    the first layer's 27-value im2col patches per pixel): more than 16 GB, which an
+    estimate that counted the conv layers as an MLP's would not have seen."""
     job = conv_job({"kind": "conv", "blocks": [{"type": "conv", "filters": 64}] * 2}, 40_000)
     assert estimate(job).params < 10**7  # bytes
     with pytest.raises(OutOfMemory, match="one gradient worker needs at least"):

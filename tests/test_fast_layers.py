@@ -284,3 +284,45 @@ def test_backward_names_a_dout_of_the_wrong_shape():
     pooled, pool_cache = max_pool_forward_fast(out, pool_param(2, 2, 2))
     with pytest.raises(InvalidInput, match=r"\(2, 4, 3, 3\)"):
         max_pool_backward_fast(pooled[:1], pool_cache)
+
+
+@pytest.mark.parametrize("tile_bytes", [1, 2000, 30_000])
+def test_pixel_row_tiles_equal_naive(monkeypatch, tile_bytes):
+    # Tiles of one output row, of several rows of one image, and of several images
+    # (im2col.patch_tiles), forward, dw and dx (dx as a product and by col2im), stride 1
+    # and 2: equal to the naive layers, as the single tile of the other cases is.
+    import distnet.im2col
+
+    monkeypatch.setattr(distnet.im2col, "TILE_BYTES", tile_bytes)
+    for x_shape, w_shape, stride, pad in [
+        ((5, 6, 9, 7), (7, 6, 3, 3), 1, 1),
+        ((3, 5, 9, 11), (3, 5, 3, 3), 2, 1),
+        ((4, 6, 7, 7), (2, 6, 3, 3), 1, 2),
+    ]:
+        x, w, b = conv_case(x_shape, w_shape, seed=21)
+        conv_param = {"stride": stride, "pad": pad}
+        out_naive, cache_naive = conv_forward_naive(x, w, b, conv_param)
+        out_fast, cache_fast = conv_forward_fast(x, w, b, conv_param)
+        assert rel_error(out_fast, out_naive) < 1e-9
+        dout = np.random.default_rng(22).standard_normal(out_naive.shape)
+        naive, fast = conv_backward_naive(dout, cache_naive), conv_backward_fast(dout, cache_fast)
+        for got, want in zip(fast, naive, strict=True):
+            assert rel_error(got, want) < 1e-9
+
+
+def test_pixel_row_tiles_cover_the_patch_matrix_once(monkeypatch):
+    import distnet.im2col as im2col
+
+    x = np.random.default_rng(23).standard_normal((3, 5, 6, 7))
+    whole = im2col.patch_matrix(x, 3, 3, 1, 1, 1)
+    line = 7 * 45 * 8  # an output row's patches: 7 pixels, 45 taps, float64
+    for tile_bytes, count in ((1, 18), (2 * line, 9), (2 * 6 * line, 2)):
+        monkeypatch.setattr(im2col, "TILE_BYTES", tile_bytes)
+        got = np.full_like(whole, np.nan)
+        tiles = 0
+        for rows, tile in im2col.patch_tiles(x, 3, 3, 1, 1, 1):
+            assert np.isnan(got[rows]).all()  # no row twice
+            got[rows] = tile
+            tiles += 1
+        assert np.array_equal(got, whole)
+        assert tiles == count  # single rows; 2 rows of an image; 2 images
