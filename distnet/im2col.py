@@ -23,6 +23,7 @@ about as much as the copy itself.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -37,7 +38,7 @@ def scratch(role: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     same role: a caller must not keep it or return it."""
     buffers = _scratch.__dict__
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
+    size = math.prod(shape) * dtype.itemsize  # (np.prod of a tuple: 5 us a call)
     buffer = buffers.get(role)
     if buffer is None or buffer.size < size:
         buffer = buffers[role] = np.empty(size, np.uint8)
