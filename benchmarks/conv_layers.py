@@ -253,21 +253,34 @@ def interleaved(setups: dict, repeats: int, extra: dict) -> dict:
     return times
 
 
+# The modules a baseline is taken from at its revision (fast_layers and its kernels);
+# anything else it imports (distnet.layers, ...) resolves to the working tree.
+BASELINE_MODULES = ("distnet/im2col.py", "distnet/winograd.py", "distnet/fast_layers.py")
+
+
 def baseline_module(revision: str):
-    """distnet/fast_layers.py as of a git revision, loaded beside the current one, to time
-    a change against its predecessor in one run. Its own imports (distnet.layers, ...)
-    resolve to the working tree: a baseline older than a helper it imports is not exact."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:distnet/fast_layers.py"],
-        cwd=Path(__file__).parents[1],
-        capture_output=True,
-        text=True,
-    )
-    if source.returncode:
-        sys.exit(f"conv_layers: --baseline {revision}: {source.stderr.strip()}")
-    module = types.ModuleType(f"fast_layers@{revision}")
-    exec(compile(source.stdout, f"{revision}:distnet/fast_layers.py", "exec"), module.__dict__)
-    return module
+    """distnet/fast_layers.py as of a git revision, over im2col.py and winograd.py of the
+    same revision, loaded beside the current ones, to time a change against its
+    predecessor in one run."""
+    saved = {name: sys.modules.get(name) for name in ("distnet.im2col", "distnet.winograd")}
+    try:
+        for path in BASELINE_MODULES:
+            source = subprocess.run(
+                ["git", "show", f"{revision}:{path}"],
+                cwd=Path(__file__).parents[1],
+                capture_output=True,
+                text=True,
+            )
+            if source.returncode:
+                sys.exit(f"conv_layers: --baseline {revision}: {source.stderr.strip()}")
+            module = types.ModuleType(f"{Path(path).stem}@{revision}")
+            exec(compile(source.stdout, f"{revision}:{path}", "exec"), module.__dict__)
+            # the next module's `from distnet.im2col import ...` takes this revision's
+            sys.modules[path.removesuffix(".py").replace("/", ".")] = module
+        return module
+    finally:
+        for name, current in saved.items():
+            sys.modules[name] = current
 
 
 def winograd_products(layer: Layer, tiles, F: int):

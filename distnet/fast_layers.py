@@ -73,7 +73,7 @@ def conv_forward_fast(x, w, b, conv_param):
         rows = filter_rows(w)
         products = scratch("conv products", (N * H_out * W_out, F), np.result_type(x, w))
         in_place = np.result_type(products, b) == products.dtype
-        for at, tile in patch_tiles(x, HH, WW, stride, pad, pad):
+        for at, _, tile in patch_tiles(x, HH, WW, stride, pad, pad):
             np.matmul(tile, rows, out=products[at])
             if in_place:  # the bias while the tile's products are in the cache
                 products[at] += b
@@ -82,13 +82,16 @@ def conv_forward_fast(x, w, b, conv_param):
         out = np.empty((N, F, H_out, W_out), products.dtype)
         np.copyto(out, products.reshape(N, H_out, W_out, F).transpose(0, 3, 1, 2))
         return out, (x, w, b, conv_param, None)  # backward copies the patches again
-    patches = patch_matrix(x, HH, WW, stride, pad, pad)
-    # The bias is added before the copy that puts the channels first (added during it,
-    # numpy's broadcast over a transposed array takes twice as long).
-    # (F, taps) @ (taps, pixels): the output comes out (F, N, H_out, W_out)
-    products = _plus(w.reshape(F, -1) @ patches, b[:, None]).reshape(F, N, H_out, W_out)
-    products = products.transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(products), (x, w, b, conv_param, patches)
+    # (F, taps) @ (taps, pixels) tile by tile: each tile's output is (F, its images'
+    # pixels), put into place with the bias added while it is in the cache.
+    w_rows, bias = w.reshape(F, -1), b[None, :, None, None]
+    out = np.empty((N, F, H_out, W_out), np.result_type(x, w, b))
+    for at, (n0, n1, h0, h1), tile in patch_tiles(x, HH, WW, stride, pad, pad):
+        products = scratch("conv products", (F, at.stop - at.start), np.result_type(x, w))
+        np.matmul(w_rows, tile, out=products)
+        products = products.reshape(F, n1 - n0, h1 - h0, W_out).transpose(1, 0, 2, 3)
+        np.add(products, bias, out=out[n0:n1, :, h0:h1])
+    return out, (x, w, b, conv_param, None)
 
 
 def _plus(a, b):
@@ -128,11 +131,15 @@ def conv_backward_fast(dout, cache, *, input_grad=True, out=None):
     if last:  # the patches again, tile by tile, each tile's part of dw added up
         dw_rows = np.zeros((HH * WW * C, F), dw.dtype)
         part = np.empty_like(dw_rows)
-        for at, tile in patch_tiles(x, HH, WW, stride, pad, pad):
+        for at, _, tile in patch_tiles(x, HH, WW, stride, pad, pad):
             dw_rows += np.matmul(tile.T, dout_rows[at], out=part)
         filters_from_rows(dw_rows, dw)
-    else:
-        filters_from_rows(patches @ dout_rows, dw)
+    else:  # the same with tap columns: (taps, pixels) @ (pixels, F)
+        dw_rows = np.zeros((C * HH * WW, F), dw.dtype)
+        part = np.empty_like(dw_rows)
+        for at, _, tile in patch_tiles(x, HH, WW, stride, pad, pad):
+            dw_rows += np.matmul(tile, dout_rows[at], out=part)
+        filters_from_rows(dw_rows, dw)
     if not input_grad:
         return None, dw, db
     if last:
@@ -162,7 +169,7 @@ def _correlation_backward(dout, x, w, pad, input_grad, dw):
     dx_rows = scratch("dx rows", (N * H * W, C), np.result_type(dout, w)) if input_grad else None
     dw_t = np.zeros((C, HH * WW * F), dw.dtype)  # (c, (i', j', f))
     part = np.empty_like(dw_t)
-    for at, tile in patch_tiles(dout, HH, WW, 1, HH - 1 - pad, WW - 1 - pad):
+    for at, _, tile in patch_tiles(dout, HH, WW, 1, HH - 1 - pad, WW - 1 - pad):
         dw_t += np.matmul(x_rows[at].T, tile, out=part)
         if input_grad:
             np.matmul(tile, flipped, out=dx_rows[at])

@@ -111,16 +111,19 @@ TILE_BYTES = 1 << 19
 
 
 def patch_tiles(x, HH, WW, stride, pad_h, pad_w):
-    """The pixel-rows patch matrix of `x` (as patch_matrix lays it out when
-    channels_last(C, WW)), in tiles: yields (rows, tile) with `rows` a slice of the
-    matrix's row index and `tile` those rows, (rows, HH * WW * C), in a scratch buffer
-    valid until the next tile. A tile is whole images, or whole output rows of one
-    image when an image's patches exceed TILE_BYTES: its rows are contiguous."""
+    """patch_matrix(x, ...) in tiles, in its layout (pixel rows or tap columns): yields
+    (pixels, span, tile) with `pixels` a slice of the pixel index (N, H_out, W_out),
+    `span` = (n0, n1, h0, h1) the images and output rows it covers, and `tile` those
+    pixels' patches, (pixels, taps) or (taps, pixels), in a scratch buffer valid until the
+    next tile. A tile is whole images, or whole output rows of one image when an image's
+    patches exceed TILE_BYTES: its pixels are contiguous."""
     N, C = x.shape[:2]
-    padded = padded_nhwc(x, pad_h, pad_w, True, "padded input")
+    last = channels_last(C, WW)
+    padded = padded_nhwc(x, pad_h, pad_w, last, "padded input")
     windows = sliding_window_view(padded, (HH, WW), axis=(1, 2))[:, ::stride, ::stride]
-    windows = windows.transpose(0, 1, 2, 4, 5, 3)  # (N, H_out, W_out, HH, WW, C)
     H_out, W_out = windows.shape[1:3]
+    # (N, H_out, W_out, HH, WW, C) for rows; (C, HH, WW, N, H_out, W_out) for columns
+    windows = windows.transpose((0, 1, 2, 4, 5, 3) if last else (3, 4, 5, 0, 1, 2))
     taps = HH * WW * C
     line = W_out * taps * x.itemsize  # bytes of one output row's patches
     if H_out * line <= TILE_BYTES:
@@ -130,10 +133,17 @@ def patch_tiles(x, HH, WW, stride, pad_h, pad_w):
         lines = max(1, TILE_BYTES // line)
         spans = [(n, n + 1, h, min(h + lines, H_out)) for n in range(N) for h in range(0, H_out, lines)]
     for n0, n1, h0, h1 in spans:
-        tile = scratch("patch tile", (n1 - n0, h1 - h0, W_out, HH, WW, C), x.dtype)
-        np.copyto(tile, windows[n0:n1, h0:h1])
+        pixels = (n1 - n0) * (h1 - h0) * W_out
         start = (n0 * H_out + h0) * W_out
-        yield slice(start, start + tile.size // taps), tile.reshape(-1, taps)
+        if last:
+            tile = scratch("patch tile", (n1 - n0, h1 - h0, W_out, HH, WW, C), x.dtype)
+            np.copyto(tile, windows[n0:n1, h0:h1])
+            tile = tile.reshape(pixels, taps)
+        else:
+            tile = scratch("patch tile", (C, HH, WW, n1 - n0, h1 - h0, W_out), x.dtype)
+            np.copyto(tile, windows[:, :, :, n0:n1, h0:h1])
+            tile = tile.reshape(taps, pixels)
+        yield slice(start, start + pixels), (n0, n1, h0, h1), tile
 
 
 def filter_rows(w) -> np.ndarray:

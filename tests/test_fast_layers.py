@@ -287,10 +287,11 @@ def test_backward_names_a_dout_of_the_wrong_shape():
 
 
 @pytest.mark.parametrize("tile_bytes", [1, 2000, 30_000])
-def test_pixel_row_tiles_equal_naive(monkeypatch, tile_bytes):
+def test_patch_tiles_equal_naive(monkeypatch, tile_bytes):
     # Tiles of one output row, of several rows of one image, and of several images
     # (im2col.patch_tiles), forward, dw and dx (dx as a product and by col2im), stride 1
-    # and 2: equal to the naive layers, as the single tile of the other cases is.
+    # and 2, pixel rows and tap columns: equal to the naive layers, as the single tile of
+    # the other cases is.
     import distnet.im2col
 
     monkeypatch.setattr(distnet.im2col, "TILE_BYTES", tile_bytes)
@@ -298,6 +299,9 @@ def test_pixel_row_tiles_equal_naive(monkeypatch, tile_bytes):
         ((5, 6, 9, 7), (7, 6, 3, 3), 1, 1),
         ((3, 5, 9, 11), (3, 5, 3, 3), 2, 1),
         ((4, 6, 7, 7), (2, 6, 3, 3), 1, 2),
+        ((4, 3, 9, 8), (5, 3, 3, 3), 1, 1),  # tap columns
+        ((3, 3, 8, 9), (4, 3, 7, 7), 1, 3),
+        ((3, 2, 9, 7), (3, 2, 3, 3), 2, 1),
     ]:
         x, w, b = conv_case(x_shape, w_shape, seed=21)
         conv_param = {"stride": stride, "pad": pad}
@@ -310,19 +314,22 @@ def test_pixel_row_tiles_equal_naive(monkeypatch, tile_bytes):
             assert rel_error(got, want) < 1e-9
 
 
-def test_pixel_row_tiles_cover_the_patch_matrix_once(monkeypatch):
+@pytest.mark.parametrize("channels", [5, 2])  # pixel rows, tap columns
+def test_patch_tiles_cover_the_patch_matrix_once(monkeypatch, channels):
     import distnet.im2col as im2col
 
-    x = np.random.default_rng(23).standard_normal((3, 5, 6, 7))
+    x = np.random.default_rng(23).standard_normal((3, channels, 6, 7))
     whole = im2col.patch_matrix(x, 3, 3, 1, 1, 1)
-    line = 7 * 45 * 8  # an output row's patches: 7 pixels, 45 taps, float64
+    if channels < 3:
+        whole = whole.T  # compared by pixel
+    line = 7 * 9 * channels * 8  # an output row's patches: 7 pixels, 9 C taps, float64
     for tile_bytes, count in ((1, 18), (2 * line, 9), (2 * 6 * line, 2)):
         monkeypatch.setattr(im2col, "TILE_BYTES", tile_bytes)
         got = np.full_like(whole, np.nan)
         tiles = 0
-        for rows, tile in im2col.patch_tiles(x, 3, 3, 1, 1, 1):
-            assert np.isnan(got[rows]).all()  # no row twice
-            got[rows] = tile
+        for rows, _, tile in im2col.patch_tiles(x, 3, 3, 1, 1, 1):
+            assert np.isnan(got[rows]).all()  # no pixel twice
+            got[rows] = tile if channels > 3 else tile.T
             tiles += 1
         assert np.array_equal(got, whole)
         assert tiles == count  # single rows; 2 rows of an image; 2 images
