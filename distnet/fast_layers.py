@@ -82,15 +82,18 @@ def conv_forward_fast(x, w, b, conv_param):
         out = np.empty((N, F, H_out, W_out), products.dtype)
         np.copyto(out, products.reshape(N, H_out, W_out, F).transpose(0, 3, 1, 2))
         return out, (x, w, b, conv_param, None)  # backward copies the patches again
-    # (F, taps) @ (taps, pixels) tile by tile: each tile's output is (F, its images'
-    # pixels), put into place with the bias added while it is in the cache.
-    w_rows, bias = w.reshape(F, -1), b[None, :, None, None]
+    # (F, taps + 1) @ (taps + 1, pixels) tile by tile, the bias riding in the product as
+    # a column against the tile's row of ones: a tile of output rows of one image is
+    # written in place, one of whole images is put into place after.
+    w_rows = np.concatenate([w.reshape(F, -1), b[:, None]], axis=1)
     out = np.empty((N, F, H_out, W_out), np.result_type(x, w, b))
-    for at, (n0, n1, h0, h1), tile in patch_tiles(x, HH, WW, stride, pad, pad):
-        products = scratch("conv products", (F, at.stop - at.start), np.result_type(x, w))
+    for at, (n0, n1, h0, h1), tile in patch_tiles(x, HH, WW, stride, pad, pad, ones=True):
+        if n1 - n0 == 1:
+            np.matmul(w_rows, tile, out=np.reshape(out[n0, :, h0:h1], (F, -1), copy=False))
+            continue
+        products = scratch("conv products", (F, at.stop - at.start), out.dtype)
         np.matmul(w_rows, tile, out=products)
-        products = products.reshape(F, n1 - n0, h1 - h0, W_out).transpose(1, 0, 2, 3)
-        np.add(products, bias, out=out[n0:n1, :, h0:h1])
+        np.copyto(out[n0:n1], products.reshape(F, n1 - n0, H_out, W_out).transpose(1, 0, 2, 3))
     return out, (x, w, b, conv_param, None)
 
 
@@ -123,23 +126,26 @@ def conv_backward_fast(dout, cache, *, input_grad=True, out=None):
     last = channels_last(C, WW)
     if last and channels_last(F, WW) and F < 2 * C and stride == 1 and pad < min(HH, WW):
         return (*_correlation_backward(dout, x, w, pad, input_grad, dw), db)
-    dout_rows = scratch("dout rows", (N, H_out, W_out, F), dout.dtype)
-    copy_nhwc(dout_rows, dout)
-    dout_rows = dout_rows.reshape(-1, F)
-    # (taps, pixels) @ (pixels, F): with columns, the orientation OpenBLAS runs ~1.4x
-    # faster than dout (F, pixels) @ (pixels, taps); with rows, the best of the others.
-    if last:  # the patches again, tile by tile, each tile's part of dw added up
+    if last:  # the patches again, tile by tile, each tile's part of dw added up:
+        # (taps, pixels) @ (pixels, F), dout's rows copied channels-last once
+        dout_rows = scratch("dout rows", (N, H_out, W_out, F), dout.dtype)
+        copy_nhwc(dout_rows, dout)
+        dout_rows = dout_rows.reshape(-1, F)
         dw_rows = np.zeros((HH * WW * C, F), dw.dtype)
         part = np.empty_like(dw_rows)
         for at, _, tile in patch_tiles(x, HH, WW, stride, pad, pad):
             dw_rows += np.matmul(tile.T, dout_rows[at], out=part)
-        filters_from_rows(dw_rows, dw)
-    else:  # the same with tap columns: (taps, pixels) @ (pixels, F)
+    else:  # with tap columns: per image, (taps, pixels) @ dout's (F, pixels) transposed,
+        # a view (an NHWC copy of dout would cost more than the products gain from it)
+        dout = np.ascontiguousarray(dout)  # (a strided dout has no such views)
         dw_rows = np.zeros((C * HH * WW, F), dw.dtype)
-        part = np.empty_like(dw_rows)
-        for at, _, tile in patch_tiles(x, HH, WW, stride, pad, pad):
-            dw_rows += np.matmul(tile, dout_rows[at], out=part)
-        filters_from_rows(dw_rows, dw)
+        for _, (n0, n1, h0, h1), tile in patch_tiles(x, HH, WW, stride, pad, pad):
+            pixels = (h1 - h0) * W_out
+            tiles = tile.reshape(-1, n1 - n0, pixels).transpose(1, 0, 2)
+            douts = np.reshape(dout[n0:n1, :, h0:h1], (n1 - n0, F, pixels), copy=False)
+            parts = scratch("dw parts", (n1 - n0, *dw_rows.shape), dw.dtype)
+            dw_rows += np.matmul(tiles, douts.transpose(0, 2, 1), out=parts).sum(axis=0)
+    filters_from_rows(dw_rows, dw)
     if not input_grad:
         return None, dw, db
     if last:

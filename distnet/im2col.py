@@ -110,13 +110,14 @@ def patch_matrix(x, HH, WW, stride, pad_h, pad_w, out=None) -> np.ndarray:
 TILE_BYTES = 1 << 19
 
 
-def patch_tiles(x, HH, WW, stride, pad_h, pad_w):
+def patch_tiles(x, HH, WW, stride, pad_h, pad_w, ones: bool = False):
     """patch_matrix(x, ...) in tiles, in its layout (pixel rows or tap columns): yields
     (pixels, span, tile) with `pixels` a slice of the pixel index (N, H_out, W_out),
     `span` = (n0, n1, h0, h1) the images and output rows it covers, and `tile` those
     pixels' patches, (pixels, taps) or (taps, pixels), in a scratch buffer valid until the
     next tile. A tile is whole images, or whole output rows of one image when an image's
-    patches exceed TILE_BYTES: its pixels are contiguous."""
+    patches exceed TILE_BYTES: its pixels are contiguous. `ones` (tap columns only): each
+    tile has a last row of ones, so that a bias can ride in the product."""
     N, C = x.shape[:2]
     last = channels_last(C, WW)
     padded = padded_nhwc(x, pad_h, pad_w, last, "padded input")
@@ -126,11 +127,12 @@ def patch_tiles(x, HH, WW, stride, pad_h, pad_w):
     windows = windows.transpose((0, 1, 2, 4, 5, 3) if last else (3, 4, 5, 0, 1, 2))
     taps = HH * WW * C
     line = W_out * taps * x.itemsize  # bytes of one output row's patches
+    # Tiles of equal size (a last small one would be a slow small product).
     if H_out * line <= TILE_BYTES:
-        images = TILE_BYTES // (H_out * line)
+        images = _even(N, TILE_BYTES // (H_out * line))
         spans = [(n, min(n + images, N), 0, H_out) for n in range(0, N, images)]
     else:
-        lines = max(1, TILE_BYTES // line)
+        lines = _even(H_out, max(1, TILE_BYTES // line))
         spans = [(n, n + 1, h, min(h + lines, H_out)) for n in range(N) for h in range(0, H_out, lines)]
     for n0, n1, h0, h1 in spans:
         pixels = (n1 - n0) * (h1 - h0) * W_out
@@ -140,10 +142,17 @@ def patch_tiles(x, HH, WW, stride, pad_h, pad_w):
             np.copyto(tile, windows[n0:n1, h0:h1])
             tile = tile.reshape(pixels, taps)
         else:
-            tile = scratch("patch tile", (C, HH, WW, n1 - n0, h1 - h0, W_out), x.dtype)
-            np.copyto(tile, windows[:, :, :, n0:n1, h0:h1])
-            tile = tile.reshape(taps, pixels)
+            tile = scratch("patch tile", (taps + ones, pixels), x.dtype)
+            np.copyto(tile[:taps].reshape(C, HH, WW, n1 - n0, h1 - h0, W_out), windows[:, :, :, n0:n1, h0:h1])
+            if ones:
+                tile[taps] = 1
         yield slice(start, start + pixels), (n0, n1, h0, h1), tile
+
+
+def _even(total: int, most: int) -> int:
+    """The size of ceil(total / most) parts of `total` as equal as can be."""
+    parts = -(-total // most)
+    return -(-total // parts)
 
 
 def filter_rows(w) -> np.ndarray:

@@ -333,3 +333,18 @@ def test_patch_tiles_cover_the_patch_matrix_once(monkeypatch, channels):
             tiles += 1
         assert np.array_equal(got, whole)
         assert tiles == count  # single rows; 2 rows of an image; 2 images
+
+
+def test_conv_backward_takes_a_strided_dout():
+    # dout as a transposed view (as a caller may hand it): the gradients of its copy (to
+    # rounding: numpy sums db in memory order)
+    for x_shape, w_shape in [((2, 3, 6, 6), (4, 3, 3, 3)), ((2, 5, 6, 6), (6, 5, 3, 3))]:
+        x, w, b = conv_case(x_shape, w_shape)
+        out, cache = conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
+        strided = np.random.default_rng(24).standard_normal(out.shape[::-1]).T
+        for got, want in zip(
+            conv_backward_fast(strided, cache),
+            conv_backward_fast(np.ascontiguousarray(strided), cache),
+            strict=True,
+        ):
+            assert rel_error(got, want) < 1e-12
