@@ -49,7 +49,7 @@ FOCUS = {
     ],
     "server": [
         "apply_gradients",
-        "_weighted_mean",
+        "block (distnet/optim",
         "adam (distnet",
         "sgd (distnet",
         "_own",

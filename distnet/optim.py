@@ -5,7 +5,8 @@ Every rule has the signature
     next_w, config = rule(w, dw, config=None)
 
 w: the current weights, any shape (one parameter, or a whole flat parameter vector or a
-contiguous slice of it: every rule is elementwise); dw: the gradient, same shape;
+contiguous slice of it: every rule is elementwise); dw: the gradient, same shape, or a
+`Mean` of several (the parameter server's workers' gradients, averaged block by block);
 config: a dict of hyperparameters (learning_rate, ...) and of the rule's state (velocity,
 cache, m, v, t). Missing hyperparameters are filled in with `config.setdefault` from
 DEFAULTS, the state is created on the first call and kept in config, and the rule returns
@@ -129,27 +130,71 @@ def set_num_threads(threads: int) -> None:
     _threads = threads
 
 
+class Mean:
+    """The weighted mean of equal-shaped gradients, sum_i weights[i] * vectors[i] /
+    sum(weights), given to a rule as its dw: the rule makes it block by block, each block
+    while it is in the cache, instead of whole passes over memory before the update (the
+    synchronous parameter server: 3 ms of a 10 ms Adam step on 4.1 M floats). Each
+    element gets the operations of a whole-array mean, so the result is bitwise the same.
+    After the rule, `sq_norm` is the mean's squared L2 norm (a float, summed by block in
+    block order: the same for any thread count)."""
+
+    def __init__(self, vectors, weights):
+        if len(vectors) != len(weights) or not vectors:
+            raise InvalidInput(f"{len(vectors)} gradients for {len(weights)} weights")
+        total = float(sum(weights))
+        self.vectors = [np.asarray(v) for v in vectors]
+        self.scales = [w / total for w in weights]
+        self.shape = self.vectors[0].shape
+        self._norms: dict[int, float] = {}
+
+    @property
+    def sq_norm(self) -> float:
+        return sum(self._norms[k] for k in sorted(self._norms))
+
+    def block(self, lo: int, hi: int, out: np.ndarray, spare: np.ndarray) -> np.ndarray:
+        """Elements [lo, hi) of the flattened mean, into `out` (`spare`: scratch)."""
+        np.multiply(self.vectors[0].reshape(-1)[lo:hi], self.scales[0], out=out)
+        for vector, scale in zip(self.vectors[1:], self.scales[1:], strict=True):
+            out += np.multiply(vector.reshape(-1)[lo:hi], scale, out=spare)
+        self._norms[lo] = float(np.dot(out, out))
+        return out
+
+    def whole(self, dtype) -> np.ndarray:
+        """The whole mean as one array of `dtype`, the shape of the gradients."""
+        size = math.prod(self.shape)
+        out = self.block(0, size, np.empty(size, dtype), np.empty(size, dtype))
+        return out.reshape(self.shape)
+
+
 def _apply(kernel, w, dw, *state) -> None:
-    """Run kernel(w, dw, *state, scratch) over matching 1-D blocks (views) of the arrays.
+    """Run kernel(w, dw, *state, scratch) over matching 1-D blocks (views) of the arrays;
+    dw may be a Mean, made block by block into a per-thread buffer.
 
     Blocks are split into one contiguous run per thread, each thread with its own scratch.
     A strided (non-contiguous) operand makes it one pass over the whole arrays.
     """
     global _pool
-    arrays = (w, dw, *state)
-    if not all(a.flags.c_contiguous and a.shape == w.shape for a in arrays):
-        kernel(*arrays, np.empty(w.shape, dtype=w.dtype))
+    mean = dw if isinstance(dw, Mean) else None
+    operands = (w, *state, *(mean.vectors if mean else (dw,)))
+    if not all(a.flags.c_contiguous and a.shape == w.shape for a in operands):
+        grad = mean.whole(w.dtype) if mean else dw
+        kernel(w, grad, *state, np.empty(w.shape, dtype=w.dtype))
         return
-    flat = [a.reshape(-1) for a in arrays]  # views, since all are contiguous
+    flat = [a.reshape(-1) for a in (w, *state)]  # views, since all are contiguous
+    flat_dw = None if mean else dw.reshape(-1)
     # Handing work to a thread costs ~0.1 ms: only worth it for a few blocks per thread.
     threads = max(1, min(_threads, w.size // (MIN_BLOCKS_PER_THREAD * BLOCK)))
     bounds = [w.size * i // threads // BLOCK * BLOCK for i in range(threads)] + [w.size]
 
     def run(lo: int, hi: int) -> None:
-        scratch = np.empty(min(BLOCK, hi - lo), dtype=w.dtype)
+        scratch, grad, spare = np.empty((3, min(BLOCK, hi - lo)), dtype=w.dtype)
         for start in range(lo, hi, BLOCK):
-            parts = [a[start : min(start + BLOCK, hi)] for a in flat]
-            kernel(*parts, scratch[: len(parts[0])])
+            stop = min(start + BLOCK, hi)
+            n = stop - start
+            block_dw = mean.block(start, stop, grad[:n], spare[:n]) if mean else flat_dw[start:stop]
+            w_, *state_ = (a[start:stop] for a in flat)
+            kernel(w_, block_dw, *state_, scratch[:n])
 
     if threads == 1:
         run(0, w.size)

@@ -273,3 +273,44 @@ def test_threads_split_blocks_without_changing_a_bit(rule):
     assert all(np.array_equal(results[0], r) for r in results[1:])
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         optim.set_num_threads(0)
+
+
+def whole_mean(vectors, weights):
+    """The weighted mean as whole-array passes (what the parameter server did before
+    optim.Mean): the reference a block-by-block mean must equal bit for bit."""
+    total = float(sum(weights))
+    out = np.multiply(vectors[0], weights[0] / total)
+    for vector, weight in zip(vectors[1:], weights[1:], strict=True):
+        out += np.multiply(vector, weight / total)
+    return out
+
+
+@pytest.mark.parametrize("rule", sorted(optim.RULES))
+def test_a_mean_of_gradients_as_dw_is_bitwise_the_whole_mean(rule):
+    # optim.Mean, made block by block inside the rule, with 1 and 2 threads, on a vector of
+    # many blocks and on a strided one (made whole): the update of its whole-array mean,
+    # to the bit, and its squared norm that of the mean.
+    rng = np.random.default_rng(6)
+    weights = [3, 5, 2]
+    size = 2 * optim.MIN_BLOCKS_PER_THREAD * optim.BLOCK + 11
+    try:
+        for threads in (1, 2):
+            optim.set_num_threads(threads)
+            for w0 in (
+                rng.standard_normal(size).astype(np.float32),
+                rng.standard_normal((6, 8))[:, ::2],
+            ):
+                grads = [rng.standard_normal(w0.shape).astype(w0.dtype) for _ in weights]
+                want, _ = optim.RULES[rule](w0.copy(), whole_mean(grads, weights), {})
+                mean = optim.Mean(grads, weights)
+                got, _ = optim.RULES[rule](w0.copy(), mean, {})
+                assert np.array_equal(got, want)
+                avg = whole_mean(grads, weights).astype(np.float64)
+                assert mean.sq_norm == pytest.approx(float(np.sum(avg * avg)), rel=1e-5)
+    finally:
+        optim.set_num_threads(1)
+
+
+def test_a_mean_needs_a_weight_per_gradient():
+    with pytest.raises(ValueError, match="2 gradients for 1 weights"):
+        optim.Mean([np.ones(3), np.ones(3)], [1])

@@ -104,8 +104,6 @@ class ParameterServer:
         self.overlapped = overlapped
         self._sender: _Sender | None = None  # overlapped: the send of p(t+1) under way
         self.state: ShardState | None = None  # None until the driver loads a state
-        self._avg: np.ndarray | None = None  # the averaged gradient
-        self._scratch: np.ndarray | None = None
         optim.set_num_threads(threads or min(os.cpu_count() or 1, 4))
 
     def pid(self) -> int:
@@ -124,8 +122,6 @@ class ParameterServer:
         self.state = ShardState(
             state.step, params, {}, _own(state.bn_state), list(state.worker_steps), lagged
         )
-        self._avg = np.empty_like(self.state.params)
-        self._scratch = np.empty_like(self.state.params)
         return self.state.params
 
     def get_state(self) -> ShardState:
@@ -153,17 +149,17 @@ class ParameterServer:
         n = len(weights)
         bn_states = grads_and_bn[n:]
         grads = [decode(g, self.state.params.dtype) for g in grads_and_bn[:n]]
-        avg = _weighted_mean(grads, weights, out=self._avg, scratch=self._scratch)
+        mean = optim.Mean(grads, weights)  # made block by block inside the rule
         self.config["learning_rate"] = self.schedule(step)
-        params, self.config = self.rule(self.state.params, avg, self.config)
+        params, self.config = self.rule(self.state.params, mean, self.config)
         self.state.params = params
         if bn_states:
-            self.state.bn_state = _weighted_mean(bn_states, weights)
+            self.state.bn_state = _mean(bn_states, weights)
         self.state.step += 1
         report = ServerReport(
             step=step,
             learning_rate=float(self.config["learning_rate"]),
-            grad_sq_norm=float(np.dot(avg, avg)),
+            grad_sq_norm=mean.sq_norm,
             update_s=time.perf_counter() - start,
             received=n,
             started=started,
@@ -238,7 +234,7 @@ class ParameterServer:
                 if with_bn:
                     bn_states.append(mesh.recv_array(conn, step, s.bn_state.dtype, s.bn_state.size))
             if bn_states:  # as in sync mode: the statistics do not lag
-                s.bn_state = _weighted_mean(bn_states, weights)
+                s.bn_state = _mean(bn_states, weights)
             np.copyto(s.lagged, s.params)  # p(step + 1) = θ_step, before the update
             self._sender = _Sender(
                 (generation, step + 1), self.mesh.conns, s.lagged, s.bn_state if with_bn else None
@@ -368,11 +364,6 @@ def _own(value):
     return np.array(value) if isinstance(value, np.ndarray) else value
 
 
-def _weighted_mean(vectors, weights, out=None, scratch=None) -> np.ndarray:
-    total = float(sum(weights))
-    out = np.multiply(vectors[0], weights[0] / total, out=out)
-    if scratch is None and len(vectors) > 1:
-        scratch = np.empty_like(out)
-    for vec, w in zip(vectors[1:], weights[1:], strict=True):
-        out += np.multiply(vec, w / total, out=scratch)
-    return out
+def _mean(vectors, weights) -> np.ndarray:
+    """The sample-weighted mean of the workers' batchnorm statistics, as one array."""
+    return optim.Mean(vectors, weights).whole(np.asarray(vectors[0]).dtype)
