@@ -33,7 +33,6 @@ from distnet.im2col import (
     copy_nhwc,
     filter_rows,
     filters_from_rows,
-    patch_matrix,
     patch_tiles,
     scratch,
 )

@@ -135,7 +135,9 @@ def patch_tiles(x, HH, WW, stride, pad_h, pad_w, ones: bool = False):
         spans = [(n, min(n + images, N), 0, H_out) for n in range(0, N, images)]
     else:
         lines = _even(H_out, max(1, TILE_BYTES // line))
-        spans = [(n, n + 1, h, min(h + lines, H_out)) for n in range(N) for h in range(0, H_out, lines)]
+        spans = [
+            (n, n + 1, h, min(h + lines, H_out)) for n in range(N) for h in range(0, H_out, lines)
+        ]
     for n0, n1, h0, h1 in spans:
         pixels = (n1 - n0) * (h1 - h0) * W_out
         start = (n0 * H_out + h0) * W_out
@@ -145,7 +147,10 @@ def patch_tiles(x, HH, WW, stride, pad_h, pad_w, ones: bool = False):
             tile = tile.reshape(pixels, taps)
         else:
             tile = scratch("patch tile", (taps + ones, pixels), x.dtype)
-            np.copyto(tile[:taps].reshape(C, HH, WW, n1 - n0, h1 - h0, W_out), windows[:, :, :, n0:n1, h0:h1])
+            np.copyto(
+                tile[:taps].reshape(C, HH, WW, n1 - n0, h1 - h0, W_out),
+                windows[:, :, :, n0:n1, h0:h1],
+            )
             if ones:
                 tile[taps] = 1
         yield slice(start, start + pixels), (n0, n1, h0, h1), tile
