@@ -98,7 +98,9 @@ def conv_job(model: dict, batch_size: int, **train) -> JobConfig:
 def test_a_conv_models_parameters_and_activations_are_its_own(model, dtype):
     """The parameters are the model's to the byte; the activations one training step keeps
     per worker batch are a lower bound, but a close one, of what a real forward and
-    backward pass allocates (im2col patches and all), measured with tracemalloc."""
+    backward pass allocates, measured with tracemalloc (since the conv layers copy their
+    patches in reused cache-sized tiles, about half of the peak is the layers' transient
+    buffers, which the estimate leaves out)."""
     import tracemalloc
 
     import numpy as np
@@ -117,7 +119,7 @@ def test_a_conv_models_parameters_and_activations_are_its_own(model, dtype):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert 0.6 * peak < activations <= peak, (activations, peak)
+    assert 0.5 * peak < activations <= peak, (activations, peak)
 
 
 def test_a_conv_job_whose_activations_cannot_fit_is_refused():

@@ -25,7 +25,6 @@ from distnet.config import JobConfig
 from distnet.data.reader import assign_rows
 from distnet.distributed.plan import actor_batch_sizes
 from distnet.errors import DistnetError
-from distnet.im2col import channels_last
 from distnet.models.blocks import Affine, Conv, Dropout, Pool, check_blocks, parse_blocks
 from distnet.models.build import CIFAR_IMAGE, CONV_KINDS
 
@@ -136,10 +135,9 @@ def _fc_counts(m) -> tuple[int, int]:
 
 def _conv_counts(m) -> tuple[int, int]:
     """(parameters, activation values kept per sample) of a conv model, layer by layer
-    from the shapes its blocks meet: a conv keeps its output, and its im2col patch
-    matrix (C x size^2 values per output pixel) if it has tap rows (few channels;
-    with pixel rows fast_layers keeps none, and a Winograd layer's tiles are left out:
-    the count stays a lower bound), a norm its normalized input and output, the
+    from the shapes its blocks meet: a conv keeps its output (fast_layers keeps no im2col
+    patch matrix, it copies cache-sized tiles again in backward; a Winograd layer's tiles
+    are left out: the count stays a lower bound), a norm its normalized input and output, the
     ReLU its output; a pool its output, dropout its mask and output, an affine block its
     output and the ReLU's."""
     if m.kind == "three_layer_conv":  # as ThreeLayerConvNet builds it
@@ -153,8 +151,7 @@ def _conv_counts(m) -> tuple[int, int]:
         if isinstance(block, Conv):
             taps = before[0] * block.size**2
             params += block.filters * (taps + 1 + (2 if block.norm else 0))
-            kept = 0 if channels_last(before[0], block.size) else taps * after[1] * after[2]
-            values += kept + out * (2 + (2 if block.norm else 0))
+            values += out * (2 + (2 if block.norm else 0))
         elif isinstance(block, Affine):
             params += (math.prod(before) + 1) * block.units
             values += 2 * out
